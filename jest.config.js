@@ -18,7 +18,7 @@ module.exports = {
       transform: { '^.+\\.ts$': tsJest },
       globalSetup: '<rootDir>/integration/global-setup.ts',
       globalTeardown: '<rootDir>/integration/global-teardown.ts',
-      testTimeout: 180000,
+      setupFilesAfterEnv: ['<rootDir>/integration/jest-setup.ts'],
     },
   ],
 };

@@ -1,0 +1,226 @@
+/**
+ * Length-prefixed frames (Erlang's `{packet,4}`) and the byte readers/writers
+ * the protocol is built from. See docs/PROTOCOL.md.
+ */
+
+export const MAX_FRAME = 1 << 30;
+
+export class ProtocolError extends Error {
+  readonly code = 'EPROTOCOL';
+  constructor(message: string) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
+}
+
+/** Splits a byte stream into frame payloads. */
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  /** Feeds bytes; returns every complete payload. Throws ProtocolError on an oversized frame. */
+  push(chunk: Buffer): Buffer[] {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const out: Buffer[] = [];
+    for (;;) {
+      if (this.buffered < 4) break;
+      const head = this.peek(4);
+      const len = head.readUInt32BE(0);
+      if (len > MAX_FRAME) throw new ProtocolError(`frame of ${len} bytes exceeds the ${MAX_FRAME}-byte limit`);
+      if (this.buffered < 4 + len) break;
+      const all = this.take(4 + len);
+      out.push(all.subarray(4));
+    }
+    return out;
+  }
+
+  /** Bytes held of an incomplete frame. */
+  get pending(): number {
+    return this.buffered;
+  }
+
+  private peek(n: number): Buffer {
+    if (this.chunks[0].length >= n) return this.chunks[0];
+    this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0];
+  }
+
+  private take(n: number): Buffer {
+    let first = this.chunks[0];
+    if (first.length < n) {
+      first = Buffer.concat(this.chunks);
+      this.chunks = [first];
+    }
+    const out = first.subarray(0, n);
+    if (first.length === n) this.chunks.shift();
+    else this.chunks[0] = first.subarray(n);
+    this.buffered -= n;
+    return out;
+  }
+}
+
+export function encodeFrame(payload: Buffer): Buffer {
+  const head = Buffer.allocUnsafe(4);
+  head.writeUInt32BE(payload.length, 0);
+  return Buffer.concat([head, payload]);
+}
+
+/** Reads big-endian fields; any read past the end is a ProtocolError. */
+export class Reader {
+  private pos = 0;
+  constructor(private readonly buf: Buffer) {}
+
+  private need(n: number, what: string): void {
+    if (this.pos + n > this.buf.length) {
+      throw new ProtocolError(`truncated frame: ${what} needs ${n} bytes at offset ${this.pos}, frame has ${this.buf.length}`);
+    }
+  }
+
+  u8(what = 'u8'): number {
+    this.need(1, what);
+    return this.buf.readUInt8(this.pos++);
+  }
+
+  u16(what = 'u16'): number {
+    this.need(2, what);
+    const v = this.buf.readUInt16BE(this.pos);
+    this.pos += 2;
+    return v;
+  }
+
+  u32(what = 'u32'): number {
+    this.need(4, what);
+    const v = this.buf.readUInt32BE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  u64(what = 'u64'): number {
+    this.need(8, what);
+    const v = this.buf.readBigUInt64BE(this.pos);
+    this.pos += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError(`${what} ${v} is out of range`);
+    return Number(v);
+  }
+
+  i64(what = 'i64'): number {
+    this.need(8, what);
+    const v = this.buf.readBigInt64BE(this.pos);
+    this.pos += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) {
+      throw new ProtocolError(`${what} ${v} is out of range`);
+    }
+    return Number(v);
+  }
+
+  bytes(n: number, what = 'bytes'): Buffer {
+    this.need(n, what);
+    const v = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return v;
+  }
+
+  str(what = 'string'): string {
+    const n = this.u16(`${what} length`);
+    return this.bytes(n, what).toString('utf8');
+  }
+
+  /** A count that must be plausible for the bytes left (each item ≥ minItemBytes). */
+  count(minItemBytes: number, what = 'count'): number {
+    const n = this.u32(what);
+    if (n * minItemBytes > this.buf.length - this.pos) {
+      throw new ProtocolError(`truncated frame: ${what} ${n} does not fit in the ${this.buf.length - this.pos} bytes left`);
+    }
+    return n;
+  }
+
+  end(): void {
+    if (this.pos !== this.buf.length) {
+      throw new ProtocolError(`${this.buf.length - this.pos} trailing bytes in frame`);
+    }
+  }
+}
+
+/** Builds a payload from big-endian fields. */
+export class Writer {
+  private parts: Buffer[] = [];
+  private cur: Buffer;
+  private pos = 0;
+
+  constructor(initial = 256) {
+    this.cur = Buffer.allocUnsafe(initial);
+  }
+
+  private room(n: number): void {
+    if (this.pos + n <= this.cur.length) return;
+    this.parts.push(this.cur.subarray(0, this.pos));
+    this.cur = Buffer.allocUnsafe(Math.max(n, this.cur.length * 2));
+    this.pos = 0;
+  }
+
+  u8(v: number): this {
+    this.room(1);
+    this.cur.writeUInt8(v, this.pos++);
+    return this;
+  }
+
+  u16(v: number): this {
+    this.room(2);
+    this.cur.writeUInt16BE(v, this.pos);
+    this.pos += 2;
+    return this;
+  }
+
+  u32(v: number): this {
+    this.room(4);
+    this.cur.writeUInt32BE(v, this.pos);
+    this.pos += 4;
+    return this;
+  }
+
+  u64(v: number): this {
+    this.room(8);
+    this.cur.writeBigUInt64BE(BigInt(v), this.pos);
+    this.pos += 8;
+    return this;
+  }
+
+  i64(v: number): this {
+    this.room(8);
+    this.cur.writeBigInt64BE(BigInt(v), this.pos);
+    this.pos += 8;
+    return this;
+  }
+
+  /** Appends a buffer without copying it when it is large. */
+  bytes(b: Buffer): this {
+    if (b.length > 1024) {
+      this.parts.push(this.cur.subarray(0, this.pos));
+      this.parts.push(b);
+      this.cur = this.cur.subarray(this.pos);
+      this.pos = 0;
+      return this;
+    }
+    this.room(b.length);
+    b.copy(this.cur, this.pos);
+    this.pos += b.length;
+    return this;
+  }
+
+  str(s: string): this {
+    const b = Buffer.from(s, 'utf8');
+    if (b.length > 0xffff) throw new ProtocolError(`string of ${b.length} bytes is too long`);
+    return this.u16(b.length).bytes(b);
+  }
+
+  /** The payload, with a 4-byte length prefix when `framed`. */
+  finish(framed = false): Buffer {
+    const body = [...this.parts, this.cur.subarray(0, this.pos)];
+    const len = body.reduce((n, b) => n + b.length, 0);
+    if (!framed) return Buffer.concat(body, len);
+    const head = Buffer.allocUnsafe(4);
+    head.writeUInt32BE(len, 0);
+    return Buffer.concat([head, ...body], len + 4);
+  }
+}

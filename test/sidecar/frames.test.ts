@@ -1,0 +1,114 @@
+import { FrameDecoder, MAX_FRAME, ProtocolError, Reader, Writer, encodeFrame } from '../../src/sidecar/frames';
+import { Op, decodeRequest, encodeConfirm, Push } from '../../src/sidecar/protocol';
+
+const id = (n: number) => Buffer.alloc(16, n);
+
+function publishPayload(reqId: number, n: number, blob = Buffer.from('hello')): Buffer {
+  const w = new Writer().u8(Op.PUBLISH).u32(reqId).u32(7).u32(n);
+  for (let i = 0; i < n; i++) w.u64(i).u8(3).i64(-1).u32(blob.length).bytes(id(i)).u32(blob.length).bytes(blob);
+  return w.finish();
+}
+
+describe('FrameDecoder', () => {
+  it('splits frames arriving in arbitrary pieces', () => {
+    const payloads = [Buffer.from('a'), Buffer.alloc(0), Buffer.alloc(5000, 7), Buffer.from('xyz')];
+    const stream = Buffer.concat(payloads.map(encodeFrame));
+    for (const step of [1, 3, 4, 5, 1000, stream.length]) {
+      const d = new FrameDecoder();
+      const got: Buffer[] = [];
+      for (let i = 0; i < stream.length; i += step) got.push(...d.push(stream.subarray(i, i + step)));
+      expect(got.map((b) => b.toString('hex'))).toEqual(payloads.map((b) => b.toString('hex')));
+      expect(d.pending).toBe(0);
+    }
+  });
+
+  it('keeps an incomplete frame pending', () => {
+    const d = new FrameDecoder();
+    const f = encodeFrame(Buffer.from('hello'));
+    expect(d.push(f.subarray(0, 6))).toEqual([]);
+    expect(d.pending).toBe(6);
+    expect(d.push(f.subarray(6)).map(String)).toEqual(['hello']);
+  });
+
+  it('rejects an oversized frame with a clear error', () => {
+    const d = new FrameDecoder();
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(MAX_FRAME + 1);
+    expect(() => d.push(head)).toThrow(ProtocolError);
+    expect(() => new FrameDecoder().push(head)).toThrow(/exceeds/);
+  });
+});
+
+describe('Reader and Writer', () => {
+  it('round-trips every field type', () => {
+    const big = Buffer.alloc(4000, 9);
+    const b = new Writer(8).u8(255).u16(65535).u32(0xffffffff).u64(Number.MAX_SAFE_INTEGER).i64(-1).str('vhost/é').bytes(big).finish();
+    const r = new Reader(b);
+    expect([r.u8(), r.u16(), r.u32(), r.u64(), r.i64(), r.str()]).toEqual([255, 65535, 0xffffffff, Number.MAX_SAFE_INTEGER, -1, 'vhost/é']);
+    expect(r.bytes(4000).equals(big)).toBe(true);
+    r.end();
+  });
+
+  it('frames with a length prefix', () => {
+    const f = new Writer().u32(1).finish(true);
+    expect(f.readUInt32BE(0)).toBe(4);
+    expect(f.length).toBe(8);
+  });
+
+  it('reports truncation and trailing bytes', () => {
+    expect(() => new Reader(Buffer.alloc(3)).u32('handle')).toThrow(/truncated frame: handle needs 4 bytes/);
+    const r = new Reader(Buffer.alloc(5));
+    r.u32();
+    expect(() => r.end()).toThrow(/1 trailing bytes/);
+    const big = Buffer.alloc(8, 0xff);
+    expect(() => new Reader(big).u64('seq')).toThrow(/out of range/);
+  });
+});
+
+describe('decodeRequest', () => {
+  it('decodes a publish batch', () => {
+    const f = decodeRequest(publishPayload(0, 3));
+    expect(f.reqId).toBe(0);
+    expect(f.req.op).toBe(Op.PUBLISH);
+    if (f.req.op !== Op.PUBLISH) throw new Error('unreachable');
+    expect(f.req.handle).toBe(7);
+    expect(f.req.publishes.map((p) => [p.seq, p.flags, p.expiry, p.size, p.id[0], p.blob.toString()])).toEqual([
+      [0, 3, -1, 5, 0, 'hello'],
+      [1, 3, -1, 5, 1, 'hello'],
+      [2, 3, -1, 5, 2, 'hello'],
+    ]);
+  });
+
+  it('decodes START and INIT', () => {
+    const key = 'a'.repeat(32);
+    const start = decodeRequest(new Writer().u8(Op.START).u32(9).str('/').str('/var/x').u32(1).str(key).finish());
+    expect(start).toEqual({ reqId: 9, req: { op: Op.START, vhost: '/', dir: '/var/x', keys: [key] } });
+    const init = decodeRequest(new Writer().u8(Op.INIT).u32(10).str('/').str('/d').str(key).str('q1').u8(1).u8(2).finish());
+    expect(init.req).toEqual({ op: Op.INIT, vhost: '/', dir: '/d', key, name: 'q1', durable: true, recover: 2 });
+  });
+
+  const bad: [string, Buffer, RegExp][] = [
+    ['an empty frame', Buffer.alloc(0), /truncated frame: op/],
+    ['an unknown op', new Writer().u8(77).u32(1).finish(), /unknown op 77/],
+    ['a truncated publish', publishPayload(0, 2).subarray(0, 40), /truncated/],
+    ['trailing bytes', Buffer.concat([new Writer().u8(Op.PURGE_ACKS).u32(0).u32(1).finish(), Buffer.from([0])]), /trailing/],
+    ['a sync op without request id', new Writer().u8(Op.FETCH).u32(0).u32(1).u32(1).u8(1).u8(1).finish(), /needs a request id/],
+    ['a bad boolean', new Writer().u8(Op.FETCH).u32(3).u32(1).u32(1).u8(2).u8(1).finish(), /must be 0 or 1/],
+    ['a bad queue key', new Writer().u8(Op.DELETE_CRASHED).u32(3).str('/').str('/d').str('../etc').finish(), /not 32 lowercase hex/],
+    ['an absurd count', new Writer().u8(Op.ACK).u32(0).u32(1).u32(1_000_000).finish(), /does not fit/],
+  ];
+  it.each(bad)('rejects %s with a clear ProtocolError', (_what, payload, msg) => {
+    expect(() => decodeRequest(payload)).toThrow(ProtocolError);
+    expect(() => decodeRequest(payload)).toThrow(msg);
+  });
+
+  it('encodes confirms', () => {
+    const f = encodeConfirm(5, [id(1), id(2)]);
+    const d = new FrameDecoder().push(f)[0];
+    const r = new Reader(d);
+    expect([r.u8(), r.u32(), r.u32()]).toEqual([Push.CONFIRM, 5, 2]);
+    expect(r.bytes(16).equals(id(1))).toBe(true);
+    expect(r.bytes(16).equals(id(2))).toBe(true);
+    r.end();
+  });
+});
