@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds the TypeScript (dist/) and the Erlang plugin (build/plugins/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+npx tsc -p tsconfig.json
+npx tsc -p examples/tsconfig.json
+chmod +x dist/sidecar/main.js dist/cli/main.js 2>/dev/null || true
+bash scripts/build-plugin.sh
