@@ -1,0 +1,149 @@
+/**
+ * One message store per vhost, under the vhost's message-store directory
+ * (`<dir>/warren/store`), and one journal directory per durable queue
+ * (`<dir>/warren/queues/<key>`). START decides, per vhost, whether the last
+ * stop was clean, and recovers the store: trusting its clean state, or
+ * rebuilding reference counts from the queues' journals.
+ */
+import { promises as fsp } from 'fs';
+import * as path from 'path';
+import { MessageStore } from '../store';
+import { consumeCleanMarker, replayJournal } from '../queue/queue-index';
+import { log } from './log';
+
+export interface VhostState {
+  vhost: string;
+  dir: string;
+  queuesDir: string;
+  store: MessageStore;
+  /** Queues whose clean marker START consumed: their journal needs no body checks. */
+  cleanKeys: Set<string>;
+  storeClean: boolean;
+}
+
+export interface StoreSettings {
+  index: string;
+  fileSizeLimit: number;
+}
+
+const PROGRESS_MS = 1000;
+
+async function listDirs(dir: string): Promise<string[]> {
+  try {
+    const ents = await fsp.readdir(dir, { withFileTypes: true });
+    return ents.filter((e) => e.isDirectory()).map((e) => e.name);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+}
+
+/**
+ * Ref-count deltas for a non-clean store start: +1 per live persistent
+ * message of each listed queue's journal. Logs progress on long walks.
+ */
+async function* journalDeltas(queuesDir: string, keys: readonly string[]): AsyncIterable<[Buffer, number]> {
+  const started = Date.now();
+  let lastReport = started;
+  let messages = 0;
+  for (let i = 0; i < keys.length; i++) {
+    const { entries } = await replayJournal(path.join(queuesDir, keys[i]));
+    for (const e of entries) {
+      messages++;
+      yield [e.id, 1];
+    }
+    const now = Date.now();
+    if (now - lastReport >= PROGRESS_MS) {
+      lastReport = now;
+      log('info', `recovery: walked ${i + 1}/${keys.length} queue journals (${Math.round(((i + 1) / keys.length) * 100)}%), ${messages} messages`);
+    }
+  }
+  if (Date.now() - started >= PROGRESS_MS) log('info', `recovery: walked ${keys.length} queue journals, ${messages} messages in ${Date.now() - started} ms`);
+}
+
+export class Vhosts {
+  private readonly open = new Map<string, VhostState>();
+  /** Serializes START/INIT/close per vhost. */
+  private readonly chains = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly settings: StoreSettings) {}
+
+  get(vhost: string): VhostState | undefined {
+    return this.open.get(vhost);
+  }
+
+  all(): VhostState[] {
+    return [...this.open.values()];
+  }
+
+  serial<T>(vhost: string, task: () => Promise<T>): Promise<T> {
+    const prev = this.chains.get(vhost) ?? Promise.resolve();
+    const p = prev.then(task, task);
+    this.chains.set(vhost, p.catch(() => undefined));
+    return p;
+  }
+
+  /**
+   * Opens the vhost's store for the given durable queues. Returns, per key,
+   * whether that queue left clean recovery state. Queue state of queues not
+   * listed is deleted (when `pruneUnlisted`).
+   */
+  async start(vhost: string, dir: string, keys: readonly string[], pruneUnlisted = true): Promise<boolean[]> {
+    const warrenDir = path.join(dir, 'warren');
+    const queuesDir = path.join(warrenDir, 'queues');
+    const storeDir = path.join(warrenDir, 'store');
+    await fsp.mkdir(queuesDir, { recursive: true });
+    const listed = new Set(keys);
+    if (pruneUnlisted) {
+      for (const k of await listDirs(queuesDir)) {
+        if (!listed.has(k)) {
+          log('info', `vhost ${vhost}: removing the state of queue ${k}, which is no longer a durable queue`);
+          await fsp.rm(path.join(queuesDir, k), { recursive: true, force: true });
+        }
+      }
+    }
+    const clean: boolean[] = [];
+    const cleanKeys = new Set<string>();
+    for (const k of keys) {
+      const terms = await consumeCleanMarker(path.join(queuesDir, k));
+      clean.push(terms !== undefined);
+      if (terms) cleanKeys.add(k);
+    }
+    const started = Date.now();
+    const store = await MessageStore.open({
+      dir: storeDir,
+      fileSizeLimit: this.settings.fileSizeLimit,
+      index: this.settings.index,
+      clientRefs: [...cleanKeys],
+      refDeltas: () => journalDeltas(queuesDir, keys),
+      log: (level, msg) => log(level, `vhost ${vhost} store: ${msg}`),
+    });
+    const storeClean = store.successfullyRecovered;
+    log(
+      'info',
+      `vhost ${vhost}: store at ${storeDir} opened ${storeClean ? 'clean' : 'after a non-clean stop (rebuilt from queue journals)'} in ${Date.now() - started} ms; ` +
+        `${keys.length} durable queues, ${cleanKeys.size} stopped cleanly`,
+    );
+    this.open.set(vhost, { vhost, dir, queuesDir, store, cleanKeys, storeClean });
+    return clean;
+  }
+
+  /** The vhost's state, opening it non-clean if START was not seen (the sidecar restarted under a running broker). */
+  async ensure(vhost: string, dir: string): Promise<VhostState> {
+    const cur = this.open.get(vhost);
+    if (cur) return cur;
+    const queuesDir = path.join(dir, 'warren', 'queues');
+    const keys = await listDirs(queuesDir);
+    log('warn', `vhost ${vhost}: queue init before vhost start; opening the store with the ${keys.length} queues found on disk`);
+    await this.start(vhost, dir, keys, false);
+    return this.open.get(vhost)!;
+  }
+
+  /** Closes a vhost's store. `clean` writes its clean-shutdown state. */
+  async close(vhost: string): Promise<void> {
+    const st = this.open.get(vhost);
+    if (!st) return;
+    this.open.delete(vhost);
+    await st.store.close();
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * The sidecar's socket server driven over a real Unix socket, as the Erlang
+ * plugin drives it: malformed frames close only that connection; queues keep
+ * their messages across a clean shutdown; confirms arrive after publishes.
+ */
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { FrameDecoder, Reader, Writer } from '../../src/sidecar/frames';
+import { Op, Push } from '../../src/sidecar/protocol';
+import { SidecarServer } from '../../src/sidecar/server';
+
+const KEY = '0123456789abcdef0123456789abcdef';
+
+class Client {
+  private decoder = new FrameDecoder();
+  private nextReq = 1;
+  private waiting = new Map<number, (r: { status: number; body: Buffer }) => void>();
+  readonly confirms: Buffer[] = [];
+  closed: Promise<void>;
+
+  constructor(readonly sock: net.Socket) {
+    this.closed = new Promise((resolve) => sock.on('close', () => resolve()));
+    sock.on('data', (chunk: Buffer) => {
+      for (const f of this.decoder.push(chunk)) {
+        const r = new Reader(f);
+        const kind = r.u8();
+        if (kind === Push.REPLY) {
+          const req = r.u32();
+          const status = r.u8();
+          this.waiting.get(req)?.({ status, body: f.subarray(6) });
+          this.waiting.delete(req);
+        } else if (kind === Push.CONFIRM) {
+          r.u32();
+          const n = r.u32();
+          for (let i = 0; i < n; i++) this.confirms.push(Buffer.from(r.bytes(16)));
+        }
+      }
+    });
+  }
+
+  static connect(p: string): Promise<Client> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect(p, () => resolve(new Client(s)));
+      s.once('error', reject);
+    });
+  }
+
+  cast(op: number, fill: (w: Writer) => void): void {
+    const w = new Writer().u8(op).u32(0);
+    fill(w);
+    this.sock.write(w.finish(true));
+  }
+
+  call(op: number, fill: (w: Writer) => void): Promise<Reader> {
+    const id = this.nextReq++;
+    const w = new Writer().u8(op).u32(id);
+    fill(w);
+    this.sock.write(w.finish(true));
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, ({ status, body }) => (status === 0 ? resolve(new Reader(body)) : reject(new Error(body.toString()))));
+    });
+  }
+}
+
+let dir: string;
+let server: SidecarServer;
+let sock: string;
+let shutdowns = 0;
+
+beforeEach(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-sc-'));
+  sock = path.join(dir, 's.sock');
+  server = new SidecarServer({ socket: sock, index: 'memory', fileSizeLimit: 1 << 20, syncIntervalMs: 2, logLevel: 'error' }, () => shutdowns++);
+  await server.listen();
+});
+
+afterEach(async () => {
+  await server.shutdown();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const vdir = () => path.join(dir, 'vhost');
+
+async function start(c: Client, keys: string[]): Promise<number[]> {
+  const r = await c.call(Op.START, (w) => {
+    w.str('/').str(vdir()).u32(keys.length);
+    keys.forEach((k) => w.str(k));
+  });
+  const n = r.u32();
+  return Array.from({ length: n }, () => r.u8());
+}
+
+async function init(c: Client, recover: number) {
+  const r = await c.call(Op.INIT, (w) => w.str('/').str(vdir()).str(KEY).str('q').u8(1).u8(recover));
+  return { handle: r.u32(), len: r.u32(), bytes: r.u64(), pcount: r.u32(), pbytes: r.u64(), nextSeq: r.u64() };
+}
+
+function publish(c: Client, handle: number, seqs: number[], flags: number) {
+  c.cast(Op.PUBLISH, (w) => {
+    w.u32(handle).u32(seqs.length);
+    for (const s of seqs) {
+      const blob = Buffer.from(`body-${s}`);
+      w.u64(s).u8(flags).i64(-1).u32(blob.length).bytes(Buffer.alloc(16, s)).u32(blob.length).bytes(blob);
+    }
+  });
+}
+
+async function fetch(c: Client, handle: number, ack: boolean) {
+  const r = await c.call(Op.FETCH, (w) => w.u32(handle).u32(1).u8(ack ? 1 : 0).u8(1));
+  if (r.u32() === 0) return undefined;
+  const seq = r.u64();
+  const flags = r.u8();
+  r.i64();
+  r.u32();
+  r.bytes(16);
+  return { seq, flags, body: r.bytes(r.u32()).toString() };
+}
+
+it('closes only the offending connection on a malformed frame, and keeps serving', async () => {
+  const bad = await Client.connect(sock);
+  bad.sock.write(new Writer().u8(200).u32(1).finish(true));
+  await bad.closed;
+  const good = await Client.connect(sock);
+  expect(await start(good, [])).toEqual([]);
+  good.sock.destroy();
+});
+
+it('reports an unknown handle as an error reply, not a crash', async () => {
+  const c = await Client.connect(sock);
+  await expect(c.call(Op.FETCH, (w) => w.u32(999).u32(1).u8(1).u8(1))).rejects.toThrow(/unknown queue handle 999/);
+  c.sock.destroy();
+});
+
+it('confirms persistent publishes, keeps them across a clean restart, and redelivers delivered ones', async () => {
+  let c = await Client.connect(sock);
+  expect(await start(c, [])).toEqual([]);
+  const q = await init(c, 0);
+  expect(q).toMatchObject({ len: 0, nextSeq: 0 });
+  publish(c, q.handle, [0, 1, 2, 3], 1 | 2); // persistent, needs confirming
+  for (let i = 0; i < 200 && c.confirms.length < 4; i++) await new Promise((r) => setTimeout(r, 5));
+  expect(c.confirms.map((b) => b[0]).sort()).toEqual([0, 1, 2, 3]);
+  expect(await fetch(c, q.handle, true)).toEqual({ seq: 0, flags: 1, body: 'body-0' });
+  expect(await fetch(c, q.handle, false)).toEqual({ seq: 1, flags: 1, body: 'body-1' });
+  await c.call(Op.TERMINATE, (w) => w.u32(q.handle));
+  c.sock.destroy();
+  await server.shutdown();
+
+  server = new SidecarServer({ socket: sock, index: 'memory', fileSizeLimit: 1 << 20, syncIntervalMs: 2, logLevel: 'error' }, () => shutdowns++);
+  await server.listen();
+  c = await Client.connect(sock);
+  expect(await start(c, [KEY])).toEqual([1]);
+  const again = await init(c, 1);
+  expect(again).toMatchObject({ len: 3, pcount: 3, nextSeq: 4 });
+  expect(await fetch(c, again.handle, true)).toEqual({ seq: 0, flags: 1 | 4, body: 'body-0' });
+  expect(await fetch(c, again.handle, true)).toEqual({ seq: 2, flags: 1, body: 'body-2' });
+  expect(await fetch(c, again.handle, true)).toEqual({ seq: 3, flags: 1, body: 'body-3' });
+  expect(await fetch(c, again.handle, true)).toBeUndefined();
+  c.sock.destroy();
+});
+
+it('recovers a queue whose connection dropped (the broker died) as non-clean, all redelivered', async () => {
+  let c = await Client.connect(sock);
+  await start(c, []);
+  const q = await init(c, 0);
+  publish(c, q.handle, [0, 1], 1 | 2);
+  for (let i = 0; i < 200 && c.confirms.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  c.sock.destroy();
+  await c.closed;
+  c = await Client.connect(sock);
+  expect(await start(c, [KEY])).toEqual([0]);
+  const again = await init(c, 2);
+  expect(again).toMatchObject({ len: 2, pcount: 2 });
+  expect(await fetch(c, again.handle, true)).toEqual({ seq: 0, flags: 1 | 4, body: 'body-0' });
+  c.sock.destroy();
+});
