@@ -1,0 +1,21 @@
+/**
+ * Starts one RabbitMQ 3.10.8 node with Warren for the whole integration run
+ * (own node name, ports and data dir under /tmp) and records how to reach it.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { Broker } from '../src/cli/broker';
+import { STATE_FILE, TestState, freePort } from './harness';
+
+export default async function globalSetup(): Promise<void> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-it-'));
+  const amqpPort = await freePort();
+  const distPort = await freePort();
+  const nodeName = `warren-it-${process.pid}@localhost`;
+  const broker = new Broker({ dataDir, amqpPort, distPort, nodeName });
+  await broker.start();
+  const state: TestState = { dataDir, amqpPort, distPort, nodeName };
+  fs.writeFileSync(STATE_FILE, JSON.stringify(state));
+  process.env.WARREN_IT_STATE = STATE_FILE;
+}

@@ -1,0 +1,118 @@
+/**
+ * Shared helpers of the integration tests: the broker started by global-setup,
+ * AMQP connections, and polling.
+ */
+import * as amqp from 'amqplib';
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { Broker } from '../src/cli/broker';
+
+export const STATE_FILE = path.join(os.tmpdir(), `warren-it-state-${process.env.WARREN_IT_RUN ?? 'default'}.json`);
+
+export interface TestState {
+  dataDir: string;
+  amqpPort: number;
+  distPort: number;
+  nodeName: string;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export function state(): TestState {
+  return JSON.parse(fs.readFileSync(process.env.WARREN_IT_STATE ?? STATE_FILE, 'utf8')) as TestState;
+}
+
+export function broker(): Broker {
+  return new Broker(state());
+}
+
+export function amqpUrl(): string {
+  return `amqp://guest:guest@127.0.0.1:${state().amqpPort}`;
+}
+
+export async function connect(): Promise<amqp.ChannelModel> {
+  return amqp.connect(amqpUrl());
+}
+
+let counter = 0;
+/** A queue name unique to this test run. */
+export function qname(prefix: string): string {
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${counter++}`;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls until `fn` returns a truthy value or the time is up; returns the last value. */
+export async function waitFor<T>(fn: () => Promise<T>, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last = await fn();
+  while (!last && Date.now() < deadline) {
+    await sleep(everyMs);
+    last = await fn();
+  }
+  return last;
+}
+
+export interface QueueRow {
+  name: string;
+  messages: number;
+  ready: number;
+  unacked: number;
+}
+
+/** `rabbitmqctl list_queues name messages messages_ready messages_unacknowledged`, parsed. */
+export async function listQueues(b: Broker = broker()): Promise<Map<string, QueueRow>> {
+  const out = await b.ctl(['list_queues', '-q', '--no-table-headers', 'name', 'messages', 'messages_ready', 'messages_unacknowledged']);
+  const rows = new Map<string, QueueRow>();
+  for (const line of out.split('\n')) {
+    const parts = line.trim().split(/\t/);
+    if (parts.length !== 4) continue;
+    const [name, messages, ready, unacked] = parts;
+    rows.set(name, { name, messages: Number(messages), ready: Number(ready), unacked: Number(unacked) });
+  }
+  return rows;
+}
+
+/**
+ * Consumes exactly `n` messages (prefetch n, manual ack) and cancels the
+ * consumer; the messages stay unacked on the channel for the caller.
+ */
+export async function collect(ch: amqp.Channel, queue: string, n: number, timeoutMs = 60_000): Promise<amqp.ConsumeMessage[]> {
+  const got: amqp.ConsumeMessage[] = [];
+  let tag = '';
+  if (n > 0) await ch.prefetch(n);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${got.length} of ${n} messages arrived from ${queue}`)), timeoutMs);
+    ch.consume(queue, (m) => {
+      if (!m) return;
+      got.push(m);
+      if (got.length === n) {
+        clearTimeout(timer);
+        resolve();
+      }
+    })
+      .then((ok) => {
+        tag = ok.consumerTag;
+        if (n === 0) {
+          clearTimeout(timer);
+          resolve();
+        }
+      })
+      .catch(reject);
+  });
+  await ch.cancel(tag);
+  return got;
+}
