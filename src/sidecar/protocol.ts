@@ -20,6 +20,7 @@ export const Op = {
   FOLD: 14,
   SYNC: 15,
   SHUTDOWN: 16,
+  STATS: 17,
 } as const;
 
 export const Push = { REPLY: 100, CONFIRM: 101 } as const;
@@ -63,14 +64,14 @@ export type Request =
   | { op: typeof Op.ACK | typeof Op.REQUEUE | typeof Op.READ; handle: number; seqs: number[] }
   | { op: typeof Op.PEEK; handle: number; max: number }
   | { op: typeof Op.FOLD; handle: number; afterSeq: number; max: number }
-  | { op: typeof Op.SHUTDOWN };
+  | { op: typeof Op.SHUTDOWN | typeof Op.STATS };
 
 export interface Frame {
   reqId: number;
   req: Request;
 }
 
-const SYNC_ONLY = new Set<number>([Op.START, Op.INIT, Op.TERMINATE, Op.DELETE_AND_TERMINATE, Op.DELETE_CRASHED, Op.PURGE, Op.FETCH, Op.PEEK, Op.READ, Op.FOLD, Op.SHUTDOWN]);
+const SYNC_ONLY = new Set<number>([Op.START, Op.INIT, Op.TERMINATE, Op.DELETE_AND_TERMINATE, Op.DELETE_CRASHED, Op.PURGE, Op.FETCH, Op.PEEK, Op.READ, Op.FOLD, Op.SHUTDOWN, Op.STATS]);
 
 function seqs(r: Reader): number[] {
   const n = r.count(8, 'seq count');
@@ -153,6 +154,7 @@ export function decodeRequest(payload: Buffer): Frame {
       req = { op, handle: r.u32('handle'), afterSeq: r.i64('after seq'), max: r.u32('max') };
       break;
     case Op.SHUTDOWN:
+    case Op.STATS:
       req = { op };
       break;
     default:

@@ -142,6 +142,8 @@ export class SidecarServer {
         return this.vhosts.serial(req.vhost, () => this.deleteCrashed(req.vhost, req.dir, req.key));
       case Op.SHUTDOWN:
         return this.shutdown().then(() => undefined);
+      case Op.STATS:
+        return Promise.resolve(Buffer.from(JSON.stringify(this.stats())));
       default:
         break;
     }
@@ -276,6 +278,19 @@ export class SidecarServer {
     await fs.promises.rm(qdir, { recursive: true, force: true });
     log('info', `queue ${key} in vhost ${vhost}: crashed queue deleted`);
     return undefined;
+  }
+
+  /** Figures for operators and tests: per vhost, the store's stats and each open queue's figures. */
+  stats(): Record<string, unknown> {
+    const vhosts: Record<string, unknown> = {};
+    for (const vh of this.vhosts.all()) {
+      const queues: Record<string, unknown> = {};
+      for (const { session } of this.sessions.values()) {
+        if (session.info.vhost === vh.vhost) queues[session.info.name] = session.queue.figures();
+      }
+      vhosts[vh.vhost] = { dir: vh.dir, storeClean: vh.storeClean, store: vh.store.stats(), queues };
+    }
+    return { pid: process.pid, vhosts };
   }
 
   /** Clean shutdown of every store. Sessions still open are left non-clean. */
