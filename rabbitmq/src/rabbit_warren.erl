@@ -1,0 +1,52 @@
+%% Boot steps of the rabbitmq_warren plugin.
+%%
+%% Warren is selected as the backing queue with advanced.config
+%%   [{rabbit, [{backing_queue_module, rabbit_warren_bq}]}].
+%% RabbitMQ's priority-queue boot step then moves that module under its
+%% wrapper, so x-max-priority keeps working. Our step starts the sidecar
+%% owner (rabbit_warren_sidecar) as a restartable child of rabbit_sup before
+%% queue recovery: START/INIT of the recovered queues go through it, and it
+%% stops after the queues.
+-module(rabbit_warren).
+
+-export([boot/0, backing_queue_module/0]).
+
+-rabbit_boot_step({rabbit_warren,
+                   [{description, "Warren: sidecar owner for the rabbit_warren_bq backing queue"},
+                    {mfa,         {?MODULE, boot, []}},
+                    {requires,    core_initialized},
+                    {enables,     recovery}]}).
+
+boot() ->
+    case catch rabbit_boot_state:get() of
+        ready ->
+            %% Enabled on a running node: the queues already run on another
+            %% backing queue, and switching under them would lose messages.
+            rabbit_log:error("Warren: rabbitmq_warren cannot be enabled on a running node; "
+                             "enable it offline (rabbitmq-plugins enable --offline "
+                             "rabbitmq_warren), set backing_queue_module in advanced.config "
+                             "and restart the node"),
+            {error, {rabbitmq_warren, must_be_enabled_at_boot}};
+        _ ->
+            BQ = backing_queue_module(),
+            case BQ of
+                rabbit_warren_bq -> ok;
+                _ -> rabbit_log:warning(
+                       "Warren: the plugin is enabled but the backing queue is ~p; set "
+                       "{rabbit, [{backing_queue_module, rabbit_warren_bq}]} in "
+                       "advanced.config for Warren to store the queues' messages", [BQ])
+            end,
+            rabbit_sup:start_restartable_child(rabbit_warren_sidecar)
+    end.
+
+%% The module classic queues really use (under the priority-queue wrapper).
+backing_queue_module() ->
+    case application:get_env(rabbit, backing_queue_module) of
+        {ok, rabbit_priority_queue} ->
+            case application:get_env(rabbitmq_priority_queue, backing_queue_module) of
+                {ok, M} -> M;
+                undefined -> rabbit_variable_queue
+            end;
+        {ok, M} -> M;
+        undefined -> rabbit_variable_queue
+    end.

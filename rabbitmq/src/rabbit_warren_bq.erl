@@ -1,0 +1,522 @@
+%% Warren's backing queue: RabbitMQ's classic queues keep their messages in
+%% Warren's store. Every callback of rabbit_backing_queue (3.10.8) forwards to
+%% the sidecar through rabbit_warren_sidecar (docs/PROTOCOL.md):
+%%
+%% - the figures the queue asks for constantly (len, depth, bytes, pending
+%%   acks, persistent counts) are kept here and answered locally;
+%% - publishes, acks, requeues are asynchronous (no round trip per message);
+%%   seq ids, assigned here, are the ack tags;
+%% - fetch, drop, purge, peek, read, fold are synchronous;
+%% - confirms come back as CONFIRM frames; the owner calls our async callback
+%%   with a fun that records the ids; drain_confirmed hands them over.
+%%
+%% Selected with advanced.config {rabbit, [{backing_queue_module, rabbit_warren_bq}]},
+%% so RabbitMQ's priority-queue wrapper still sits on top of it.
+-module(rabbit_warren_bq).
+-behaviour(rabbit_backing_queue).
+
+-include_lib("rabbit_common/include/rabbit.hrl").
+
+-export([start/2, stop/1, init/3, terminate/2, delete_and_terminate/2,
+         delete_crashed/1, purge/1, purge_acks/1,
+         publish/6, publish_delivered/5, batch_publish/4, batch_publish_delivered/4,
+         discard/4, drain_confirmed/1, dropwhile/2, fetchwhile/4, fetch/2, drop/2,
+         ack/2, requeue/2, ackfold/4, fold/3, len/1, is_empty/1, depth/1,
+         set_ram_duration_target/2, ram_duration/1, needs_timeout/1, timeout/1,
+         handle_pre_hibernate/1, resume/1, msg_rates/1, info/2, invoke/3,
+         is_duplicate/2, set_queue_mode/2, set_queue_version/2,
+         zip_msgs_and_acks/4, handle_info/2]).
+
+%% for the owner's confirm funs, operators and tests
+-export([confirmed/4, queue_key/2]).
+
+-define(OP_START, 1).
+-define(OP_INIT, 2).
+-define(OP_TERMINATE, 3).
+-define(OP_DELETE_AND_TERMINATE, 4).
+-define(OP_DELETE_CRASHED, 5).
+-define(OP_PURGE, 6).
+-define(OP_PURGE_ACKS, 7).
+-define(OP_PUBLISH, 8).
+-define(OP_FETCH, 9).
+-define(OP_ACK, 10).
+-define(OP_REQUEUE, 11).
+-define(OP_PEEK, 12).
+-define(OP_READ, 13).
+-define(OP_FOLD, 14).
+-define(OP_SYNC, 15).
+
+-define(F_PERSISTENT, 1).
+-define(F_NEEDS_CONFIRMING, 2).
+-define(F_DELIVERED, 4).
+-define(F_UNACKED, 8).
+
+-define(PAGE, 256).
+
+-record(s, {
+    owner,                 %% pid of rabbit_warren_sidecar
+    handle,                %% session handle in the sidecar
+    qname,                 %% #resource{} as given to init (priority sub-queue name included)
+    durable,
+    async_cb,
+    len = 0,               %% ready messages
+    bytes = 0,             %% ready bytes (message_bytes_ready)
+    unacked = #{},         %% Seq => {MsgId, Size, IsPersistent}
+    unacked_bytes = 0,
+    pcount = 0,            %% persistent messages (ready + unacked)
+    pbytes = 0,
+    next_seq = 0,
+    confirmed = [],        %% lists of confirmed msg ids, drained by drain_confirmed
+    disk_reads = 0,
+    disk_writes = 0
+}).
+
+%%----------------------------------------------------------------------------
+%% lifecycle
+
+start(VHost, QNames) ->
+    Dir = vhost_dir(VHost),
+    Keys = [queue_key(VHost, N) || #resource{name = N} <- QNames],
+    Body = [str(VHost), str(Dir), <<(length(Keys)):32>>, [str(K) || K <- Keys]],
+    case rabbit_warren_sidecar:call(global, ?OP_START, Body, long_timeout()) of
+        {ok, <<N:32, Clean/binary>>} when N =:= length(Keys), byte_size(Clean) =:= N ->
+            Terms = [case C of
+                         1 -> [{warren_clean, true}];
+                         _ -> non_clean_shutdown
+                     end || <<C:8>> <= Clean],
+            rabbit_log:info("Warren: vhost '~ts' started with ~b durable queues (~b clean)",
+                            [VHost, N, length([T || T = [_] <- Terms])]),
+            {ok, Terms};
+        {ok, Other} ->
+            error({warren_bad_reply, start, Other});
+        {error, E} ->
+            error({warren_error, start, VHost, E})
+    end.
+
+stop(_VHost) ->
+    ok.
+
+init(Q, Recover, AsyncCb) ->
+    QName = #resource{virtual_host = VHost, name = Name} = amqqueue:get_name(Q),
+    Durable = amqqueue:is_durable(Q),
+    Mode = case Recover of
+               new -> 0;
+               non_clean_shutdown -> 2;
+               Terms when is_list(Terms) -> 1
+           end,
+    Body = [str(VHost), str(vhost_dir(VHost)), str(queue_key(VHost, Name)),
+            str(printable_name(Name)), <<(bool(Durable)):8, Mode:8>>],
+    Owner = owner(),
+    case rabbit_warren_sidecar:call({init, AsyncCb}, ?OP_INIT, Body, long_timeout()) of
+        {ok, <<Handle:32, Len:32, Bytes:64, PC:32, PB:64, NextSeq:64>>} ->
+            #s{owner = Owner, handle = Handle, qname = QName, durable = Durable,
+               async_cb = AsyncCb, len = Len, bytes = Bytes, pcount = PC, pbytes = PB,
+               next_seq = NextSeq};
+        {ok, Other} ->
+            exit({warren_bad_reply, init, Other});
+        {error, E} ->
+            exit({warren_error, init, E})
+    end.
+
+terminate(_Reason, S) ->
+    ok = sync(S, ?OP_TERMINATE, <<>>, long_timeout()),
+    %% transient messages are gone, persistent pending acks are ready again
+    S#s{unacked = #{}, unacked_bytes = 0}.
+
+delete_and_terminate(_Reason, S) ->
+    ok = sync(S, ?OP_DELETE_AND_TERMINATE, <<>>, long_timeout()),
+    S#s{len = 0, bytes = 0, unacked = #{}, unacked_bytes = 0, pcount = 0, pbytes = 0}.
+
+delete_crashed(Q) ->
+    #resource{virtual_host = VHost, name = Name} = amqqueue:get_name(Q),
+    Body = [str(VHost), str(vhost_dir(VHost)), str(queue_key(VHost, Name))],
+    case rabbit_warren_sidecar:call(global, ?OP_DELETE_CRASHED, Body, long_timeout()) of
+        {ok, _} -> ok;
+        {error, E} -> error({warren_error, delete_crashed, E})
+    end.
+
+%%----------------------------------------------------------------------------
+%% publishing
+
+publish(Msg, Props, IsDelivered, ChPid, Flow, S) ->
+    {_Seq, S1} = publish1(Msg, Props, IsDelivered, false, ChPid, Flow, S),
+    S1.
+
+publish_delivered(Msg, Props, ChPid, Flow, S) ->
+    publish1(Msg, Props, true, true, ChPid, Flow, S).
+
+batch_publish(Publishes, ChPid, Flow, S) ->
+    lists:foldl(fun({Msg, Props, IsDelivered}, Acc) ->
+                        publish(Msg, Props, IsDelivered, ChPid, Flow, Acc)
+                end, S, Publishes).
+
+batch_publish_delivered(Publishes, ChPid, Flow, S) ->
+    {Tags, S1} = lists:foldl(fun({Msg, Props}, {Ts, Acc}) ->
+                                     {T, Acc1} = publish_delivered(Msg, Props, ChPid, Flow, Acc),
+                                     {[T | Ts], Acc1}
+                             end, {[], S}, Publishes),
+    {lists:reverse(Tags), S1}.
+
+publish1(Msg = #basic_message{id = MsgId, is_persistent = IsPersistent},
+         #message_properties{expiry = Expiry, needs_confirming = NC, size = Size},
+         IsDelivered, Unacked, _ChPid, Flow,
+         S = #s{owner = Owner, handle = H, next_seq = Seq, durable = Durable}) ->
+    Blob = term_to_binary(prepare_to_store(Msg)),
+    Flags = flag(IsPersistent =:= true, ?F_PERSISTENT) bor flag(NC =:= true, ?F_NEEDS_CONFIRMING)
+        bor flag(IsDelivered =:= true, ?F_DELIVERED) bor flag(Unacked, ?F_UNACKED),
+    Frame = [<<?OP_PUBLISH, 0:32, H:32, 1:32, Seq:64, Flags:8, (expiry(Expiry)):64/signed,
+               Size:32>>, msg_id(MsgId), <<(byte_size(Blob)):32>>, Blob],
+    Flow =:= flow andalso credit_flow:send(Owner),
+    async(S, Flow, Frame),
+    Persistent = Durable andalso IsPersistent =:= true,
+    S1 = S#s{next_seq = Seq + 1,
+             pcount = S#s.pcount + flag(Persistent, 1),
+             pbytes = S#s.pbytes + flag(Persistent, Size),
+             disk_writes = S#s.disk_writes + flag(Persistent, 1)},
+    case Unacked of
+        false ->
+            {Seq, S1#s{len = S1#s.len + 1, bytes = S1#s.bytes + Size}};
+        true ->
+            {Seq, S1#s{unacked = maps:put(Seq, {MsgId, Size, Persistent}, S1#s.unacked),
+                       unacked_bytes = S1#s.unacked_bytes + Size}}
+    end.
+
+discard(_MsgId, _ChPid, _Flow, S) ->
+    S.
+
+drain_confirmed(S = #s{confirmed = []}) ->
+    {[], S};
+drain_confirmed(S = #s{confirmed = C}) ->
+    {lists:append(C), S#s{confirmed = []}}.
+
+%% Called (through the queue's async callback) by the owner on CONFIRM.
+confirmed(?MODULE, Handle, MsgIds, S = #s{handle = Handle, confirmed = C}) ->
+    S#s{confirmed = [MsgIds | C]};
+confirmed(_Mod, _Handle, _MsgIds, S) ->
+    S.
+
+%%----------------------------------------------------------------------------
+%% taking messages out
+
+dropwhile(Pred, S) ->
+    {Props, undefined, S1} = remove_while(Pred, drop, undefined, undefined, S),
+    {Props, S1}.
+
+fetchwhile(Pred, Fun, Acc, S) ->
+    remove_while(Pred, fetch, Fun, Acc, S).
+
+%% Peek at the heads, test them here (the predicate has side effects: it is
+%% called once per message removed, plus once for the first one kept), then
+%% remove the ones that passed in one call. The queue process is the only
+%% writer, so nothing changes in between.
+remove_while(_Pred, _Mode, _Fun, Acc, S = #s{len = 0}) ->
+    {undefined, Acc, S};
+remove_while(Pred, Mode, Fun, Acc, S = #s{len = Len}) ->
+    Max = min(Len, ?PAGE),
+    {ok, <<N:32, Heads/binary>>} = sync_reply(S, ?OP_PEEK, <<Max:32>>),
+    Props = [{props(E, Sz, F)} || <<E:64/signed, Sz:32, F:8>> <= Heads],
+    {Pass, Stop} = take_while(Pred, Props, 0),
+    {Acc1, S1} = case Pass of
+                     0 -> {Acc, S};
+                     _ when Mode =:= drop ->
+                         {Entries, S2} = fetch_n(Pass, false, false, S),
+                         Pass = length(Entries),
+                         {Acc, S2};
+                     _ ->
+                         {Entries, S2} = fetch_n(Pass, true, true, S),
+                         Pass = length(Entries),
+                         {lists:foldl(fun({Msg, _IsDelivered, Tag}, A) -> Fun(Msg, Tag, A) end,
+                                      Acc, Entries), S2}
+                 end,
+    case Stop of
+        {stop, P} -> {P, Acc1, S1};
+        none when N =:= 0 -> {undefined, Acc1, S1};
+        none -> remove_while(Pred, Mode, Fun, Acc1, S1)
+    end.
+
+take_while(_Pred, [], N) -> {N, none};
+take_while(Pred, [{P} | Rest], N) ->
+    case Pred(P) of
+        true -> take_while(Pred, Rest, N + 1);
+        false -> {N, {stop, P}}
+    end.
+
+fetch(_AckRequired, S = #s{len = 0}) ->
+    {empty, S};
+fetch(AckRequired, S) ->
+    case fetch_n(1, AckRequired, true, S) of
+        {[], S1} -> {empty, S1};
+        {[{Msg, IsDelivered, Tag}], S1} -> {{Msg, IsDelivered, Tag}, S1}
+    end.
+
+drop(_AckRequired, S = #s{len = 0}) ->
+    {empty, S};
+drop(AckRequired, S) ->
+    case fetch_n(1, AckRequired, false, S) of
+        {[], S1} -> {empty, S1};
+        {[{MsgId, _IsDelivered, Tag}], S1} -> {{MsgId, Tag}, S1}
+    end.
+
+%% FETCH up to N ready messages; returns [{Msg or MsgId, IsDelivered, Tag}].
+fetch_n(N, AckRequired, WithBody, S = #s{durable = Durable}) ->
+    {ok, Reply} = sync_reply(S, ?OP_FETCH, <<N:32, (bool(AckRequired)):8, (bool(WithBody)):8>>),
+    Entries = entries(Reply),
+    lists:mapfoldl(
+      fun({Seq, Flags, _Expiry, Size, MsgId, Blob}, Acc) ->
+              Persistent = Durable andalso Flags band ?F_PERSISTENT =/= 0,
+              Acc1 = Acc#s{len = Acc#s.len - 1, bytes = Acc#s.bytes - Size},
+              Acc2 = case AckRequired of
+                         true ->
+                             Acc1#s{unacked = maps:put(Seq, {MsgId, Size, Persistent}, Acc1#s.unacked),
+                                    unacked_bytes = Acc1#s.unacked_bytes + Size};
+                         false ->
+                             Acc1#s{pcount = Acc1#s.pcount - flag(Persistent, 1),
+                                    pbytes = Acc1#s.pbytes - flag(Persistent, Size)}
+                     end,
+              Tag = case AckRequired of true -> Seq; false -> undefined end,
+              IsDelivered = Flags band ?F_DELIVERED =/= 0,
+              case WithBody of
+                  true ->
+                      {{from_blob(Blob), IsDelivered, Tag},
+                       Acc2#s{disk_reads = Acc2#s.disk_reads + flag(Persistent, 1)}};
+                  false ->
+                      {{MsgId, IsDelivered, Tag}, Acc2}
+              end
+      end, S, Entries).
+
+ack([], S) ->
+    {[], S};
+ack(Tags, S = #s{handle = H}) ->
+    {Ids, Taken, S1} = take_unacked(Tags, S),
+    S2 = lists:foldl(fun({_Seq, {_Id, Size, P}}, Acc) ->
+                             Acc#s{pcount = Acc#s.pcount - flag(P, 1),
+                                   pbytes = Acc#s.pbytes - flag(P, Size)}
+                     end, S1, Taken),
+    async(S2, noflow, [<<?OP_ACK, 0:32, H:32, (length(Taken)):32>>,
+                       [<<Seq:64>> || {Seq, _} <- Taken]]),
+    {Ids, S2}.
+
+requeue([], S) ->
+    {[], S};
+requeue(Tags, S = #s{handle = H}) ->
+    {Ids, Taken, S1} = take_unacked(Tags, S),
+    S2 = lists:foldl(fun({_Seq, {_Id, Size, _P}}, Acc) ->
+                             Acc#s{len = Acc#s.len + 1, bytes = Acc#s.bytes + Size}
+                     end, S1, Taken),
+    async(S2, noflow, [<<?OP_REQUEUE, 0:32, H:32, (length(Taken)):32>>,
+                       [<<Seq:64>> || {Seq, _} <- Taken]]),
+    {Ids, S2}.
+
+%% Removes the tags from the pending acks: {MsgIds in tag order,
+%% [{Seq, {MsgId, Size, IsPersistent}}] in tag order, S}. Unknown tags (never
+%% expected) are skipped.
+take_unacked(Tags, S = #s{unacked = U0}) ->
+    {Ids, Taken, U, Bytes} =
+        lists:foldl(fun(Tag, {I, T, U1, B}) ->
+                            case maps:take(Tag, U1) of
+                                {Val = {Id, Size, _}, U2} -> {[Id | I], [{Tag, Val} | T], U2, B + Size};
+                                error -> {I, T, U1, B}
+                            end
+                    end, {[], [], U0, 0}, Tags),
+    {lists:reverse(Ids), lists:reverse(Taken),
+     S#s{unacked = U, unacked_bytes = S#s.unacked_bytes - Bytes}}.
+
+ackfold(Fun, Acc, S, Tags) ->
+    ackfold1(Fun, Acc, S, Tags).
+
+ackfold1(_Fun, Acc, S, []) ->
+    {Acc, S};
+ackfold1(Fun, Acc, S, Tags) ->
+    {Page, Rest} = split(?PAGE, Tags),
+    {ok, Reply} = sync_reply(S, ?OP_READ, [<<(length(Page)):32>>, [<<T:64>> || T <- Page]]),
+    Acc1 = lists:foldl(fun({Seq, _F, _E, _Sz, _Id, Blob}, A) -> Fun(from_blob(Blob), Seq, A) end,
+                       Acc, entries(Reply)),
+    ackfold1(Fun, Acc1, S, Rest).
+
+fold(Fun, Acc, S) ->
+    fold1(Fun, Acc, S, -1).
+
+fold1(Fun, Acc, S, After) ->
+    {ok, Reply} = sync_reply(S, ?OP_FOLD, <<After:64/signed, ?PAGE:32>>),
+    case entries(Reply) of
+        [] -> {Acc, S};
+        Entries -> fold_entries(Fun, Acc, S, Entries, After)
+    end.
+
+fold_entries(Fun, Acc, S, [], After) ->
+    fold1(Fun, Acc, S, After);
+fold_entries(Fun, Acc, S, [{Seq, Flags, Expiry, Size, _Id, Blob} | Rest], _After) ->
+    case Fun(from_blob(Blob), props(Expiry, Size, Flags), Flags band ?F_UNACKED =/= 0, Acc) of
+        {stop, Acc1} -> {Acc1, S};
+        {cont, Acc1} -> fold_entries(Fun, Acc1, S, Rest, Seq)
+    end.
+
+purge(S = #s{len = Len}) ->
+    {ok, <<_Count:32, PC:32, PB:64>>} = sync_reply(S, ?OP_PURGE, <<>>),
+    {Len, S#s{len = 0, bytes = 0, pcount = S#s.pcount - PC, pbytes = S#s.pbytes - PB}}.
+
+purge_acks(S = #s{unacked = U}) when map_size(U) =:= 0 ->
+    S;
+purge_acks(S = #s{handle = H, unacked = U}) ->
+    async(S, noflow, <<?OP_PURGE_ACKS, 0:32, H:32>>),
+    {PC, PB} = maps:fold(fun(_Seq, {_Id, Size, true}, {C, B}) -> {C + 1, B + Size};
+                            (_Seq, _, CB) -> CB
+                         end, {0, 0}, U),
+    S#s{unacked = #{}, unacked_bytes = 0, pcount = S#s.pcount - PC, pbytes = S#s.pbytes - PB}.
+
+%%----------------------------------------------------------------------------
+%% figures, answered locally
+
+len(#s{len = Len}) -> Len.
+
+is_empty(#s{len = Len}) -> Len =:= 0.
+
+depth(#s{len = Len, unacked = U}) -> Len + map_size(U).
+
+set_ram_duration_target(_Target, S) -> S.
+
+ram_duration(S) -> {infinity, S}.
+
+needs_timeout(_S) -> false.
+
+timeout(S) -> S.
+
+handle_pre_hibernate(S) -> S.
+
+resume(S) -> S.
+
+msg_rates(_S) -> {0.0, 0.0}.
+
+%% Bodies are on disk (persistent ones) or in the sidecar's memory (transient
+%% ones); none are held in this process.
+info(messages_ram, S) -> depth(S) - S#s.pcount;
+info(messages_ready_ram, #s{len = L}) -> L;
+info(messages_unacknowledged_ram, #s{unacked = U}) -> map_size(U);
+info(messages_persistent, #s{pcount = C}) -> C;
+info(messages_paged_out, #s{pcount = C}) -> C;
+info(message_bytes, #s{bytes = B, unacked_bytes = UB}) -> B + UB;
+info(message_bytes_ready, #s{bytes = B}) -> B;
+info(message_bytes_unacknowledged, #s{unacked_bytes = UB}) -> UB;
+info(message_bytes_ram, S = #s{pbytes = PB}) -> info(message_bytes, S) - PB;
+info(message_bytes_persistent, #s{pbytes = PB}) -> PB;
+info(message_bytes_paged_out, #s{pbytes = PB}) -> PB;
+info(head_message_timestamp, _S) -> '';
+info(disk_reads, #s{disk_reads = R}) -> R;
+info(disk_writes, #s{disk_writes = W}) -> W;
+info(backing_queue_status, S = #s{len = L, unacked = U, next_seq = NS, pcount = PC}) ->
+    [{mode, lazy}, {len, L}, {pending_acks, map_size(U)}, {next_seq_id, NS},
+     {persistent_count, PC}, {message_bytes, info(message_bytes, S)}];
+info(_Item, _S) -> ''.
+
+invoke(?MODULE, Fun, S) -> Fun(?MODULE, S);
+invoke(_Mod, _Fun, S) -> S.
+
+is_duplicate(_Msg, S) -> {false, S}.
+
+set_queue_mode(_Mode, S) -> S.
+
+set_queue_version(_Version, S) -> S.
+
+zip_msgs_and_acks(Msgs, AckTags, Acc, _S) ->
+    lists:foldl(fun({{#basic_message{id = Id}, _Props}, AckTag}, A) -> [{Id, AckTag} | A] end,
+                Acc, lists:zip(Msgs, AckTags)).
+
+handle_info(_Msg, S) -> S.
+
+%%----------------------------------------------------------------------------
+%% helpers
+
+owner() ->
+    case whereis(rabbit_warren_sidecar) of
+        undefined -> exit({sidecar_down, warren_not_running});
+        Pid -> Pid
+    end.
+
+async(#s{owner = Owner, handle = H}, Flow, Frame) ->
+    %% A dead owner means our session is gone with it: restart and re-init.
+    case is_process_alive(Owner) of
+        true -> rabbit_warren_sidecar:cast(Owner, H, Flow, Frame);
+        false -> exit({sidecar_down, owner_restarted})
+    end.
+
+sync(S, Op, Body, Timeout) ->
+    case rabbit_warren_sidecar:call({queue, S#s.handle}, Op, [<<(S#s.handle):32>>, Body], Timeout) of
+        {ok, _} -> ok;
+        {error, E} -> exit({warren_error, op_name(Op), E})
+    end.
+
+sync_reply(S = #s{handle = H}, Op, Body) ->
+    case rabbit_warren_sidecar:call({queue, H}, Op, [<<H:32>>, Body]) of
+        {ok, Reply} -> {ok, Reply};
+        {error, E} -> exit({warren_error, op_name(Op), S#s.qname, E})
+    end.
+
+entries(<<N:32, Rest/binary>>) ->
+    entries(N, Rest, []).
+
+entries(0, <<>>, Acc) ->
+    lists:reverse(Acc);
+entries(N, <<Seq:64, Flags:8, Expiry:64/signed, Size:32, MsgId:16/binary, BlobLen:32,
+             Blob:BlobLen/binary, Rest/binary>>, Acc) ->
+    entries(N - 1, Rest, [{Seq, Flags, Expiry, Size, MsgId, Blob} | Acc]).
+
+props(Expiry, Size, Flags) ->
+    #message_properties{expiry = case Expiry of -1 -> undefined; E -> E end,
+                        needs_confirming = Flags band ?F_NEEDS_CONFIRMING =/= 0,
+                        size = Size}.
+
+prepare_to_store(Msg = #basic_message{content = Content}) ->
+    Msg#basic_message{content = rabbit_binary_parser:clear_decoded_content(Content)}.
+
+from_blob(Blob) ->
+    binary_to_term(Blob).
+
+msg_id(Id) when is_binary(Id), byte_size(Id) =:= 16 -> Id;
+msg_id(Id) -> error({warren_bad_msg_id, Id}).
+
+expiry(undefined) -> -1;
+expiry(E) when is_integer(E) -> E.
+
+flag(true, V) -> V;
+flag(false, _) -> 0.
+
+bool(true) -> 1;
+bool(false) -> 0.
+
+str(S) when is_list(S) -> str(unicode:characters_to_binary(S));
+str(B) when is_binary(B), byte_size(B) < 65536 -> [<<(byte_size(B)):16>>, B].
+
+split(N, L) when length(L) =< N -> {L, []};
+split(N, L) -> lists:split(N, L).
+
+%% The key of a queue in the sidecar (PROTOCOL.md): lowercase hex of the first
+%% 16 bytes of sha256(<<VHostLen:16, VHost, Name>>).
+queue_key(VHost, Name) ->
+    <<K:16/binary, _/binary>> = crypto:hash(sha256, <<(byte_size(VHost)):16, VHost/binary, Name/binary>>),
+    << <<(hex(D))>> || <<D:4>> <= K >>.
+
+hex(D) when D < 10 -> $0 + D;
+hex(D) -> $a + D - 10.
+
+%% Priority sub-queues are named <<Name, 0, P>>; show them readably.
+printable_name(Name) ->
+    case binary:split(Name, <<0>>) of
+        [Base, <<P:8>>] -> <<Base/binary, " [priority ", (integer_to_binary(P))/binary, "]">>;
+        _ -> Name
+    end.
+
+vhost_dir(VHost) ->
+    unicode:characters_to_binary(rabbit_vhost:msg_store_dir_path(VHost)).
+
+long_timeout() ->
+    application:get_env(rabbitmq_warren, long_call_timeout, 600000).
+
+op_name(?OP_TERMINATE) -> terminate;
+op_name(?OP_DELETE_AND_TERMINATE) -> delete_and_terminate;
+op_name(?OP_PURGE) -> purge;
+op_name(?OP_FETCH) -> fetch;
+op_name(?OP_PEEK) -> peek;
+op_name(?OP_READ) -> read;
+op_name(?OP_FOLD) -> fold;
+op_name(?OP_SYNC) -> sync;
+op_name(Op) -> Op.

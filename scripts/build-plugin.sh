@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Builds the Erlang plugin rabbitmq_warren into build/plugins/<name>-<version>/ebin
+# against RabbitMQ 3.10.8's headers and beams. Reads name, version and the
+# sidecar entry from plugin.json; the .app gets the absolute paths of node and
+# of the sidecar entry. Idempotent: only changed modules are recompiled.
+# Warnings are errors.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+RMQ_LIB="${RABBITMQ_LIB:-/usr/lib/rabbitmq/lib/rabbitmq_server-3.10.8}"
+PLUGINS="$RMQ_LIB/plugins"
+for d in rabbit_common-3.10.8 rabbit-3.10.8; do
+  if [ ! -d "$PLUGINS/$d/include" ]; then
+    echo "build-plugin: $PLUGINS/$d/include not found (is rabbitmq-server 3.10.8 installed?)" >&2
+    exit 1
+  fi
+done
+command -v erlc >/dev/null || { echo "build-plugin: erlc not found (apt-get install erlang-dev or erlang-base)" >&2; exit 1; }
+NODE_BIN="$(command -v node || true)"
+[ -n "$NODE_BIN" ] || { echo "build-plugin: node not found" >&2; exit 1; }
+NODE_BIN="$(readlink -f "$NODE_BIN")"
+
+# plugin.json: name version entry (one per line)
+mapfile -t M < <(node -e '
+  const m = require(process.argv[1]);
+  console.log(m.name || "rabbitmq_warren");
+  console.log(m.version || "0.1.0");
+  console.log((m.sidecar && m.sidecar.entry) || "dist/sidecar/main.js");
+' "$ROOT/plugin.json")
+NAME="${M[0]}"; VSN="${M[1]}"; ENTRY="$ROOT/${M[2]}"
+
+SRC="$ROOT/rabbitmq/src"
+OUT="$ROOT/build/plugins/$NAME-$VSN"
+EBIN="$OUT/ebin"
+mkdir -p "$EBIN"
+
+ERLC_FLAGS=(
+  -Werror +warn_export_vars +warn_shadow_vars +warn_obsolete_guard +debug_info
+  -I "$PLUGINS/rabbit_common-3.10.8/include" -I "$PLUGINS/rabbit-3.10.8/include"
+  -pa "$PLUGINS/rabbit_common-3.10.8/ebin" -pa "$PLUGINS/rabbit-3.10.8/ebin"
+  -o "$EBIN"
+)
+
+changed=()
+modules=()
+for src in "$SRC"/*.erl; do
+  mod="$(basename "$src" .erl)"
+  modules+=("$mod")
+  beam="$EBIN/$mod.beam"
+  if [ ! -f "$beam" ] || [ "$src" -nt "$beam" ] || [ "$0" -nt "$beam" ]; then
+    changed+=("$src")
+  fi
+done
+if [ ${#changed[@]} -gt 0 ]; then
+  echo "build-plugin: erlc ${changed[*]#$ROOT/}"
+  # behaviours first (rabbit_backing_queue comes from the -pa ebins)
+  erlc "${ERLC_FLAGS[@]}" "${changed[@]}"
+fi
+# drop beams of removed sources
+for beam in "$EBIN"/*.beam; do
+  [ -e "$beam" ] || continue
+  mod="$(basename "$beam" .beam)"
+  [ -f "$SRC/$mod.erl" ] || rm -f "$beam"
+done
+
+# The .app: the .app.src with the module list, version and the env paths.
+APP="$EBIN/$NAME.app"
+TMP="$(mktemp)"
+trap 'rm -f "$TMP"' EXIT
+mods_csv="$(IFS=,; echo "${modules[*]}")"
+erl -noshell -eval '
+  [Src, Out, Mods, Vsn, Node, Entry] = init:get_plain_arguments(),
+  {ok, [{application, Name, Props0}]} = file:consult(Src),
+  ModList = [list_to_atom(M) || M <- string:tokens(Mods, ",")],
+  Env0 = proplists:get_value(env, Props0, []),
+  Env = lists:ukeysort(1, [{node_executable, Node}, {sidecar_entry, Entry} | Env0]),
+  Props = lists:keystore(env, 1,
+            lists:keystore(modules, 1,
+              lists:keystore(vsn, 1, Props0, {vsn, Vsn}), {modules, ModList}), {env, Env}),
+  ok = file:write_file(Out, io_lib:format("~p.~n", [{application, Name, Props}])),
+  halt(0).' -extra "$SRC/$NAME.app.src" "$TMP" "$mods_csv" "$VSN" "$NODE_BIN" "$ENTRY"
+if ! cmp -s "$TMP" "$APP"; then
+  cp "$TMP" "$APP"
+  echo "build-plugin: wrote ${APP#$ROOT/}"
+fi
+echo "build-plugin: $NAME $VSN ready in ${OUT#$ROOT/} (node $NODE_BIN, sidecar $ENTRY)"
