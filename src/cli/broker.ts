@@ -1,0 +1,463 @@
+/**
+ * Runs our own RabbitMQ 3.10.8 node with the Warren plugin: its own node name,
+ * ports, cookie and data directory, listening on 127.0.0.1 only, so it never
+ * touches a system-wide RabbitMQ on the same machine.
+ *
+ *   const b = new Broker({ dataDir: '/tmp/x', amqpPort: 5673, distPort: 25673, nodeName: 'warren-x@localhost' });
+ *   await b.start();          // AMQP port open and `rabbitmqctl await_startup` done
+ *   await b.ctl(['list_queues']);
+ *   await b.stop();           // clean stop: `rabbitmqctl stop`, waits for the VM to exit
+ *   await b.kill();           // SIGKILL of the Erlang VM and of Warren's sidecar
+ *
+ * Everything lives under `dataDir`:
+ *   etc/       rabbitmq.conf, advanced.config, enabled_plugins, rabbitmq-env.conf (empty)
+ *   home/      HOME of the node and of rabbitmqctl, with its own .erlang.cookie (0400)
+ *   mnesia/    RABBITMQ_MNESIA_BASE (the node's dir is mnesia/<nodeName>)
+ *   log/       RABBITMQ_LOG_BASE; the node log is log/<nodeName>.log, the
+ *              server script's own output log/<nodeName>-console.log
+ * A Broker object can stop, kill or inspect a node another Broker object (or
+ * process) started with the same options: the node is found by name and pid file.
+ */
+import { ChildProcess, execFile, spawn, spawnSync } from 'child_process';
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as net from 'net';
+import * as path from 'path';
+
+export interface BrokerOptions {
+  /** Where the node keeps everything (created if missing, reused if present). */
+  dataDir: string;
+  /** AMQP 0-9-1 / 1.0 port on 127.0.0.1 (default 5672). */
+  amqpPort?: number;
+  /** Erlang distribution port (default amqpPort + 20000). */
+  distPort?: number;
+  /** Erlang node name (default warren@localhost). */
+  nodeName?: string;
+  /** How long start() waits for the node (default 120 s). */
+  startTimeoutMs?: number;
+  /** Extra plugin directories searched before the system ones. */
+  extraPluginDirs?: string[];
+  /**
+   * Extra command-line flags for Warren's sidecar (e.g. ['--index', 'memory']),
+   * written to advanced.config as rabbitmq_warren's sidecar_args. Default:
+   * $WARREN_SIDECAR_ARGS split on spaces, else none.
+   */
+  sidecarArgs?: string[];
+}
+
+export class BrokerError extends Error {
+  constructor(
+    message: string,
+    readonly code: 'ESTART' | 'ESTOP' | 'ECTL' | 'ERUNNING' | 'EBUILD',
+  ) {
+    super(message);
+    this.name = 'BrokerError';
+  }
+}
+
+const RMQ_HOME = '/usr/lib/rabbitmq';
+const RMQ_BIN = path.join(RMQ_HOME, 'bin');
+const SYSTEM_PLUGIN_DIRS = [path.join(RMQ_HOME, 'plugins'), path.join(RMQ_HOME, 'lib', 'rabbitmq_server-3.10.8', 'plugins')];
+
+/** The repository root: the nearest directory above this file with plugin.json. */
+export function repoRoot(from: string = __dirname): string {
+  let dir = from;
+  for (;;) {
+    if (fs.existsSync(path.join(dir, 'plugin.json')) && fs.existsSync(path.join(dir, 'package.json'))) return dir;
+    const up = path.dirname(dir);
+    if (up === dir) throw new BrokerError(`no plugin.json above ${from}`, 'EBUILD');
+    dir = up;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function isBeam(pid: number): boolean {
+  try {
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return /beam/.test(cmd);
+  } catch {
+    return false;
+  }
+}
+
+/** Every descendant of `pid` (via /proc), deepest last. */
+function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      // pid (comm) state ppid ...; comm may contain spaces and parentheses
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(e));
+      children.set(ppid, list);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const c of children.get(p) ?? []) {
+      out.push(c);
+      walk(c);
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+function tail(file: string, lines = 60): string {
+  try {
+    const text = fs.readFileSync(file, 'utf8');
+    return text.split('\n').slice(-lines).join('\n');
+  } catch {
+    return `(no ${file})`;
+  }
+}
+
+/** base36 of md5(vhost), upper case: RabbitMQ's per-vhost directory name. */
+export function vhostDirName(vhost: string): string {
+  const hex = crypto.createHash('md5').update(vhost, 'utf8').digest('hex');
+  return BigInt('0x' + hex).toString(36).toUpperCase();
+}
+
+export class Broker {
+  readonly dataDir: string;
+  readonly amqpPort: number;
+  readonly distPort: number;
+  readonly nodeName: string;
+  private readonly startTimeoutMs: number;
+  private readonly extraPluginDirs: string[];
+  private readonly sidecarArgs: string[];
+  private child: ChildProcess | null = null;
+  private childExit: Promise<string> | null = null;
+
+  constructor(opts: BrokerOptions) {
+    this.dataDir = path.resolve(opts.dataDir);
+    this.amqpPort = opts.amqpPort ?? 5672;
+    this.distPort = opts.distPort ?? this.amqpPort + 20000;
+    this.nodeName = opts.nodeName ?? 'warren@localhost';
+    this.startTimeoutMs = opts.startTimeoutMs ?? 120_000;
+    this.extraPluginDirs = opts.extraPluginDirs ?? [];
+    this.sidecarArgs = opts.sidecarArgs ?? (process.env.WARREN_SIDECAR_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
+    if (!this.nodeName.includes('@')) throw new BrokerError(`node name ${JSON.stringify(this.nodeName)} needs a host part (name@localhost)`, 'ESTART');
+  }
+
+  get etcDir(): string {
+    return path.join(this.dataDir, 'etc');
+  }
+  get homeDir(): string {
+    return path.join(this.dataDir, 'home');
+  }
+  get logDir(): string {
+    return path.join(this.dataDir, 'log');
+  }
+  /** The node's own log file (RABBITMQ_LOGS); Warren's and the sidecar's lines are in it. */
+  get logFile(): string {
+    return path.join(this.logDir, `${this.nodeName}.log`);
+  }
+  /** stdout/stderr of the server script (early boot failures land here). */
+  get consoleLogFile(): string {
+    return path.join(this.logDir, `${this.nodeName}-console.log`);
+  }
+  get mnesiaBase(): string {
+    return path.join(this.dataDir, 'mnesia');
+  }
+  /** The node's data dir (RABBITMQ_MNESIA_DIR). */
+  get nodeDir(): string {
+    return path.join(this.mnesiaBase, this.nodeName);
+  }
+  get pidFile(): string {
+    return path.join(this.dataDir, `${this.nodeName}.pid`);
+  }
+  /** rabbit_vhost:msg_store_dir_path(VHost): Warren keeps the vhost's files in <this>/warren. */
+  msgStoreDir(vhost = '/'): string {
+    return path.join(this.nodeDir, 'msg_stores', 'vhosts', vhostDirName(vhost));
+  }
+  /** Warren's directory for a vhost (segment files, index, queue journals). */
+  warrenDir(vhost = '/'): string {
+    return path.join(this.msgStoreDir(vhost), 'warren');
+  }
+
+  /** The environment the server script and rabbitmqctl run with. */
+  env(): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) {
+      if (!k.startsWith('RABBITMQ_') && !k.startsWith('ERL_')) env[k] = v;
+    }
+    const root = repoRoot();
+    const pluginDirs = [...this.extraPluginDirs, path.join(root, 'build', 'plugins'), ...SYSTEM_PLUGIN_DIRS.filter((d) => fs.existsSync(d))];
+    Object.assign(env, {
+      HOME: this.homeDir,
+      RABBITMQ_NODENAME: this.nodeName,
+      RABBITMQ_BASE: this.dataDir,
+      RABBITMQ_CONF_ENV_FILE: path.join(this.etcDir, 'rabbitmq-env.conf'),
+      RABBITMQ_CONFIG_FILE: path.join(this.etcDir, 'rabbitmq.conf'),
+      RABBITMQ_ADVANCED_CONFIG_FILE: path.join(this.etcDir, 'advanced.config'),
+      RABBITMQ_ENABLED_PLUGINS_FILE: path.join(this.etcDir, 'enabled_plugins'),
+      RABBITMQ_PLUGINS_DIR: pluginDirs.join(':'),
+      RABBITMQ_MNESIA_BASE: this.mnesiaBase,
+      RABBITMQ_MNESIA_DIR: this.nodeDir,
+      RABBITMQ_LOG_BASE: this.logDir,
+      RABBITMQ_LOGS: this.logFile,
+      RABBITMQ_PID_FILE: this.pidFile,
+      RABBITMQ_DIST_PORT: String(this.distPort),
+      RABBITMQ_CTL_DIST_PORT_MIN: String(this.distPort + 10000),
+      RABBITMQ_CTL_DIST_PORT_MAX: String(this.distPort + 10010),
+      RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: '-kernel inet_dist_use_interface {127,0,0,1}',
+    });
+    return env;
+  }
+
+  /** Writes the node's configuration (every start: ports or paths may have changed). */
+  private writeConfig(): void {
+    for (const d of [this.dataDir, this.etcDir, this.homeDir, this.logDir, this.mnesiaBase]) fs.mkdirSync(d, { recursive: true });
+    const write = (file: string, text: string) => {
+      const p = path.join(this.etcDir, file);
+      if (!fs.existsSync(p) || fs.readFileSync(p, 'utf8') !== text) fs.writeFileSync(p, text);
+    };
+    write(
+      'rabbitmq.conf',
+      [
+        '# Written by Warren (src/cli/broker.ts); rewritten at every start.',
+        `listeners.tcp.default = 127.0.0.1:${this.amqpPort}`,
+        'listeners.ssl = none',
+        'loopback_users.guest = true',
+        'log.console = false',
+        'log.file.level = info',
+        '',
+      ].join('\n'),
+    );
+    write(
+      'advanced.config',
+      [
+        '%% Written by Warren (src/cli/broker.ts): classic queues use Warren as their backing queue',
+        '%% (RabbitMQ\'s priority-queue wrapper stays on top of it).',
+        '[{rabbit, [{backing_queue_module, rabbit_warren_bq}]},',
+        ` {rabbitmq_warren, [{sidecar_args, [${this.sidecarArgs.map((a) => JSON.stringify(a)).join(', ')}]}]}].`,
+        '',
+      ].join('\n'),
+    );
+    write('enabled_plugins', '[rabbitmq_amqp1_0,rabbitmq_warren].\n');
+    write('rabbitmq-env.conf', '# Intentionally empty: Warren sets the environment itself.\n');
+    const cookie = path.join(this.homeDir, '.erlang.cookie');
+    if (!fs.existsSync(cookie)) {
+      fs.writeFileSync(cookie, crypto.randomBytes(20).toString('hex').toUpperCase(), { mode: 0o400 });
+    }
+    fs.chmodSync(cookie, 0o400);
+  }
+
+  /** Builds the Erlang plugin if it is missing or older than its sources. */
+  private ensurePlugin(): void {
+    const root = repoRoot();
+    const manifest = JSON.parse(fs.readFileSync(path.join(root, 'plugin.json'), 'utf8')) as { name: string; version: string; sidecar?: { entry?: string } };
+    const app = path.join(root, 'build', 'plugins', `${manifest.name}-${manifest.version}`, 'ebin', `${manifest.name}.app`);
+    const srcDir = path.join(root, 'rabbitmq', 'src');
+    const appTime = fs.existsSync(app) ? fs.statSync(app).mtimeMs : 0;
+    const stale =
+      appTime === 0 ||
+      fs.readdirSync(srcDir).some((f) => fs.statSync(path.join(srcDir, f)).mtimeMs > appTime) ||
+      fs.statSync(path.join(root, 'plugin.json')).mtimeMs > appTime;
+    if (stale) {
+      const r = spawnSync('bash', [path.join(root, 'scripts', 'build-plugin.sh')], { cwd: root, encoding: 'utf8' });
+      if (r.status !== 0) throw new BrokerError(`building the plugin failed:\n${r.stdout}${r.stderr}`, 'EBUILD');
+      // build-plugin.sh leaves the .app untouched when nothing changed
+      if (fs.existsSync(app)) fs.utimesSync(app, new Date(), new Date());
+    }
+    const entry = path.join(root, manifest.sidecar?.entry ?? 'dist/sidecar/main.js');
+    if (!fs.existsSync(entry)) throw new BrokerError(`the sidecar ${entry} is not built: run npm run build`, 'EBUILD');
+  }
+
+  /** The pid of the running Erlang VM of this node, from its pid file, or null. */
+  beamPid(): number | null {
+    try {
+      const pid = Number(fs.readFileSync(this.pidFile, 'utf8').trim());
+      if (Number.isInteger(pid) && pid > 0 && alive(pid) && isBeam(pid)) return pid;
+    } catch {
+      // no pid file
+    }
+    return null;
+  }
+
+  /** True if the node's VM is running (it may still be booting). */
+  isRunning(): boolean {
+    return this.beamPid() !== null;
+  }
+
+  /**
+   * Starts the node. Resolves once the AMQP port accepts connections and
+   * `rabbitmqctl await_startup` succeeded; rejects with the log tail if the
+   * node exits or does not come up in time.
+   */
+  async start(): Promise<void> {
+    const running = this.beamPid();
+    if (running !== null) {
+      throw new BrokerError(`node ${this.nodeName} is already running (pid ${running}, data ${this.dataDir}); stop it first`, 'ERUNNING');
+    }
+    this.ensurePlugin();
+    this.writeConfig();
+    fs.rmSync(this.pidFile, { force: true });
+    const out = fs.openSync(this.consoleLogFile, 'a');
+    const child = spawn(path.join(RMQ_BIN, 'rabbitmq-server'), [], {
+      cwd: this.dataDir,
+      env: this.env(),
+      stdio: ['ignore', out, out],
+      detached: true, // its own process group: a Ctrl-C meant for us does not hit it
+    });
+    fs.closeSync(out);
+    child.unref();
+    this.child = child;
+    this.childExit = new Promise<string>((resolve) => {
+      child.once('exit', (code, signal) => resolve(signal ? `signal ${signal}` : `exit code ${code}`));
+      child.once('error', (e) => resolve(`spawn error: ${e.message}`));
+    });
+    let exited: string | null = null;
+    void this.childExit.then((why) => {
+      exited = why;
+    });
+
+    const deadline = Date.now() + this.startTimeoutMs;
+    const failure = (why: string) =>
+      new BrokerError(
+        `RabbitMQ node ${this.nodeName} did not start: ${why}\n--- ${this.logFile} (tail) ---\n${tail(this.logFile)}\n--- ${this.consoleLogFile} (tail) ---\n${tail(this.consoleLogFile, 30)}`,
+        'ESTART',
+      );
+    while (!(await this.portOpen())) {
+      if (exited !== null) throw failure(`the server exited (${exited})`);
+      if (Date.now() > deadline) {
+        await this.kill();
+        throw failure(`no AMQP listener on 127.0.0.1:${this.amqpPort} after ${this.startTimeoutMs} ms`);
+      }
+      await sleep(250);
+    }
+    try {
+      const left = Math.max(5, Math.ceil((deadline - Date.now()) / 1000));
+      await this.ctl(['await_startup', '--timeout', String(left)], (left + 30) * 1000);
+    } catch (e) {
+      if (exited !== null) throw failure(`the server exited (${exited})`);
+      throw failure(`await_startup failed: ${(e as Error).message}`);
+    }
+  }
+
+  private portOpen(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port: this.amqpPort });
+      const done = (ok: boolean) => {
+        s.destroy();
+        resolve(ok);
+      };
+      s.setTimeout(1000, () => done(false));
+      s.once('connect', () => done(true));
+      s.once('error', () => done(false));
+    });
+  }
+
+  /**
+   * Stops the node cleanly (`rabbitmqctl stop`: queues terminate, Warren's
+   * sidecar closes its stores) and waits for the VM to exit. Resolves at once
+   * if the node is not running.
+   */
+  async stop(timeoutMs = 120_000): Promise<void> {
+    const pid = this.beamPid();
+    if (pid === null) {
+      if (this.childExit) await this.childExit;
+      return;
+    }
+    try {
+      await this.ctl(['stop'], timeoutMs);
+    } catch (e) {
+      if (alive(pid)) throw new BrokerError(`rabbitmqctl stop failed: ${(e as Error).message}`, 'ESTOP');
+    }
+    const deadline = Date.now() + timeoutMs;
+    while (alive(pid)) {
+      if (Date.now() > deadline) throw new BrokerError(`node ${this.nodeName} (pid ${pid}) still running ${timeoutMs} ms after stop`, 'ESTOP');
+      await sleep(100);
+    }
+    if (this.childExit) await this.childExit;
+  }
+
+  /**
+   * SIGKILL of the Erlang VM and of every process under it (Warren's
+   * sidecar): a crash, nothing is written cleanly. Resolves once they are gone.
+   */
+  async kill(): Promise<void> {
+    let pid = this.beamPid();
+    if (pid === null) {
+      try {
+        const out = await this.ctl(['eval', 'os:getpid().'], 15_000);
+        const n = Number(out.trim().replace(/"/g, ''));
+        if (Number.isInteger(n) && n > 0) pid = n;
+      } catch {
+        // not running
+      }
+    }
+    if (pid === null) return;
+    const all = [pid, ...descendants(pid)];
+    for (const p of all) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    const deadline = Date.now() + 30_000;
+    while (all.some(alive) && Date.now() < deadline) await sleep(50);
+    if (this.childExit) await Promise.race([this.childExit, sleep(5000)]);
+  }
+
+  /** Pids of Warren's sidecar processes (node children of the VM's port helper). */
+  sidecarPids(): number[] {
+    const pid = this.beamPid();
+    if (pid === null) return [];
+    return descendants(pid).filter((p) => {
+      try {
+        return /sidecar/.test(fs.readFileSync(`/proc/${p}/cmdline`, 'utf8'));
+      } catch {
+        return false;
+      }
+    });
+  }
+
+  /** Runs `rabbitmqctl -n <node> <args>` with this node's environment; resolves with stdout. */
+  ctl(args: readonly string[], timeoutMs = 120_000): Promise<string> {
+    return new Promise((resolve, reject) => {
+      execFile(
+        path.join(RMQ_BIN, 'rabbitmqctl'),
+        ['-n', this.nodeName, ...args],
+        { env: this.env(), cwd: this.dataDir, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
+        (err, stdout, stderr) => {
+          if (err) {
+            reject(new BrokerError(`rabbitmqctl ${args.join(' ')}: ${err.message.split('\n')[0]}\n${stderr || stdout}`.trim(), 'ECTL'));
+          } else {
+            resolve(stdout);
+          }
+        },
+      );
+    });
+  }
+
+  /**
+   * Resolves when the node exits, with a short description. For a node this
+   * object did not start, polls its pid.
+   */
+  async exited(): Promise<string> {
+    if (this.childExit) return this.childExit;
+    const pid = this.beamPid();
+    if (pid === null) return 'not running';
+    while (alive(pid)) await sleep(500);
+    return `pid ${pid} exited`;
+  }
+}
