@@ -32,6 +32,7 @@
 -define(CONFIRM, 101).
 -define(CONNECT_EVERY_MS, 50).
 -define(SHUTDOWN_WAIT_MS, 25000).
+-define(HELD_CHECK_MS, 1000).
 
 -record(st, {
     port = undefined,          %% the sidecar port, or undefined while restarting
@@ -42,10 +43,11 @@
     connect_deadline = 0,      %% monotonic ms: give up connecting and restart
     next_req = 1,
     pending = #{},             %% ReqId => {From, Kind, Op, Body}
-    held = queue:new(),        %% {From, Kind, Op, Body} waiting for a connection
+    held = queue:new(),        %% {From, Kind, Op, Body, Since} waiting for a connection
     handles = #{},             %% Handle => {QPid, AsyncCb}
     queues = #{},              %% QPid => MRef (queues holding sessions)
     starts = 0,                %% sidecar processes started so far
+    failures = 0,              %% restarts since the last successful connection
     announced = false,
     restart_timer = undefined
 }).
@@ -156,6 +158,8 @@ handle_info({'EXIT', Port, Reason}, St = #st{port = Port}) ->
 handle_info({'EXIT', _Pid, _Reason}, St) ->
     %% old ports, linked helpers: nothing to do
     {noreply, St};
+handle_info(check_held, St) ->
+    {noreply, check_held(St)};
 handle_info(restart_sidecar, St) ->
     {noreply, start_port(St#st{restart_timer = undefined})};
 handle_info(connect, St = #st{sock = undefined, port = Port}) when Port =/= undefined ->
@@ -223,7 +227,8 @@ code_change(_Old, St, _Extra) ->
 %% requests
 
 request(From, Kind, Op, Body, St = #st{sock = undefined, held = Held}) ->
-    St#st{held = queue:in({From, Kind, Op, Body}, Held)};
+    queue:is_empty(Held) andalso erlang:send_after(?HELD_CHECK_MS, self(), check_held),
+    St#st{held = queue:in({From, Kind, Op, Body, now_ms()}, Held)};
 request(From = {QPid, _}, Kind, Op, Body, St) ->
     case Kind of
         {queue, Handle} ->
@@ -306,11 +311,12 @@ down(Reason, St = #st{pending = P, held = Held}) ->
     Sorted = lists:sort(maps:to_list(P)),
     Held1 = lists:foldl(
               fun({_ReqId, {From, global, Op, Body}}, H) ->
-                      queue:in({From, global, Op, Body}, H);
+                      queue:in({From, global, Op, Body, now_ms()}, H);
                  ({_ReqId, {From, _Kind, _Op, _Body}}, H) ->
                       gen_server:reply(From, {error, {sidecar_down, Reason}}),
                       H
               end, queue:new(), Sorted),
+    queue:is_empty(Held1) orelse erlang:send_after(?HELD_CHECK_MS, self(), check_held),
     St#st{sock = undefined, pending = #{}, handles = #{}, queues = #{},
           held = queue:join(Held1, Held)}.
 
@@ -318,8 +324,14 @@ kill_queues(Reason, #st{queues = Qs}) ->
     maps:foreach(fun(QPid, MRef) ->
                          erlang:demonitor(MRef, [flush]),
                          credit_flow:peer_down(QPid),
-                         rabbit_log:warning("Warren: stopping queue process ~p: ~p", [QPid, Reason]),
-                         exit(QPid, Reason)
+                         case is_process_alive(QPid) of
+                             true ->
+                                 rabbit_log:warning("Warren: stopping queue process ~p: ~p",
+                                                    [QPid, Reason]),
+                                 exit(QPid, Reason);
+                             false ->
+                                 ok
+                         end
                  end, Qs).
 
 stale(QPid, Flow, Why) ->
@@ -355,9 +367,9 @@ start_port(St = #st{sock_path = Path, starts = N}) ->
         schedule_restart(St#st{port = undefined, os_pid = undefined, starts = N + 1})
     end.
 
-schedule_restart(St = #st{restart_timer = undefined, starts = N}) ->
-    Delay = min(10000, 500 * max(1, N)),
-    St#st{restart_timer = erlang:send_after(Delay, self(), restart_sidecar)};
+schedule_restart(St = #st{restart_timer = undefined, failures = N}) ->
+    Delay = min(10000, 250 bsl min(N, 6)),
+    St#st{failures = N + 1, restart_timer = erlang:send_after(Delay, self(), restart_sidecar)};
 schedule_restart(St) ->
     St.
 
@@ -393,9 +405,26 @@ connected(St = #st{held = Held}) ->
         true ->
             rabbit_log:info("Warren: reconnected to the sidecar (pid ~p)", [St#st.os_pid])
     end,
-    St1 = St#st{held = queue:new(), announced = true},
-    lists:foldl(fun({From, Kind, Op, Body}, Acc) -> request(From, Kind, Op, Body, Acc) end,
+    St1 = St#st{held = queue:new(), announced = true, failures = 0},
+    lists:foldl(fun({From, Kind, Op, Body, _T}, Acc) -> request(From, Kind, Op, Body, Acc) end,
                 St1, queue:to_list(Held)).
+
+%% Requests held while the sidecar is down fail after connect_timeout, so a
+%% sidecar that cannot start surfaces as an error instead of a hang.
+check_held(St = #st{sock = Sock}) when Sock =/= undefined ->
+    St;
+check_held(St = #st{held = Held}) ->
+    Limit = now_ms() - timeout(connect_timeout, 60000),
+    {Old, Young} = lists:partition(fun({_, _, _, _, T}) -> T < Limit end, queue:to_list(Held)),
+    [gen_server:reply(From, {error, sidecar_unavailable}) || {From, _, _, _, _} <- Old],
+    Old =/= [] andalso
+        rabbit_log:error("Warren: the sidecar is unavailable; ~b requests failed after waiting "
+                         "~b ms", [length(Old), timeout(connect_timeout, 60000)]),
+    Young =/= [] andalso erlang:send_after(?HELD_CHECK_MS, self(), check_held),
+    St#st{held = queue:from_list(Young)}.
+
+now_ms() ->
+    erlang:monotonic_time(millisecond).
 
 reconnect(St = #st{port = undefined}) ->
     St;
