@@ -45,6 +45,10 @@
 -define(OP_READ, 13).
 -define(OP_FOLD, 14).
 -define(OP_SYNC, 15).
+-define(OP_DELIVER, 18).
+-define(OP_RELEASE, 19).
+
+-define(FETCH_RESERVE, 2).
 
 -define(F_PERSISTENT, 1).
 -define(F_NEEDS_CONFIRMING, 2).
@@ -66,6 +70,8 @@
     pcount = 0,            %% persistent messages (ready + unacked)
     pbytes = 0,
     next_seq = 0,
+    read_ahead = 0,        %% max messages reserved ahead (app env read_ahead; 0/1 = off)
+    ahead = [],            %% reserved entries, in order: ready for RabbitMQ, pending acks in the sidecar
     expiring = 0,          %% ready messages with an expiry: integer, or unknown after recovery
     confirmed = [],        %% lists of confirmed msg ids, drained by drain_confirmed
     disk_reads = 0,
@@ -112,14 +118,16 @@ init(Q, Recover, AsyncCb) ->
         {ok, <<Handle:32, Len:32, Bytes:64, PC:32, PB:64, NextSeq:64>>} ->
             #s{owner = Owner, handle = Handle, qname = QName, durable = Durable,
                async_cb = AsyncCb, len = Len, bytes = Bytes, pcount = PC, pbytes = PB,
-               next_seq = NextSeq, expiring = case Len of 0 -> 0; _ -> unknown end};
+               next_seq = NextSeq, expiring = case Len of 0 -> 0; _ -> unknown end,
+               read_ahead = application:get_env(rabbitmq_warren, read_ahead, 0)};
         {ok, Other} ->
             exit({warren_bad_reply, init, Other});
         {error, E} ->
             exit({warren_error, init, E})
     end.
 
-terminate(_Reason, S) ->
+terminate(_Reason, S0) ->
+    S = release(S0),
     ok = sync(S, ?OP_TERMINATE, <<>>, long_timeout()),
     %% transient messages are gone, persistent pending acks are ready again
     S#s{unacked = #{}, unacked_bytes = 0}.
@@ -231,7 +239,8 @@ remove_while(Pred, Mode, Fun, Acc, S, Page) ->
     remove_while1(Pred, Mode, Fun, Acc, S, Page).
 
 %% Pages grow from 1 (the head is usually not expired) to ?PAGE.
-remove_while1(Pred, Mode, Fun, Acc, S = #s{len = Len}, Page) ->
+remove_while1(Pred, Mode, Fun, Acc, S0 = #s{len = Len}, Page) ->
+    S = release(S0),
     Max = min(Len, Page),
     {ok, <<N:32, Heads/binary>>} = sync_reply(S, ?OP_PEEK, <<Max:32>>),
     Props = [{props(E, Sz, F)} || <<E:64/signed, Sz:32, F:8>> <= Heads],
@@ -262,27 +271,79 @@ take_while(Pred, [{P} | Rest], N) ->
 fetch(_AckRequired, S = #s{len = 0}) ->
     {empty, S};
 fetch(AckRequired, S) ->
-    case fetch_n(1, AckRequired, true, S) of
-        {[], S1} -> {empty, S1};
-        {[{Msg, IsDelivered, Tag}], S1} -> {{Msg, IsDelivered, Tag}, S1}
+    case take_ahead(S) of
+        {none, _} ->
+            {[{Msg, IsDelivered, Tag}], S1} = fetch_n(1, AckRequired, true, S),
+            {{Msg, IsDelivered, Tag}, S1};
+        {Entry, S1} ->
+            {[{Msg, IsDelivered, Tag}], S2} = hand_out(Entry, AckRequired, true, S1),
+            {{Msg, IsDelivered, Tag}, S2}
     end.
 
 drop(_AckRequired, S = #s{len = 0}) ->
     {empty, S};
 drop(AckRequired, S) ->
-    case fetch_n(1, AckRequired, false, S) of
-        {[], S1} -> {empty, S1};
-        {[{MsgId, _IsDelivered, Tag}], S1} -> {{MsgId, Tag}, S1}
+    case take_ahead(S) of
+        {none, _} ->
+            {[{MsgId, _IsDelivered, Tag}], S1} = fetch_n(1, AckRequired, false, S),
+            {{MsgId, Tag}, S1};
+        {Entry, S1} ->
+            {[{MsgId, _IsDelivered, Tag}], S2} = hand_out(Entry, AckRequired, false, S1),
+            {{MsgId, Tag}, S2}
     end.
 
+%% Read-ahead (app env read_ahead > 1): one FETCH reserves up to read_ahead
+%% messages (bounded by read_ahead_bytes at the queue's average size) with
+%% their bodies; they stay ready for RabbitMQ and are handed out one by one
+%% (DELIVER when the consumer must ack, ACK when not). Anything that needs the
+%% sidecar's ready list as RabbitMQ sees it (requeue, purge, peek, fold,
+%% terminate) first RELEASEs what is still reserved, flags unchanged.
+take_ahead(S = #s{ahead = [E | Rest]}) ->
+    {E, S#s{ahead = Rest}};
+take_ahead(S = #s{read_ahead = RA, len = Len, bytes = Bytes}) when RA > 1, Len > 1 ->
+    Avg = max(1, Bytes div Len),
+    N = lists:min([RA, Len, max(1, read_ahead_bytes() div Avg)]),
+    case N > 1 of
+        false ->
+            {none, S};
+        true ->
+            {ok, Reply} = sync_reply(S, ?OP_FETCH, <<N:32, ?FETCH_RESERVE:8, 1:8>>),
+            case entries(Reply) of
+                [E | Rest] -> {E, S#s{ahead = Rest}};
+                [] -> exit({warren_out_of_sync, S#s.qname, {expected, N}, {got, 0}})
+            end
+    end;
+take_ahead(S) ->
+    {none, S}.
+
+hand_out(Entry = {Seq, _, _, _, _, _}, AckRequired, WithBody, S = #s{handle = H}) ->
+    Op = case AckRequired of true -> ?OP_DELIVER; false -> ?OP_ACK end,
+    async(S, noflow, <<Op, 0:32, H:32, 1:32, Seq:64>>),
+    taken([Entry], AckRequired, WithBody, S).
+
+release(S = #s{ahead = []}) ->
+    S;
+release(S = #s{ahead = Ahead, handle = H}) ->
+    async(S, noflow, [<<?OP_RELEASE, 0:32, H:32, (length(Ahead)):32>>,
+                      [<<Seq:64>> || {Seq, _, _, _, _, _} <- Ahead]]),
+    S#s{ahead = []}.
+
+read_ahead_bytes() ->
+    application:get_env(rabbitmq_warren, read_ahead_bytes, 1048576).
+
 %% FETCH up to N ready messages; returns [{Msg or MsgId, IsDelivered, Tag}].
-fetch_n(N, AckRequired, WithBody, S = #s{durable = Durable}) ->
+fetch_n(N, AckRequired, WithBody, S) ->
     {ok, Reply} = sync_reply(S, ?OP_FETCH, <<N:32, (bool(AckRequired)):8, (bool(WithBody)):8>>),
     Entries = entries(Reply),
     %% Our figures say N ready messages are there; fewer means the sidecar
     %% dropped some (an unreadable body): re-init from its figures.
     length(Entries) =:= N orelse
         exit({warren_out_of_sync, S#s.qname, {expected, N}, {got, length(Entries)}}),
+    taken(Entries, AckRequired, WithBody, S).
+
+%% Local figures for entries that left the ready list:
+%% [{Msg or MsgId, IsDelivered, Tag}].
+taken(Entries, AckRequired, WithBody, S = #s{durable = Durable}) ->
     lists:mapfoldl(
       fun({Seq, Flags, Expiry, Size, MsgId, Blob}, Acc) ->
               Persistent = Durable andalso Flags band ?F_PERSISTENT =/= 0,
@@ -327,7 +388,8 @@ ack(Tags, S = #s{handle = H}) ->
 
 requeue([], S) ->
     {[], S};
-requeue(Tags, S = #s{handle = H}) ->
+requeue(Tags, S0) ->
+    S = #s{handle = H} = release(S0),
     {Ids, Taken, S1} = take_unacked(Tags, S),
     S2 = lists:foldl(fun({_Seq, {_Id, Size, _P, E}}, Acc) ->
                              Acc#s{len = Acc#s.len + 1, bytes = Acc#s.bytes + Size,
@@ -364,7 +426,7 @@ ackfold1(Fun, Acc, S, Tags) ->
     ackfold1(Fun, Acc1, S, Rest).
 
 fold(Fun, Acc, S) ->
-    fold1(Fun, Acc, S, -1).
+    fold1(Fun, Acc, release(S), -1).
 
 fold1(Fun, Acc, S, After) ->
     {ok, Reply} = sync_reply(S, ?OP_FOLD, <<After:64/signed, ?PAGE:32>>),
@@ -381,13 +443,15 @@ fold_entries(Fun, Acc, S, [{Seq, Flags, Expiry, Size, _Id, Blob} | Rest], _After
         {cont, Acc1} -> fold_entries(Fun, Acc1, S, Rest, Seq)
     end.
 
-purge(S = #s{len = Len}) ->
+purge(S0 = #s{len = Len}) ->
+    S = release(S0),
     {ok, <<_Count:32, PC:32, PB:64>>} = sync_reply(S, ?OP_PURGE, <<>>),
     {Len, S#s{len = 0, bytes = 0, expiring = 0, pcount = S#s.pcount - PC, pbytes = S#s.pbytes - PB}}.
 
 purge_acks(S = #s{unacked = U}) when map_size(U) =:= 0 ->
     S;
-purge_acks(S = #s{handle = H, unacked = U}) ->
+purge_acks(S0) ->
+    S = #s{handle = H, unacked = U} = release(S0),
     async(S, noflow, <<?OP_PURGE_ACKS, 0:32, H:32>>),
     {PC, PB} = maps:fold(fun(_Seq, {_Id, Size, true, _}, {C, B}) -> {C + 1, B + Size};
                             (_Seq, _, CB) -> CB
@@ -411,7 +475,8 @@ needs_timeout(_S) -> false.
 
 timeout(S) -> S.
 
-handle_pre_hibernate(S) -> S.
+%% An idle queue does not keep read-ahead bodies in memory.
+handle_pre_hibernate(S) -> release(S).
 
 resume(S) -> S.
 

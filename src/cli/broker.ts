@@ -43,6 +43,23 @@ export interface BrokerOptions {
    * $WARREN_SIDECAR_ARGS split on spaces, else none.
    */
   sidecarArgs?: string[];
+  /**
+   * More rabbitmq_warren application settings for advanced.config, e.g.
+   * { read_ahead: 32, sidecar_entry: '/path/main.js' }. Strings become Erlang
+   * strings, numbers integers, booleans atoms, string arrays lists of strings.
+   * Default: $WARREN_PLUGIN_ENV parsed as JSON, else none.
+   */
+  pluginEnv?: Record<string, string | number | boolean | string[]>;
+}
+
+function erlTerm(v: string | number | boolean | string[]): string {
+  if (Array.isArray(v)) return `[${v.map((x) => erlTerm(x)).join(', ')}]`;
+  if (typeof v === 'boolean') return v ? 'true' : 'false';
+  if (typeof v === 'number') {
+    if (!Number.isInteger(v)) throw new BrokerError(`plugin setting ${v} is not an integer`, 'ESTART');
+    return String(v);
+  }
+  return JSON.stringify(v);
 }
 
 export class BrokerError extends Error {
@@ -142,6 +159,7 @@ export class Broker {
   private readonly startTimeoutMs: number;
   private readonly extraPluginDirs: string[];
   private readonly sidecarArgs: string[];
+  private readonly pluginEnv: Record<string, string | number | boolean | string[]>;
   private child: ChildProcess | null = null;
   private childExit: Promise<string> | null = null;
 
@@ -152,6 +170,10 @@ export class Broker {
     this.nodeName = opts.nodeName ?? 'warren@localhost';
     this.startTimeoutMs = opts.startTimeoutMs ?? 120_000;
     this.extraPluginDirs = opts.extraPluginDirs ?? [];
+    this.pluginEnv = opts.pluginEnv ?? (process.env.WARREN_PLUGIN_ENV ? (JSON.parse(process.env.WARREN_PLUGIN_ENV) as Record<string, string | number | boolean | string[]>) : {});
+    for (const k of Object.keys(this.pluginEnv)) {
+      if (!/^[a-z][a-z0-9_]*$/.test(k)) throw new BrokerError(`plugin setting name ${JSON.stringify(k)} is not an Erlang atom`, 'ESTART');
+    }
     this.sidecarArgs = opts.sidecarArgs ?? (process.env.WARREN_SIDECAR_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
     if (!this.nodeName.includes('@')) throw new BrokerError(`node name ${JSON.stringify(this.nodeName)} needs a host part (name@localhost)`, 'ESTART');
   }
@@ -247,7 +269,9 @@ export class Broker {
         '%% Written by Warren (src/cli/broker.ts): classic queues use Warren as their backing queue',
         '%% (RabbitMQ\'s priority-queue wrapper stays on top of it).',
         '[{rabbit, [{backing_queue_module, rabbit_warren_bq}]},',
-        ` {rabbitmq_warren, [{sidecar_args, [${this.sidecarArgs.map((a) => JSON.stringify(a)).join(', ')}]}]}].`,
+        ` {rabbitmq_warren, [${Object.entries({ sidecar_args: this.sidecarArgs, ...this.pluginEnv })
+          .map(([k, v]) => `{${k}, ${erlTerm(v)}}`)
+          .join(', ')}]}].`,
         '',
       ].join('\n'),
     );
