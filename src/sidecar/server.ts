@@ -13,6 +13,14 @@ import { Entry, Frame, Op, RecoverMode, Request, decodeRequest, encodeConfirm, e
 import { Session, openQueue } from './session';
 import { Vhosts } from './vhosts';
 
+export class UnknownHandleError extends Error {
+  readonly code = 'EHANDLE';
+  constructor(handle: number) {
+    super(`unknown queue handle ${handle}`);
+    this.name = 'UnknownHandleError';
+  }
+}
+
 class Connection {
   readonly handles = new Set<number>();
   private decoder = new FrameDecoder();
@@ -106,7 +114,13 @@ export class SidecarServer {
   }
 
   private handle(conn: Connection, { reqId, req }: Frame): void {
-    this.dispatch(conn, req).then(
+    let result: Promise<Buffer | undefined>;
+    try {
+      result = this.dispatch(conn, req);
+    } catch (e) {
+      result = Promise.reject(e);
+    }
+    result.then(
       (body) => {
         if (reqId !== 0) conn.send(encodeReply(reqId, body ?? Buffer.alloc(0)));
         if (req.op === Op.SHUTDOWN) conn.sock.end(() => this.onShutdown());
@@ -122,7 +136,7 @@ export class SidecarServer {
 
   private session(handle: number): Session {
     const s = this.sessions.get(handle);
-    if (!s) throw new ProtocolError(`unknown queue handle ${handle}`);
+    if (!s) throw new UnknownHandleError(handle);
     return s.session;
   }
 

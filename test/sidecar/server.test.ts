@@ -9,7 +9,10 @@ import * as os from 'os';
 import * as path from 'path';
 import { FrameDecoder, Reader, Writer } from '../../src/sidecar/frames';
 import { Op, Push } from '../../src/sidecar/protocol';
+import { setLogLevel } from '../../src/sidecar/log';
 import { SidecarServer } from '../../src/sidecar/server';
+
+setLogLevel('error');
 
 const KEY = '0123456789abcdef0123456789abcdef';
 

@@ -1,0 +1,6 @@
+/**
+ * Warren as a library: the message store and its indexes.
+ * (The RabbitMQ plugin's sidecar is dist/sidecar/main.js.)
+ */
+export * from './store';
+export type { Index, IndexFactory, MsgId, MsgLocation, MsgLocationFields } from './index/types';
