@@ -16,6 +16,13 @@ import { ReadyList } from './ready-list';
 
 export const Flags = { PERSISTENT: 1, NEEDS_CONFIRMING: 2, DELIVERED: 4, UNACKED: 8 } as const;
 
+/** How fetch takes messages (the protocol's AckRequired byte). */
+export enum FetchMode {
+  NoAck = 0,
+  Ack = 1,
+  Reserve = 2,
+}
+
 /** The part of a message-store client a queue uses (see src/store). */
 export interface StoreClient {
   write(id: Buffer, body: Buffer): void;
@@ -190,12 +197,14 @@ export class BackingQueue {
   }
 
   /**
-   * Takes up to `max` messages from the head. With `ackRequired` they become
-   * pending acks (and are marked delivered); otherwise they leave the queue.
+   * Takes up to `max` messages from the head. With FetchMode.Ack they become
+   * pending acks marked delivered; with Reserve, pending acks not yet marked
+   * (the broker's read-ahead: `markDelivered` or `requeue` follows); with NoAck
+   * they leave the queue. Flags are returned as they were before the fetch.
    * A stored message whose body cannot be read (missing or failing its
    * checksum) is reported and dropped, never returned.
    */
-  async fetch(max: number, ackRequired: boolean, withBody: boolean): Promise<MessageOut[]> {
+  async fetch(max: number, mode: FetchMode, withBody: boolean): Promise<MessageOut[]> {
     this.checkOpen();
     const out: MessageOut[] = [];
     while (out.length < max) {
@@ -212,9 +221,8 @@ export class BackingQueue {
         }
       }
       out.push({ seq: m.seq, flags: m.flags, expiry: m.expiry, size: m.size, id: m.id, blob });
-      if (ackRequired) {
-        if (this.isStored(m) && !(m.flags & Flags.DELIVERED)) this.index!.delivered([m.seq]);
-        m.flags |= Flags.DELIVERED;
+      if (mode !== FetchMode.NoAck) {
+        if (mode === FetchMode.Ack) this.setDelivered(m);
         this.unacked.set(m.seq, m);
         this.unackedBytes += m.size;
       } else {
@@ -223,6 +231,21 @@ export class BackingQueue {
     }
     this.scheduleCommit();
     return out;
+  }
+
+  private setDelivered(m: Message): void {
+    if (m.flags & Flags.DELIVERED) return;
+    if (this.isStored(m)) this.index!.delivered([m.seq]);
+    m.flags |= Flags.DELIVERED;
+  }
+
+  /** Marks reserved pending acks delivered (they reached a consumer that acks). */
+  markDelivered(seqs: readonly number[]): void {
+    this.checkOpen();
+    for (const s of seqs) {
+      const m = this.unacked.get(s);
+      if (m) this.setDelivered(m);
+    }
   }
 
   private async body(m: Message): Promise<Buffer | undefined> {
@@ -264,7 +287,7 @@ export class BackingQueue {
     return ms.map((m) => m.id);
   }
 
-  /** Returns pending acks to the ready list in seq order, marked delivered. */
+  /** Returns pending acks to the ready list in seq order, flags unchanged (delivered if they were). */
   requeue(seqs: readonly number[]): Buffer[] {
     this.checkOpen();
     const ms = this.takeUnacked(seqs);

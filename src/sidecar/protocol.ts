@@ -1,6 +1,7 @@
 /**
  * The requests and replies of docs/PROTOCOL.md, decoded into typed values.
  */
+import { FetchMode } from '../queue/backing-queue';
 import { ProtocolError, Reader, Writer } from './frames';
 
 export const Op = {
@@ -21,11 +22,14 @@ export const Op = {
   SYNC: 15,
   SHUTDOWN: 16,
   STATS: 17,
+  DELIVER: 18,
+  RELEASE: 19,
 } as const;
 
 export const Push = { REPLY: 100, CONFIRM: 101 } as const;
 
-export const Flag = { PERSISTENT: 1, NEEDS_CONFIRMING: 2, DELIVERED: 4, UNACKED: 8 } as const;
+// Message flags and FETCH's AckRequired byte are the queue's own vocabulary.
+export { FetchMode, Flags } from '../queue/backing-queue';
 
 export const ID_BYTES = 16;
 
@@ -60,8 +64,8 @@ export type Request =
   | { op: typeof Op.TERMINATE | typeof Op.DELETE_AND_TERMINATE | typeof Op.PURGE | typeof Op.PURGE_ACKS | typeof Op.SYNC; handle: number }
   | { op: typeof Op.DELETE_CRASHED; vhost: string; dir: string; key: string }
   | { op: typeof Op.PUBLISH; handle: number; publishes: Publish[] }
-  | { op: typeof Op.FETCH; handle: number; max: number; ackRequired: boolean; withBody: boolean }
-  | { op: typeof Op.ACK | typeof Op.REQUEUE | typeof Op.READ; handle: number; seqs: number[] }
+  | { op: typeof Op.FETCH; handle: number; max: number; mode: FetchMode; withBody: boolean }
+  | { op: typeof Op.ACK | typeof Op.REQUEUE | typeof Op.READ | typeof Op.DELIVER | typeof Op.RELEASE; handle: number; seqs: number[] }
   | { op: typeof Op.PEEK; handle: number; max: number }
   | { op: typeof Op.FOLD; handle: number; afterSeq: number; max: number }
   | { op: typeof Op.SHUTDOWN | typeof Op.STATS };
@@ -139,12 +143,19 @@ export function decodeRequest(payload: Buffer): Frame {
       req = { op, handle, publishes };
       break;
     }
-    case Op.FETCH:
-      req = { op, handle: r.u32('handle'), max: r.u32('max'), ackRequired: bool(r, 'ack required'), withBody: bool(r, 'with body') };
+    case Op.FETCH: {
+      const handle = r.u32('handle');
+      const max = r.u32('max');
+      const mode = r.u8('ack required');
+      if (mode > 2) throw new ProtocolError(`ack required must be 0, 1 or 2, got ${mode}`);
+      req = { op, handle, max, mode, withBody: bool(r, 'with body') };
       break;
+    }
     case Op.ACK:
     case Op.REQUEUE:
     case Op.READ:
+    case Op.DELIVER:
+    case Op.RELEASE:
       req = { op, handle: r.u32('handle'), seqs: seqs(r) };
       break;
     case Op.PEEK:

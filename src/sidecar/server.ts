@@ -180,7 +180,17 @@ export class SidecarServer {
           return undefined;
         });
       case Op.FETCH:
-        return s.exec.run(async () => entries(await q.fetch(req.max, req.ackRequired, req.withBody)));
+        return s.exec.run(async () => entries(await q.fetch(req.max, req.mode, req.withBody)));
+      case Op.DELIVER:
+        return s.exec.run(() => {
+          q.markDelivered(req.seqs);
+          return undefined;
+        });
+      case Op.RELEASE:
+        return s.exec.run(() => {
+          q.requeue(req.seqs);
+          return undefined;
+        });
       case Op.PEEK:
         return s.exec.run(() => {
           const props = q.peek(req.max);

@@ -93,7 +93,8 @@ describe('decodeRequest', () => {
     ['a truncated publish', publishPayload(0, 2).subarray(0, 40), /truncated/],
     ['trailing bytes', Buffer.concat([new Writer().u8(Op.PURGE_ACKS).u32(0).u32(1).finish(), Buffer.from([0])]), /trailing/],
     ['a sync op without request id', new Writer().u8(Op.FETCH).u32(0).u32(1).u32(1).u8(1).u8(1).finish(), /needs a request id/],
-    ['a bad boolean', new Writer().u8(Op.FETCH).u32(3).u32(1).u32(1).u8(2).u8(1).finish(), /must be 0 or 1/],
+    ['a bad boolean', new Writer().u8(Op.FETCH).u32(3).u32(1).u32(1).u8(1).u8(2).finish(), /must be 0 or 1/],
+    ['a bad fetch mode', new Writer().u8(Op.FETCH).u32(3).u32(1).u32(1).u8(3).u8(1).finish(), /must be 0, 1 or 2/],
     ['a bad queue key', new Writer().u8(Op.DELETE_CRASHED).u32(3).str('/').str('/d').str('../etc').finish(), /not 32 lowercase hex/],
     ['an absurd count', new Writer().u8(Op.ACK).u32(0).u32(1).u32(1_000_000).finish(), /does not fit/],
   ];

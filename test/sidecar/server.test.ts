@@ -178,3 +178,19 @@ it('recovers a queue whose connection dropped (the broker died) as non-clean, al
   expect(await fetch(c, again.handle, true)).toEqual({ seq: 0, flags: 1 | 4, body: 'body-0' });
   c.sock.destroy();
 });
+
+it('read-ahead: reserved messages are not delivered until DELIVER, and RELEASE puts them back unchanged', async () => {
+  const c = await Client.connect(sock);
+  await start(c, []);
+  const q = await init(c, 0);
+  publish(c, q.handle, [0, 1, 2], 1);
+  const reserve = await c.call(Op.FETCH, (w) => w.u32(q.handle).u32(3).u8(2).u8(1));
+  expect(reserve.u32()).toBe(3);
+  c.cast(Op.DELIVER, (w) => w.u32(q.handle).u32(1).u64(0));
+  c.cast(Op.RELEASE, (w) => w.u32(q.handle).u32(2).u64(1).u64(2));
+  c.cast(Op.REQUEUE, (w) => w.u32(q.handle).u32(1).u64(0));
+  expect(await fetch(c, q.handle, false)).toEqual({ seq: 0, flags: 1 | 4, body: 'body-0' });
+  expect(await fetch(c, q.handle, false)).toEqual({ seq: 1, flags: 1, body: 'body-1' });
+  expect(await fetch(c, q.handle, false)).toEqual({ seq: 2, flags: 1, body: 'body-2' });
+  c.sock.destroy();
+});
