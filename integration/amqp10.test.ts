@@ -2,7 +2,7 @@
  * AMQP 1.0 (rhea) through RabbitMQ's rabbitmq_amqp1_0 plugin, on a durable
  * queue backed by Warren.
  */
-import * as rhea from 'rhea';
+import rhea, { Connection, Delivery, EventContext } from 'rhea';
 import { connect, listQueues, qname, state, waitFor } from './harness';
 
 interface Got {
@@ -10,10 +10,10 @@ interface Got {
   firstAcquirer: boolean | undefined;
   deliveryCount: number | undefined;
   durable: boolean | undefined;
-  delivery: rhea.Delivery;
+  delivery: Delivery;
 }
 
-function open(): Promise<rhea.Connection> {
+function open(): Promise<Connection> {
   const container = rhea.create_container();
   return new Promise((resolve, reject) => {
     const c = container.connect({
@@ -25,8 +25,8 @@ function open(): Promise<rhea.Connection> {
       hostname: 'vhost:/',
     });
     c.once('connection_open', () => resolve(c));
-    c.once('connection_error', (ctx: rhea.EventContext) => reject(new Error(String(ctx.connection.error))));
-    c.once('disconnected', (ctx: rhea.EventContext) => reject(ctx.error ?? new Error('disconnected')));
+    c.once('connection_error', (ctx: EventContext) => reject(new Error(String(ctx.connection.error))));
+    c.once('disconnected', (ctx: EventContext) => reject(ctx.error ?? new Error('disconnected')));
   });
 }
 
@@ -44,8 +44,8 @@ it('sends durable messages with settlement, receives and accepts them, and relea
     const N = 20;
     const settled = new Set<number>();
     await new Promise<void>((resolve, reject) => {
-      sender.on('accepted', (ctx: rhea.EventContext) => {
-        settled.add(Number((ctx.delivery as rhea.Delivery & { tag: Buffer }).tag.toString()));
+      sender.on('accepted', (ctx: EventContext) => {
+        settled.add(Number((ctx.delivery as Delivery & { tag: Buffer }).tag.toString()));
         if (settled.size === N) resolve();
       });
       sender.on('rejected', () => reject(new Error('a message was rejected')));
@@ -57,7 +57,7 @@ it('sends durable messages with settlement, receives and accepts them, and relea
     // Receive with manual settlement: accept all but the first, release the first.
     const receiver = conn.open_receiver({ source: { address: `/amq/queue/${q}` }, autoaccept: false, credit_window: 0 });
     const got: Got[] = [];
-    receiver.on('message', (ctx: rhea.EventContext) => {
+    receiver.on('message', (ctx: EventContext) => {
       const m = ctx.message!;
       got.push({
         body: String(m.body),
