@@ -478,7 +478,12 @@ export class Broker {
    * object did not start, polls its pid.
    */
   async exited(): Promise<string> {
-    if (this.childExit) return this.childExit;
+    if (this.childExit) {
+      // start() unrefs the server process so that tests can exit; whoever
+      // waits for it keeps this process alive meanwhile.
+      this.child?.ref();
+      return this.childExit;
+    }
     const pid = this.beamPid();
     if (pid === null) return 'not running';
     while (alive(pid)) await sleep(500);
