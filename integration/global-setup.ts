@@ -13,9 +13,10 @@ export default async function globalSetup(): Promise<void> {
   const amqpPort = await freePort();
   const distPort = await freePort();
   const nodeName = `warren-it-${process.pid}@localhost`;
-  const broker = new Broker({ dataDir, amqpPort, distPort, nodeName });
+  const sidecarArgs = ['--file-size-limit', String(256 * 1024)];
+  const broker = new Broker({ dataDir, amqpPort, distPort, nodeName, sidecarArgs });
   await broker.start();
-  const state: TestState = { dataDir, amqpPort, distPort, nodeName };
+  const state: TestState = { dataDir, amqpPort, distPort, nodeName, sidecarArgs };
   fs.writeFileSync(STATE_FILE, JSON.stringify(state));
   process.env.WARREN_IT_STATE = STATE_FILE;
 }

@@ -16,6 +16,8 @@ export interface TestState {
   amqpPort: number;
   distPort: number;
   nodeName: string;
+  /** Small segment files, so that tests roll and compact them. */
+  sidecarArgs: string[];
 }
 
 export function freePort(): Promise<number> {
@@ -41,8 +43,15 @@ export function amqpUrl(): string {
   return `amqp://guest:guest@127.0.0.1:${state().amqpPort}`;
 }
 
+/**
+ * An AMQP 0-9-1 connection. Connection-level errors (the broker was killed or
+ * stopped under it, as some tests do on purpose) are left to the operations
+ * that fail because of them, instead of surfacing as unhandled events.
+ */
 export async function connect(): Promise<amqp.ChannelModel> {
-  return amqp.connect(amqpUrl());
+  const conn = await amqp.connect(amqpUrl());
+  conn.on('error', () => undefined);
+  return conn;
 }
 
 let counter = 0;
