@@ -11,7 +11,7 @@ export async function consume(url: string, queue: string, max: number, idleMs = 
   try {
     const ch = await conn.createChannel();
     await ch.assertQueue(queue, { durable: true });
-    await ch.prefetch(100);
+    await ch.prefetch(Math.max(1, Math.min(100, max)));
     await new Promise<void>((resolve) => {
       let idle = setTimeout(resolve, idleMs);
       void ch.consume(queue, (m) => {

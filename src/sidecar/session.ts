@@ -85,7 +85,8 @@ export async function openQueue(a: OpenQueueArgs): Promise<BackingQueue> {
   }
   const { index, replay } = await QueueIndex.open(qdir, qlog);
   const client = a.vh.store.client(a.key);
-  const clean = a.vh.cleanKeys.delete(a.key) && a.vh.storeClean;
+  const wasClean = a.vh.cleanKeys.delete(a.key) && a.vh.storeClean;
+  const clean = a.fresh || wasClean;
   let entries = replay.entries;
   if (!clean && entries.length > 0) {
     const kept = [];
@@ -106,7 +107,7 @@ export async function openQueue(a: OpenQueueArgs): Promise<BackingQueue> {
     }
     entries = kept;
   }
-  if (entries.length > 0 || !clean) {
+  if (!a.fresh) {
     log('info', `queue ${a.name}: recovered ${entries.length} messages (${clean ? 'clean' : 'non-clean'} stop)`);
   }
   return new BackingQueue({
