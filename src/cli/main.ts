@@ -3,6 +3,7 @@
  * The `warren` command.
  *   warren start    run a RabbitMQ node with Warren as the classic-queue store (data under ./var)
  */
+import * as net from 'net';
 import * as path from 'path';
 import { Broker } from './broker';
 
@@ -31,11 +32,30 @@ function intEnv(name: string, dflt: number): number {
   return n;
 }
 
+/** Resolves with an error message if something already listens on the port. */
+function portBusy(port: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'EADDRINUSE' ? `port ${port} is already in use` : e.message));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(undefined)));
+  });
+}
+
 async function start(): Promise<void> {
   const amqpPort = intEnv('WARREN_PORT', 5672);
   const distPort = intEnv('WARREN_DIST_PORT', amqpPort + 20000);
   const dataDir = path.resolve(process.env.WARREN_DATA ?? 'var');
   const nodeName = process.env.WARREN_NODE ?? 'warren@localhost';
+  for (const [what, port, env] of [
+    ['AMQP', amqpPort, 'WARREN_PORT'],
+    ['distribution', distPort, 'WARREN_DIST_PORT'],
+  ] as const) {
+    const busy = await portBusy(port);
+    if (busy) {
+      process.stderr.write(`warren: cannot start: the ${what} ${busy} (another RabbitMQ?); choose another with ${env}=...\n`);
+      process.exit(1);
+    }
+  }
   const broker = new Broker({ dataDir, amqpPort, distPort, nodeName });
   process.stdout.write(`warren: starting RabbitMQ node ${nodeName} with Warren (data under ${dataDir}) ...\n`);
   try {
