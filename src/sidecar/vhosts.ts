@@ -8,7 +8,8 @@
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { MessageStore } from '../store';
-import { consumeCleanMarker, replayJournal } from '../queue/queue-index';
+import { consumeCleanMarker } from '../queue/queue-index';
+import { journalRefDeltas } from '../queue/ref-deltas';
 import { log } from './log';
 
 export interface VhostState {
@@ -26,8 +27,6 @@ export interface StoreSettings {
   fileSizeLimit: number;
 }
 
-const PROGRESS_MS = 1000;
-
 async function listDirs(dir: string): Promise<string[]> {
   try {
     const ents = await fsp.readdir(dir, { withFileTypes: true });
@@ -36,29 +35,6 @@ async function listDirs(dir: string): Promise<string[]> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw e;
   }
-}
-
-/**
- * Ref-count deltas for a non-clean store start: +1 per live persistent
- * message of each listed queue's journal. Logs progress on long walks.
- */
-async function* journalDeltas(queuesDir: string, keys: readonly string[]): AsyncIterable<[Buffer, number]> {
-  const started = Date.now();
-  let lastReport = started;
-  let messages = 0;
-  for (let i = 0; i < keys.length; i++) {
-    const { entries } = await replayJournal(path.join(queuesDir, keys[i]));
-    for (const e of entries) {
-      messages++;
-      yield [e.id, 1];
-    }
-    const now = Date.now();
-    if (now - lastReport >= PROGRESS_MS) {
-      lastReport = now;
-      log('info', `recovery: walked ${i + 1}/${keys.length} queue journals (${Math.round(((i + 1) / keys.length) * 100)}%), ${messages} messages`);
-    }
-  }
-  if (Date.now() - started >= PROGRESS_MS) log('info', `recovery: walked ${keys.length} queue journals, ${messages} messages in ${Date.now() - started} ms`);
 }
 
 export class Vhosts {
@@ -115,7 +91,7 @@ export class Vhosts {
       fileSizeLimit: this.settings.fileSizeLimit,
       index: this.settings.index,
       clientRefs: [...cleanKeys],
-      refDeltas: () => journalDeltas(queuesDir, keys),
+      refDeltas: () => journalRefDeltas(queuesDir, keys, log),
       log: (level, msg) => log(level, `vhost ${vhost} store: ${msg}`),
     });
     const storeClean = store.successfullyRecovered;
