@@ -58,7 +58,7 @@ export class SidecarServer {
     private readonly cfg: SidecarConfig,
     private readonly onShutdown: () => void,
   ) {
-    this.vhosts = new Vhosts({ index: cfg.index, fileSizeLimit: cfg.fileSizeLimit });
+    this.vhosts = new Vhosts({ index: cfg.index, fileSizeLimit: cfg.fileSizeLimit, syncIntervalMs: cfg.syncIntervalMs });
   }
 
   listen(): Promise<void> {

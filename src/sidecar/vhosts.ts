@@ -25,6 +25,7 @@ export interface VhostState {
 export interface StoreSettings {
   index: string;
   fileSizeLimit: number;
+  syncIntervalMs: number;
 }
 
 async function listDirs(dir: string): Promise<string[]> {
@@ -89,6 +90,7 @@ export class Vhosts {
     const store = await MessageStore.open({
       dir: storeDir,
       fileSizeLimit: this.settings.fileSizeLimit,
+      syncIntervalMs: this.settings.syncIntervalMs,
       index: this.settings.index,
       clientRefs: [...cleanKeys],
       refDeltas: () => journalRefDeltas(queuesDir, keys, log),
