@@ -1,0 +1,19 @@
+/** Public API of the message store (src/store). */
+export { MessageStore, StoreClient, DEFAULT_FILE_SIZE_LIMIT, GARBAGE_FRACTION } from './message-store';
+export type { MessageStoreOptions, StoreStats, StoreLogger } from './message-store';
+export { registerIndex, resolveIndex, indexNames } from './index-registry';
+export {
+  StoreError,
+  InvalidArgumentError,
+  InvalidIdError,
+  StoreClosedError,
+  ClientTerminatedError,
+  StoreFailedError,
+  UnknownIndexError,
+} from './errors';
+export type { StoreErrorCode } from './errors';
+export type { FileSummary } from './file-summary';
+export { crc32c } from './crc32c';
+export { encodeRecord, decodeRecord, HEADER_SIZE as RECORD_HEADER_SIZE } from './record-codec';
+export { scanSegment } from './segment-scanner';
+export type { ScanResult, ScannedRecord } from './segment-scanner';

@@ -1,0 +1,223 @@
+/**
+ * Start-up: interrupted compactions, recovery terms, and the non-clean rebuild
+ * (ref counts from the caller's deltas, then a scan of every segment file).
+ */
+import { promises as fsp } from 'fs';
+import * as path from 'path';
+import { Index, MsgId } from '../index/types';
+import { FileSummary, newSummary } from './file-summary';
+import { fsyncDir, sealJson, takeFile, unsealJson, writeFileAtomic } from './fs-util';
+import { listNumbered, segmentPath, SEGMENT_EXT, TMP_EXT, tmpPath } from './segment-file';
+import { scanSegment, ScanResult } from './segment-scanner';
+
+export type StoreLogger = (level: 'info' | 'warn' | 'error', msg: string) => void;
+
+export const RECOVERY_TERMS_NAME = 'clean.json';
+
+/**
+ * Placeholder file number of an index entry whose ref count is known (from the
+ * deltas) but whose record has not been found yet. Fits an unsigned 32-bit field.
+ */
+export const UNPLACED_FILE = 0xffffffff;
+
+const PROGRESS_MS = 1000;
+
+export interface RecoveryTerms {
+  clientRefs: string[];
+  indexKind: string;
+}
+
+export async function storeRecoveryTerms(dir: string, terms: RecoveryTerms): Promise<void> {
+  await writeFileAtomic(path.join(dir, RECOVERY_TERMS_NAME), sealJson({ version: 1, ...terms }));
+}
+
+/** Reads and deletes the recovery terms; undefined if absent or garbled. */
+export async function readRecoveryTerms(dir: string): Promise<RecoveryTerms | undefined> {
+  const v = unsealJson(await takeFile(path.join(dir, RECOVERY_TERMS_NAME)));
+  if (typeof v !== 'object' || v === null) return undefined;
+  const { version, clientRefs, indexKind } = v as { version?: unknown; clientRefs?: unknown; indexKind?: unknown };
+  if (version !== 1 || typeof indexKind !== 'string' || !Array.isArray(clientRefs) || !clientRefs.every((r) => typeof r === 'string')) {
+    return undefined;
+  }
+  return { clientRefs: clientRefs as string[], indexKind };
+}
+
+/**
+ * A compaction that died leaves `<n>.rdt` next to its destination `<n>.rdq`.
+ * Its records are copies of records that may no longer be anywhere else, so
+ * they are appended to the destination (duplicates are harmless: the rebuild
+ * takes the first copy). Returns whether any was found.
+ */
+export async function recoverCrashedCompactions(dir: string, log: StoreLogger): Promise<boolean> {
+  const tmps = await listNumbered(dir, TMP_EXT);
+  for (const n of tmps) {
+    const tmp = tmpPath(dir, n);
+    const main = segmentPath(dir, n);
+    const data = await fsp.readFile(tmp);
+    log('warn', `recovering an interrupted compaction: appending ${data.length} bytes of ${n}${TMP_EXT} to ${n}${SEGMENT_EXT}`);
+    const fh = await fsp.open(main, 'a');
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rm(tmp, { force: true });
+  }
+  if (tmps.length) await fsyncDir(dir);
+  return tmps.length > 0;
+}
+
+function keyOf(id: MsgId): string {
+  return id.toString('latin1');
+}
+
+/** Feeds the ref-count deltas into the (empty) index, as unplaced entries. */
+export async function countMsgRefs(index: Index, deltas: AsyncIterable<[MsgId, number]>, log: StoreLogger): Promise<number> {
+  let n = 0;
+  let last = Date.now();
+  for await (const [id, delta] of deltas) {
+    n++;
+    if (delta === 0) continue;
+    const loc = await index.lookup(id);
+    if (!loc) {
+      if (delta > 0) index.insert(id, { refCount: delta, file: UNPLACED_FILE, offset: 0, totalSize: 0 });
+    } else {
+      const rc = loc.refCount + delta;
+      if (rc <= 0) index.delete(id);
+      else index.update(id, { ...loc, refCount: rc });
+    }
+    if (Date.now() - last >= PROGRESS_MS) {
+      last = Date.now();
+      log('info', `recovery: counted ${n} message references`);
+    }
+  }
+  return n;
+}
+
+export interface RebuildResult {
+  /** Ascending, linked; the last is the current file. */
+  summaries: FileSummary[];
+  current: number;
+  /** Where appending resumes: the end of the current file's last valid record. */
+  currentSize: number;
+  checksumFailures: number;
+  skippedBytes: number;
+  deletedFiles: number;
+}
+
+const LOOKUP_BATCH = 512;
+
+/**
+ * Scans every segment (a few at a time), claims for each unplaced index entry
+ * the first intact record of its id (files in ascending order), builds the
+ * summaries, drops unclaimed entries and empty non-current files.
+ */
+export async function rebuildFromSegments(
+  dir: string,
+  index: Index,
+  opts: { log: StoreLogger; concurrency: number },
+): Promise<RebuildResult> {
+  const { log } = opts;
+  const files = await listNumbered(dir, SEGMENT_EXT);
+  if (files.length === 0) {
+    await index.deleteByFile([UNPLACED_FILE]);
+    return { summaries: [newSummary(0, undefined)], current: 0, currentSize: 0, checksumFailures: 0, skippedBytes: 0, deletedFiles: 0 };
+  }
+  const started = Date.now();
+  let lastReport = started;
+  const scans: Array<Promise<ScanResult> | undefined> = [];
+  let nextToStart = 0;
+  const startMore = (upTo: number): void => {
+    while (nextToStart < files.length && nextToStart < upTo) {
+      const p = scanSegment(segmentPath(dir, files[nextToStart]));
+      p.catch(() => undefined);
+      scans[nextToStart++] = p;
+    }
+  };
+
+  const all: FileSummary[] = [];
+  let checksumFailures = 0;
+  let skippedBytes = 0;
+  let scannedBytes = 0;
+  for (let i = 0; i < files.length; i++) {
+    startMore(i + opts.concurrency);
+    const file = files[i];
+    const scan = await scans[i]!;
+    scans[i] = undefined;
+    checksumFailures += scan.checksumFailures;
+    skippedBytes += scan.skippedBytes;
+    scannedBytes += scan.fileSize;
+    if (scan.checksumFailures > 0 || (scan.skippedBytes > 0 && i < files.length - 1)) {
+      log('warn', `recovery: ${file}${SEGMENT_EXT}: ${scan.checksumFailures} records failed their checksum, ${scan.skippedBytes} bytes skipped`);
+    }
+    const claimed = new Set<string>();
+    let valid = 0;
+    let top = 0;
+    let lastEnd = 0;
+    for (let b = 0; b < scan.records.length; b += LOOKUP_BATCH) {
+      const batch = scan.records.slice(b, b + LOOKUP_BATCH);
+      const locs = await Promise.all(batch.map((r) => index.lookup(r.id)));
+      for (let j = 0; j < batch.length; j++) {
+        const r = batch[j];
+        const loc = locs[j];
+        const k = keyOf(r.id);
+        if (!loc || loc.file !== UNPLACED_FILE || claimed.has(k)) continue;
+        claimed.add(k);
+        index.update(r.id, { refCount: loc.refCount, file, offset: r.offset, totalSize: r.totalSize });
+        if (r.offset === top) top += r.totalSize; // contiguous valid prefix
+        valid += r.totalSize;
+        lastEnd = r.offset + r.totalSize;
+      }
+    }
+    const isLast = i === files.length - 1;
+    all.push({
+      file,
+      validTotalSize: valid,
+      contiguousTop: top,
+      left: undefined,
+      right: undefined,
+      // the current file is cut after its last valid record (torn tail and trailing garbage)
+      fileSize: isLast ? lastEnd : scan.fileSize,
+      locked: false,
+      readers: 0,
+    });
+    if (Date.now() - lastReport >= PROGRESS_MS) {
+      lastReport = Date.now();
+      log('info', `recovery: scanned ${i + 1}/${files.length} segment files (${Math.round(scannedBytes / 1048576)} MiB)`);
+    }
+  }
+  await index.deleteByFile([UNPLACED_FILE]);
+
+  // Empty files other than the current one go; the others are made durable
+  // (their bytes may have been written but never fsynced before the crash).
+  const kept: FileSummary[] = [];
+  let deletedFiles = 0;
+  for (let i = 0; i < all.length; i++) {
+    const s = all[i];
+    if (s.validTotalSize === 0 && i < all.length - 1) {
+      await fsp.rm(segmentPath(dir, s.file), { force: true });
+      deletedFiles++;
+      continue;
+    }
+    if (i < all.length - 1) {
+      const fh = await fsp.open(segmentPath(dir, s.file), 'r+');
+      try {
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+    }
+    kept.push(s);
+  }
+  for (let i = 0; i < kept.length; i++) {
+    kept[i].left = i > 0 ? kept[i - 1].file : undefined;
+    kept[i].right = i < kept.length - 1 ? kept[i + 1].file : undefined;
+  }
+  if (deletedFiles) await fsyncDir(dir);
+  const cur = kept[kept.length - 1];
+  if (Date.now() - started >= PROGRESS_MS) {
+    log('info', `recovery: scanned ${files.length} segment files (${Math.round(scannedBytes / 1048576)} MiB) in ${Date.now() - started} ms`);
+  }
+  return { summaries: kept, current: cur.file, currentSize: cur.fileSize, checksumFailures, skippedBytes, deletedFiles };
+}

@@ -1,0 +1,63 @@
+/**
+ * The current file's write-back cache: bodies written by clients, readable at
+ * once, before (and whether or not) the store has appended them. `pending`
+ * counts writes of the id not yet processed by the store. Entries are dropped
+ * when the file rolls (once no write is pending) or when the message is gone,
+ * so the cache never holds more than about one file's worth of bodies.
+ */
+interface Entry {
+  body: Buffer;
+  pending: number;
+}
+
+export class WriteCache {
+  private readonly map = new Map<string, Entry>();
+  private bodyBytes = 0;
+
+  add(key: string, body: Buffer): void {
+    const e = this.map.get(key);
+    if (e) {
+      e.pending++;
+      return;
+    }
+    this.map.set(key, { body, pending: 1 });
+    this.bodyBytes += body.length;
+  }
+
+  /** The store has processed one write of `key`. */
+  written(key: string): void {
+    const e = this.map.get(key);
+    if (e && e.pending > 0) e.pending--;
+  }
+
+  get(key: string): Buffer | undefined {
+    return this.map.get(key)?.body;
+  }
+
+  /** Drops the entry unless a write of it is still pending. */
+  dropIfIdle(key: string): void {
+    const e = this.map.get(key);
+    if (e && e.pending === 0) {
+      this.map.delete(key);
+      this.bodyBytes -= e.body.length;
+    }
+  }
+
+  /** At a roll: drop everything already appended. */
+  dropAllIdle(): void {
+    for (const [k, e] of this.map) {
+      if (e.pending === 0) {
+        this.map.delete(k);
+        this.bodyBytes -= e.body.length;
+      }
+    }
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  get bytes(): number {
+    return this.bodyBytes;
+  }
+}
