@@ -1,0 +1,153 @@
+/**
+ * Compaction, disk bounds, the dedup cache and damaged records.
+ */
+import { promises as fsp } from 'fs';
+import * as path from 'path';
+import { MessageStore } from '../../src/store';
+import { body, checkInvariants, deltasOf, mid, rmDir, segmentFiles, tmpDir } from './helpers';
+
+let dir: string;
+beforeEach(async () => {
+  dir = await tmpDir();
+});
+afterEach(async () => {
+  await rmDir(dir);
+});
+
+const LIMIT = 4096;
+
+it('keeps file bytes within 2 x live bytes + 3 file limits under churn with scattered long-lived messages', async () => {
+  const store = await MessageStore.open({ dir, fileSizeLimit: LIMIT });
+  const c = store.client('q');
+  const live = new Set<number>();
+  let n = 0;
+  for (let round = 0; round < 60; round++) {
+    const batch: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const id = n++;
+      c.write(mid(id), body(id, 60 + (id % 7) * 20));
+      batch.push(id);
+    }
+    // one in 40 messages lives for the whole test; the rest are consumed soon
+    for (const id of batch) if (id % 40 !== 0) c.remove([mid(id)]);
+    for (const id of batch) if (id % 40 === 0) live.add(id);
+    await store.quiesce();
+    const st = store.stats();
+    expect(st.fileBytes).toBeLessThanOrEqual(2 * st.validBytes + 3 * LIMIT);
+  }
+  const st = store.stats();
+  expect(st.compactions + 0).toBeGreaterThan(0);
+  for (const id of live) expect(await c.read(mid(id))).toEqual(body(id, 60 + (id % 7) * 20));
+  await checkInvariants(store);
+  await store.close();
+});
+
+it('combines a file with its right neighbour, keeping the left contiguous prefix in place', async () => {
+  const store = await MessageStore.open({ dir, fileSizeLimit: LIMIT });
+  const c = store.client('q');
+  // 200-byte records, 20 per file: files 0, 1, 2, 3 then the current file 4.
+  for (let i = 0; i < 80; i++) c.write(mid(i), body(i, 172));
+  await store.quiesce();
+  const before = store.fileSummaries().map((s) => ({ file: s.file, top: s.contiguousTop }));
+  expect(before.slice(0, 4).map((s) => s.file)).toEqual([0, 1, 2, 3]);
+  // Keep the first 5 records of file 0 (its prefix) and a few scattered ones; drop most of 0..3.
+  const keep = new Set([0, 1, 2, 3, 4, 9, 15, 27, 33, 48, 71]);
+  for (let i = 0; i < 80; i++) if (!keep.has(i)) c.remove([mid(i)]);
+  await store.quiesce();
+  const st = store.stats();
+  expect(st.compactions).toBeGreaterThan(0);
+  // compaction stops once the trigger no longer holds (garbage <= 1/2, or at most 2 files' worth)
+  expect(st.garbageRatio <= 0.5 || st.fileBytes <= 2 * LIMIT).toBe(true);
+  expect(st.files).toBeLessThan(before.length);
+  for (const i of keep) expect(await c.read(mid(i))).toEqual(body(i, 172));
+  // file 0 still starts with its untouched prefix (records 0..4 in place)
+  const f0 = store.fileSummaries().find((s) => s.file === 0)!;
+  expect(f0.contiguousTop).toBeGreaterThanOrEqual(5 * 200);
+  await checkInvariants(store);
+  await store.close();
+});
+
+it('serves reads correctly while compaction runs', async () => {
+  const store = await MessageStore.open({ dir, fileSizeLimit: LIMIT });
+  const c = store.client('q');
+  for (let i = 0; i < 400; i++) c.write(mid(i), body(i, 172));
+  await store.quiesce();
+  const keep = Array.from({ length: 400 }, (_, i) => i).filter((i) => i % 9 === 0);
+  for (let i = 0; i < 400; i++) if (i % 9 !== 0) c.remove([mid(i)]);
+  // reads issued while the removes (and the compactions they trigger) are processed
+  const reads = await Promise.all(keep.map((i) => c.read(mid(i))));
+  reads.forEach((b, k) => expect(b).toEqual(body(keep[k], 172)));
+  await store.quiesce();
+  expect(store.stats().compactions).toBeGreaterThan(0);
+  await checkInvariants(store);
+  await store.close();
+});
+
+it('returns the same Buffer to concurrent readers of a multiply-referenced message (dedup cache)', async () => {
+  const store = await MessageStore.open({ dir, fileSizeLimit: LIMIT });
+  const a = store.client('a');
+  const b = store.client('b');
+  a.write(mid(1), body(1, 3000));
+  b.write(mid(1), body(1, 3000));
+  // push it out of the current file's write cache
+  for (let i = 10; i < 40; i++) a.write(mid(i), body(i, 500));
+  await a.sync([mid(1)]);
+  await store.quiesce();
+  const [x, y] = await Promise.all([a.read(mid(1)), b.read(mid(1))]);
+  expect(x).toEqual(body(1, 3000));
+  expect(x).toBe(y);
+  await store.close();
+});
+
+it('recovers after a crash in the middle of compaction, losing nothing', async () => {
+  for (let attempt = 0; attempt < 6; attempt++) {
+    const d = path.join(dir, String(attempt));
+    let store = await MessageStore.open({ dir: d, fileSizeLimit: LIMIT, clientRefs: undefined });
+    const c = store.client('q');
+    for (let i = 0; i < 300; i++) c.write(mid(i), body(i, 172));
+    await c.sync(Array.from({ length: 300 }, (_, i) => mid(i)));
+    const keep = Array.from({ length: 300 }, (_, i) => i).filter((i) => i % 5 === 0);
+    for (let i = 0; i < 300; i++) if (i % 5 !== 0) c.remove([mid(i)]);
+    // crash after a varying number of event-loop turns: before, during or after compactions
+    for (let t = 0; t < attempt * 3; t++) await new Promise((r) => setImmediate(r));
+    await store.simulateCrash();
+    store = await MessageStore.open({
+      dir: d,
+      fileSizeLimit: LIMIT,
+      clientRefs: ['q'],
+      refDeltas: () => deltasOf(keep.map((i) => [mid(i), 1] as [Buffer, number])),
+    });
+    expect(store.successfullyRecovered).toBe(false);
+    const r = store.client('q');
+    for (const i of keep) expect(await r.read(mid(i))).toEqual(body(i, 172));
+    expect(store.stats().messages).toBe(keep.length);
+    expect((await fsp.readdir(d)).some((f) => f.endsWith('.tmp'))).toBe(false);
+    await checkInvariants(store);
+    await store.close();
+  }
+});
+
+it('skips a record with a flipped bit on recovery, counts it, and never returns it', async () => {
+  let store = await MessageStore.open({ dir, fileSizeLimit: 1 << 20, clientRefs: undefined });
+  const c = store.client('q');
+  for (let i = 0; i < 10; i++) c.write(mid(i), body(i, 300));
+  await c.sync(Array.from({ length: 10 }, (_, i) => mid(i)));
+  await store.simulateCrash();
+  const [seg] = await segmentFiles(dir);
+  const file = path.join(dir, seg);
+  const buf = await fsp.readFile(file);
+  // flip a bit in the body of the 4th record
+  const recordSize = buf.length / 10;
+  buf[3 * recordSize + recordSize - 10] ^= 0x04;
+  await fsp.writeFile(file, buf);
+  store = await MessageStore.open({
+    dir,
+    clientRefs: ['q'],
+    refDeltas: () => deltasOf(Array.from({ length: 10 }, (_, i) => [mid(i), 1] as [Buffer, number])),
+  });
+  const r = store.client('q');
+  expect(await r.read(mid(3))).toBeUndefined();
+  for (const i of [0, 1, 2, 4, 5, 6, 7, 8, 9]) expect(await r.read(mid(i))).toEqual(body(i, 300));
+  expect(store.stats().checksumFailures).toBeGreaterThan(0);
+  await store.close();
+});
