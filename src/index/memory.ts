@@ -101,6 +101,10 @@ export class MemoryIndex implements Index {
     this.map.clear();
   }
 
+  async abandon(): Promise<void> {
+    this.map.clear();
+  }
+
   /** Loads a terminated index; false if absent or garbled (the map is then left empty). */
   async load(): Promise<boolean> {
     const file = path.join(this.dir, FILE_NAME);

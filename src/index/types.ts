@@ -54,6 +54,11 @@ export interface Index {
   terminate(): Promise<void>;
   /** Drop all entries (non-clean start, before a rebuild). */
   clear(): Promise<void>;
+  /**
+   * Release every resource without marking the state clean (a simulated crash
+   * in tests, or a store that failed): the next open is not trusted.
+   */
+  abandon(): Promise<void>;
 }
 
 /**

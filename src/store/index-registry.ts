@@ -5,9 +5,13 @@
  */
 import { IndexFactory } from '../index/types';
 import { memoryIndexFactory } from '../index/memory';
+import { leveldbIndexFactory } from '../index/leveldb';
 import { UnknownIndexError } from './errors';
 
-const registry = new Map<string, IndexFactory>([['memory', memoryIndexFactory]]);
+const registry = new Map<string, IndexFactory>([
+  ['memory', memoryIndexFactory],
+  ['leveldb', leveldbIndexFactory],
+]);
 
 export function registerIndex(factory: IndexFactory, name: string = factory.kind): void {
   registry.set(name, factory);

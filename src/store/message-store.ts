@@ -802,6 +802,7 @@ export class MessageStore {
     await w.abandon();
     await this.handles.closeAll();
     await fsp.truncate(segmentPath(this.dir, w.file), synced).catch(() => undefined);
+    await this.index.abandon().catch(() => undefined);
     this.closed = true;
   }
 

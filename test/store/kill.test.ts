@@ -20,14 +20,14 @@ const FILE_SIZE = 64 * 1024;
 const CHILD = `
 const { MessageStore } = require(${JSON.stringify(DIST_STORE)});
 const fs = require('fs');
-const [dir, round, liveFile, seed] = process.argv.slice(1);
+const [dir, round, liveFile, seed, index] = process.argv.slice(1);
 let a = Number(seed) >>> 0;
 const random = () => { a = (a + 0x6d2b79f5) >>> 0; let t = Math.imul(a ^ (a >>> 15), a | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
 const idOf = (s) => { const b = Buffer.alloc(16); b.write(s.padEnd(16, '.').slice(0, 16)); return b; };
 const bodyOf = (s) => { const n = 100 + (s.length * 7919 + s.charCodeAt(s.length - 1) * 31) % 1900; const b = Buffer.alloc(n); for (let i = 0; i < n; i++) b[i] = (s.charCodeAt(i % s.length) + i) & 0xff; return b; };
 (async () => {
   const live = JSON.parse(fs.readFileSync(liveFile, 'utf8'));
-  const store = await MessageStore.open({ dir, fileSizeLimit: ${FILE_SIZE}, clientRefs: ['k'], syncIntervalMs: 1 });
+  const store = await MessageStore.open({ dir, fileSizeLimit: ${FILE_SIZE}, clientRefs: ['k'], syncIntervalMs: 1, index });
   const c = store.client('k');
   process.stdout.write('ready\\n');
   let n = 0;
@@ -58,7 +58,7 @@ function bodyOf(s: string): Buffer {
   return b;
 }
 
-function runChild(dir: string, round: number, liveFile: string, killAfterMs: number): Promise<{ synced: string[]; removed: Set<string>; compactions: number }> {
+function runChild(dir: string, round: number, liveFile: string, killAfterMs: number, index: string): Promise<{ synced: string[]; removed: Set<string>; compactions: number }> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = spawn(process.execPath, ['-e', CHILD, dir, String(round), liveFile, String(round * 7 + 1)], { stdio: ['ignore', 'pipe', 'pipe'] });
     const synced: string[] = [];
@@ -85,7 +85,7 @@ function runChild(dir: string, round: number, liveFile: string, killAfterMs: num
   });
 }
 
-it(`every synced message survives ${ROUNDS} SIGKILLs during writes, removes and compaction`, async () => {
+it.each(['memory', 'leveldb'])(`with the %s index, every synced message survives ${ROUNDS} SIGKILLs during writes, removes and compaction`, async (index) => {
   expect(fs.existsSync(DIST_STORE)).toBe(true); // built by `npm test`
   const dir = await tmpDir('warren-kill-');
   const liveFile = path.join(dir, '..', `${path.basename(dir)}-live.json`);
@@ -93,17 +93,18 @@ it(`every synced message survives ${ROUNDS} SIGKILLs during writes, removes and 
   let compactions = 0;
   try {
     // Start with a clean, empty store whose client ref is 'k'.
-    const first = await MessageStore.open({ dir, clientRefs: undefined, fileSizeLimit: FILE_SIZE });
+    const first = await MessageStore.open({ dir, clientRefs: undefined, fileSizeLimit: FILE_SIZE, index });
     first.client('k');
     await first.close();
     for (let round = 0; round < ROUNDS; round++) {
       fs.writeFileSync(liveFile, JSON.stringify(live));
-      const { synced, removed, compactions: ran } = await runChild(dir, round, liveFile, 30 + ((round * 37) % 300));
+      const { synced, removed, compactions: ran } = await runChild(dir, round, liveFile, 30 + ((round * 37) % 300), index);
       // Confirmed (synced) and not removed: what a queue index would still reference.
       const expected = [...live, ...synced].filter((s) => !removed.has(s));
       const store = await MessageStore.open({
         dir,
         fileSizeLimit: FILE_SIZE,
+        index,
         clientRefs: ['k'],
         refDeltas: async function* () {
           for (const s of expected) yield [idOf(s), 1] as [Buffer, number];

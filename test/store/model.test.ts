@@ -34,7 +34,7 @@ const STEPS = 30;
 const RUNS = Number(process.env.WARREN_MODEL_RUNS ?? 1000);
 const FIRST_SEED = Number(process.env.WARREN_MODEL_SEED ?? 1);
 
-async function runSequence(seed: number, dir: string, stats: { compactions: number }): Promise<void> {
+async function runSequence(seed: number, dir: string, stats: { compactions: number }, index: string): Promise<void> {
   const random = rng(seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)];
   const model = new Map<number, ModelMsg>();
@@ -45,6 +45,7 @@ async function runSequence(seed: number, dir: string, stats: { compactions: numb
     MessageStore.open({
       dir,
       fileSizeLimit: 2048,
+      index,
       clientRefs,
       syncIntervalMs: 1,
       refDeltas: async function* () {
@@ -123,14 +124,14 @@ async function runSequence(seed: number, dir: string, stats: { compactions: numb
   await store.close();
 }
 
-it(`matches the model over ${RUNS} random sequences (replay one with WARREN_MODEL_SEED)`, async () => {
+it.each(['memory', 'leveldb'])(`with the %s index, matches the model over ${RUNS} random sequences (replay one with WARREN_MODEL_SEED)`, async (index) => {
   const stats = { compactions: 0 };
   for (let seed = FIRST_SEED; seed < FIRST_SEED + RUNS; seed++) {
     const dir = await tmpDir('warren-model-');
     try {
-      await runSequence(seed, dir, stats);
+      await runSequence(seed, dir, stats, index);
     } catch (e) {
-      throw new Error(`model test failed for seed ${seed} (replay: WARREN_MODEL_SEED=${seed} WARREN_MODEL_RUNS=1): ${(e as Error).message}`);
+      throw new Error(`model test (${index} index) failed for seed ${seed} (replay: WARREN_MODEL_SEED=${seed} WARREN_MODEL_RUNS=1): ${(e as Error).message}`);
     } finally {
       await rmDir(dir);
     }

@@ -1,0 +1,4 @@
+import { memoryIndexFactory } from '../../src/index/memory';
+import { describeIndexConformance } from './index-conformance';
+
+describeIndexConformance('memory', memoryIndexFactory);
