@@ -60,7 +60,7 @@ function bodyOf(s: string): Buffer {
 
 function runChild(dir: string, round: number, liveFile: string, killAfterMs: number, index: string): Promise<{ synced: string[]; removed: Set<string>; compactions: number }> {
   return new Promise((resolve, reject) => {
-    const child: ChildProcess = spawn(process.execPath, ['-e', CHILD, dir, String(round), liveFile, String(round * 7 + 1)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child: ChildProcess = spawn(process.execPath, ['-e', CHILD, dir, String(round), liveFile, String(round * 7 + 1), index], { stdio: ['ignore', 'pipe', 'pipe'] });
     const synced: string[] = [];
     const removed = new Set<string>();
     let compactions = 0;
