@@ -1,0 +1,139 @@
+/**
+ * Index benchmarks (issue: LevelDB-backed message index). Each case runs in a
+ * child process of its own (node --expose-gc) so that memory figures are not
+ * mixed; results are JSON lines on stdout and in bench/results/index.json.
+ *
+ *   npm run bench -- index [--entries 5000000] [--messages 1000000]
+ *
+ * Cases, each for the memory and the LevelDB index in the same run:
+ *   rss         resident set size after a forced GC with N live index entries
+ *   throughput  write + sync + read + remove of M 1 KiB messages through the store
+ *   restart     time to open a cleanly closed store holding N tiny messages
+ */
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { MessageStore, resolveIndex } from '../src/store';
+
+interface Result {
+  bench: string;
+  index: string;
+  [k: string]: string | number;
+}
+
+const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
+const id = (n: number) => {
+  const b = Buffer.alloc(16);
+  b.writeUInt32BE(0x57524e00, 0);
+  b.writeUIntBE(n, 10, 6);
+  return b;
+};
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'warren-bench-'));
+const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
+
+async function rss(index: string, n: number): Promise<Result> {
+  const dir = tmp();
+  try {
+    const { index: ix } = await resolveIndex(index).open(dir, false);
+    for (let i = 0; i < n; i++) {
+      ix.insert(id(i), { refCount: 1, file: Math.floor(i / 100_000), offset: (i % 100_000) * 40, totalSize: 40 });
+      if (i % 10_000 === 9_999) await ix.flush();
+    }
+    await ix.flush();
+    gc();
+    await new Promise((r) => setTimeout(r, 200));
+    gc();
+    const m = process.memoryUsage();
+    await ix.terminate();
+    return { bench: 'rss', index, entries: n, rssMB: mb(m.rss), heapUsedMB: mb(m.heapUsed) };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function throughput(index: string, n: number): Promise<Result> {
+  const dir = tmp();
+  try {
+    const store = await MessageStore.open({ dir, index, clientRefs: undefined });
+    const c = store.client('bench');
+    const body = Buffer.alloc(1024, 7);
+    const BATCH = 1000;
+    const t0 = process.hrtime.bigint();
+    for (let b = 0; b < n; b += BATCH) {
+      const ids = Array.from({ length: Math.min(BATCH, n - b) }, (_, i) => id(b + i));
+      for (const x of ids) c.write(x, body);
+      await c.sync(ids);
+      for (const x of ids) if (!(await c.read(x))) throw new Error('lost a message');
+      c.remove(ids);
+    }
+    await store.quiesce();
+    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+    await store.close();
+    return { bench: 'throughput', index, messages: n, seconds: Math.round(secs * 100) / 100, msgsPerSec: Math.round(n / secs) };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function restart(index: string, n: number): Promise<Result> {
+  const dir = tmp();
+  try {
+    let store = await MessageStore.open({ dir, index, clientRefs: undefined, fileSizeLimit: 64 * 1024 * 1024 });
+    const c = store.client('bench');
+    const body = Buffer.alloc(8, 1);
+    for (let i = 0; i < n; i++) {
+      c.write(id(i), body);
+      if (i % 50_000 === 49_999) await store.quiesce();
+    }
+    await store.close();
+    gc();
+    const t0 = process.hrtime.bigint();
+    store = await MessageStore.open({ dir, index, clientRefs: ['bench'], fileSizeLimit: 64 * 1024 * 1024 });
+    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+    const clean = store.successfullyRecovered;
+    await store.close();
+    return { bench: 'restart', index, messages: n, openSeconds: Math.round(secs * 1000) / 1000, clean: String(clean) };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function child(kind: string, index: string, n: number): Promise<void> {
+  const r = kind === 'rss' ? await rss(index, n) : kind === 'throughput' ? await throughput(index, n) : await restart(index, n);
+  process.stdout.write(JSON.stringify(r) + '\n');
+}
+
+function main(): void {
+  const args = process.argv.slice(2);
+  if (args[0] === '--child') {
+    void child(args[1], args[2], Number(args[3])).catch((e: Error) => {
+      process.stderr.write(`${e.stack ?? e.message}\n`);
+      process.exit(1);
+    });
+    return;
+  }
+  const opt = (name: string, dflt: number) => {
+    const i = args.indexOf(`--${name}`);
+    return i >= 0 ? Number(args[i + 1]) : dflt;
+  };
+  const entries = opt('entries', 5_000_000);
+  const messages = opt('messages', 1_000_000);
+  const out = path.resolve(__dirname, '../../bench/results/index.json');
+  const lines: string[] = [];
+  const meta = { bench: 'meta', date: new Date().toISOString(), cpus: os.cpus().length, memGB: Math.round(os.totalmem() / 2 ** 30), node: process.version, note: 'shared 2-core machine; figures from one run' };
+  lines.push(JSON.stringify(meta));
+  process.stdout.write(lines[0] + '\n');
+  for (const [kind, n] of [['rss', entries], ['throughput', messages], ['restart', entries]] as const) {
+    for (const index of ['memory', 'leveldb']) {
+      const line = execFileSync(process.execPath, ['--expose-gc', '--max-old-space-size=8192', __filename, '--child', kind, index, String(n)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+      process.stdout.write(line + '\n');
+      lines.push(line);
+    }
+  }
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, lines.join('\n') + '\n');
+  process.stdout.write(`written to ${path.relative(process.cwd(), out)}\n`);
+}
+
+main();

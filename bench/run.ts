@@ -1,0 +1,14 @@
+/**
+ * `npm run bench -- <name> [options]`: runs one benchmark suite of bench/.
+ *   index   memory vs LevelDB index: RSS, store throughput, clean restart
+ */
+import { execFileSync } from 'child_process';
+import * as path from 'path';
+
+const [name, ...rest] = process.argv.slice(2);
+const suites: Record<string, string> = { index: 'index-bench.js' };
+if (!name || !suites[name]) {
+  process.stderr.write(`usage: npm run bench -- <${Object.keys(suites).join('|')}> [options]\n`);
+  process.exit(2);
+}
+execFileSync(process.execPath, [path.join(__dirname, suites[name]), ...rest], { stdio: 'inherit' });
