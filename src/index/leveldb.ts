@@ -21,6 +21,7 @@ import { Index, IndexFactory, MsgId, MsgLocation, MsgLocationFields } from './ty
 const DB_DIR = 'leveldb';
 const MARKER = 'leveldb-clean.json';
 const VALUE_BYTES = 18;
+const EMPTY = Buffer.alloc(0);
 
 function primaryKey(id: MsgId): Buffer {
   const k = Buffer.allocUnsafe(17);
@@ -84,6 +85,16 @@ export class LevelDbIndex implements Index {
   private pending = new Map<string, MsgLocation | null>();
   /** The batch being written. */
   private inflight = new Map<string, MsgLocation | null>();
+  /**
+   * For pending ids whose state in LevelDB is known (from the cache or the
+   * batch in flight): that location, or null if absent. Lets flush() keep the
+   * per-file keys right without reading the old value back. An id not known
+   * here may leave a stale per-file key behind, which deleteByFile tolerates
+   * (it checks the primary key) and clears with the file's range.
+   */
+  private pendingOld = new Map<string, MsgLocation | null>();
+  /** Bumped by every write, so a lookup can tell a racing write happened. */
+  private writes = 0;
   private readonly cache = new Map<string, MsgLocation>();
   private flushing: Promise<void> | null = null;
   private scheduled = false;
@@ -117,9 +128,11 @@ export class LevelDbIndex implements Index {
       this.remember(k, c);
       return { ...c };
     }
+    const before = this.writes;
     const v = await this.db.get(primaryKey(id));
-    // A write may have landed while we waited: it wins.
-    if (this.pending.has(k) || this.inflight.has(k)) return this.lookup(id);
+    // A write may have landed (or even been flushed) while we waited: it wins,
+    // and the value read must not be cached.
+    if (this.writes !== before) return this.lookup(id);
     if (v === undefined) return undefined;
     const l = decode(v);
     this.remember(k, l);
@@ -128,6 +141,14 @@ export class LevelDbIndex implements Index {
 
   private put(id: MsgId, l: MsgLocation | null): void {
     const k = hex(id);
+    this.writes++;
+    if (!this.pending.has(k)) {
+      if (this.inflight.has(k)) this.pendingOld.set(k, this.inflight.get(k) ?? null);
+      else {
+        const c = this.cache.get(k);
+        if (c) this.pendingOld.set(k, c);
+      }
+    }
     this.pending.set(k, l);
     if (l) this.remember(k, l);
     else this.cache.delete(k);
@@ -195,23 +216,22 @@ export class LevelDbIndex implements Index {
     this.inflight = this.pending;
     this.pending = new Map();
     const batch = this.inflight;
+    const olds = this.pendingOld;
+    this.pendingOld = new Map();
     this.flushing = (async () => {
-      const keys = [...batch.keys()];
-      const ids = keys.map((k) => Buffer.from(k, 'latin1'));
-      const olds = await this.db.getMany(ids.map(primaryKey));
       const ops: BatchOp[] = [];
-      keys.forEach((k, i) => {
-        const id = ids[i];
-        const nu = batch.get(k)!;
-        const old = olds[i] ? decode(olds[i]!) : undefined;
+      for (const [k, nu] of batch) {
+        const id = Buffer.from(k, 'latin1');
+        // undefined: not known (no read: see pendingOld); null: known absent
+        const old = olds.get(k);
         if (old && (!nu || old.file !== nu.file)) ops.push({ type: 'del', key: fileKey(old.file, id) });
         if (nu) {
           ops.push({ type: 'put', key: primaryKey(id), value: encode(nu) });
-          if (!old || old.file !== nu.file) ops.push({ type: 'put', key: fileKey(nu.file, id), value: Buffer.alloc(0) });
-        } else if (old) {
+          if (!old || old.file !== nu.file) ops.push({ type: 'put', key: fileKey(nu.file, id), value: EMPTY });
+        } else if (old !== null) {
           ops.push({ type: 'del', key: primaryKey(id) });
         }
-      });
+      }
       await this.db.batch(ops);
     })();
     try {
@@ -232,6 +252,7 @@ export class LevelDbIndex implements Index {
 
   async abandon(): Promise<void> {
     this.pending = new Map();
+    this.pendingOld = new Map();
     while (this.flushing) await this.flushing.catch(() => undefined);
     await this.db.close();
   }
