@@ -55,4 +55,25 @@ describe('LevelDB index', () => {
     expect(await index.lookup(id(1))).toEqual({ refCount: 2, file: 1, offset: 900, totalSize: 50 });
     await index.terminate();
   });
+
+  it('moves and deletes of entries evicted from the cache keep deleteByFile and size right (stale per-file keys tolerated)', async () => {
+    const { index } = await levelDbIndexFactory({ cacheEntries: 2 }).open(dir, false);
+    for (let i = 0; i < 50; i++) index.insert(id(i), { refCount: 1, file: 1, offset: i * 10, totalSize: 10 });
+    await index.flush();
+    for (let i = 40; i < 50; i++) await index.lookup(id(i)); // evicts 0..9 from the cache
+    for (let i = 0; i < 10; i++) index.update(id(i), { refCount: 1, file: 2, offset: i * 10, totalSize: 10 });
+    for (let i = 10; i < 20; i++) index.delete(id(i));
+    await index.flush();
+    expect(index.size()).toBe(40);
+    await index.deleteByFile([1]);
+    expect(index.size()).toBe(10);
+    for (let i = 0; i < 10; i++) expect(await index.lookup(id(i))).toEqual({ refCount: 1, file: 2, offset: i * 10, totalSize: 10 });
+    for (let i = 10; i < 50; i++) expect(await index.lookup(id(i))).toBeUndefined();
+    const all: number[] = [];
+    for await (const [k] of index.entries()) all.push(k.readUInt32BE(12));
+    expect(all.sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    await index.deleteByFile([2]);
+    expect(index.size()).toBe(0);
+    await index.terminate();
+  });
 });
