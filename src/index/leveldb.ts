@@ -173,7 +173,12 @@ export class LevelDbIndex implements Index {
   async updateFields(id: MsgId, fields: MsgLocationFields): Promise<void> {
     const cur = await this.lookup(id);
     if (!cur) return;
-    this.put(id, { ...cur, ...definedFields(fields) });
+    // Another update (compaction moving the record, or a ref-count change) may
+    // have landed during the await: merge into the latest value, never over it.
+    const k = hex(id);
+    const latest = this.pending.has(k) ? this.pending.get(k) : this.inflight.has(k) ? this.inflight.get(k) : (this.cache.get(k) ?? cur);
+    if (!latest) return;
+    this.put(id, { ...latest, ...definedFields(fields) });
   }
 
   delete(id: MsgId): void {
