@@ -8,6 +8,7 @@
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
+import { fsyncDir } from '../store/fs-util';
 import { DecodeResult, JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from './journal-codec';
 
 const JOURNAL = 'journal';
@@ -82,15 +83,6 @@ export async function consumeCleanMarker(dir: string): Promise<CleanTerms | unde
     /* garbled marker: treated as absent */
   }
   return undefined;
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const h = await fsp.open(dir, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
 }
 
 export class QueueIndex {

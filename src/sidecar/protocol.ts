@@ -39,24 +39,9 @@ export enum RecoverMode {
   NonClean = 2,
 }
 
-export interface Publish {
-  seq: number;
-  flags: number;
-  expiry: number; // -1 = none
-  size: number;
-  id: Buffer;
-  blob: Buffer;
-}
-
-/** A message as returned to Erlang. */
-export interface Entry {
-  seq: number;
-  flags: number;
-  expiry: number;
-  size: number;
-  id: Buffer;
-  blob?: Buffer;
-}
+// A publish as decoded, and a message as returned to Erlang, are the queue's own shapes.
+export type { PublishInput as Publish, MessageOut as Entry } from '../queue/backing-queue';
+import type { MessageOut as Entry, PublishInput as Publish } from '../queue/backing-queue';
 
 export type Request =
   | { op: typeof Op.START; vhost: string; dir: string; keys: string[] }
