@@ -2,52 +2,42 @@
  * Message-location index on LevelDB (`level`), so that memory does not grow
  * with the number of stored messages.
  *
- * Keys: 'm' + id (17 bytes) -> location (18 bytes: refCount u32, file u32,
- * offset u48, totalSize u32), and 'f' + file + id -> '' so that deleteByFile
- * is a range scan. Writes land in a pending map (read-your-writes at once) and
- * go to LevelDB in one batch per event-loop turn, without sync: the index is
- * a cache of the segment files, rebuilt from them after a crash. Hot lookups
- * are served from a bounded LRU cache.
+ * One key per message: 'm' + id (17 bytes) -> location (18 bytes: refCount
+ * u32, file u32, offset u48, totalSize u32). Writes land in a pending map
+ * (read-your-writes at once) and go to LevelDB in one unsynced batch when the
+ * map holds `maxPendingWrites` entries, or after `idleFlushMs`: the index is a
+ * cache of the segment files, rebuilt from them after a crash. A message
+ * inserted and deleted before its batch goes out never reaches LevelDB (most
+ * messages of a queue with fast consumers), and a Bloom filter of the ids in
+ * LevelDB answers "absent" for a new message's id without a disk read. Hot
+ * lookups are served from a bounded LRU cache.
  *
- * Clean terminate writes a marker with the entry count; open(dir, clean=true)
- * trusts the directory only if that marker is there, and consumes it, so a
- * crash afterwards is never mistaken for a clean state.
+ * deleteByFile scans the primary keys: the store calls it once per non-clean
+ * recovery, so a per-file secondary key (two more batch operations a message)
+ * would not pay for itself.
+ *
+ * Clean terminate writes the Bloom filter and a marker with the entry count;
+ * open(dir, clean=true) trusts the directory only if that marker is there, and
+ * consumes both, so a crash afterwards is never mistaken for a clean state.
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { Level } from 'level';
+import { BloomFilter } from './bloom-filter';
 import { Index, IndexFactory, MsgId, MsgLocation, MsgLocationFields } from './types';
 
 const DB_DIR = 'leveldb';
 const MARKER = 'leveldb-clean.json';
+const BLOOM = 'leveldb-bloom.bin';
 const VALUE_BYTES = 18;
-const EMPTY = Buffer.alloc(0);
+const KEY_FIRST = Buffer.from([0x6d]); // 'm'
+const KEY_END = Buffer.from([0x6e]);
 
-function primaryKey(id: MsgId): Buffer {
-  const k = Buffer.allocUnsafe(17);
-  k[0] = 0x6d; // 'm'
-  id.copy(k, 1, 0, 16);
-  return k;
-}
-
-function fileKey(file: number, id: MsgId): Buffer {
-  const k = Buffer.allocUnsafe(21);
-  k[0] = 0x66; // 'f'
-  k.writeUInt32BE(file, 1);
-  id.copy(k, 5, 0, 16);
-  return k;
-}
-
-function filePrefix(file: number): Buffer {
-  const k = Buffer.allocUnsafe(5);
-  k[0] = 0x66;
-  k.writeUInt32BE(file, 1);
-  return k;
-}
-
-/** Just past every key of a file's range ('f' + file + any 16-byte id). */
-function fileRangeEnd(file: number): Buffer {
-  return Buffer.concat([filePrefix(file), Buffer.alloc(17, 0xff)]);
+function primaryKey(k: string): Buffer {
+  const b = Buffer.allocUnsafe(17);
+  b[0] = 0x6d;
+  b.write(k, 1, 16, 'latin1');
+  return b;
 }
 
 function encode(l: MsgLocation): Buffer {
@@ -63,7 +53,7 @@ function decode(v: Buffer): MsgLocation {
   return { refCount: v.readUInt32BE(0), file: v.readUInt32BE(4), offset: v.readUIntBE(8, 6), totalSize: v.readUInt32BE(14) };
 }
 
-const hex = (id: MsgId) => id.toString('latin1');
+const keyOf = (id: MsgId) => id.toString('latin1');
 
 export class LevelDbIndexError extends Error {
   readonly code = 'ELEVELDB';
@@ -72,6 +62,16 @@ export class LevelDbIndexError extends Error {
 export interface LevelDbIndexOptions {
   /** Locations kept in the LRU cache (default 100,000). */
   cacheEntries?: number;
+  /** Buffered writes that send a batch to LevelDB (default 16,384). */
+  maxPendingWrites?: number;
+  /** A smaller batch goes out after this long without one (default 1000 ms). */
+  idleFlushMs?: number;
+  /** LevelDB's memtable size in bytes (default 4 MiB). */
+  writeBufferSize?: number;
+  /** LevelDB's block cache in bytes (default 8 MiB). */
+  blockCacheSize?: number;
+  /** Ids the smallest Bloom filter is sized for (default 65,536); it grows with the index. */
+  bloomMinCapacity?: number;
   /** Told when a directory cannot be used and is rebuilt. */
   warn?: (msg: string) => void;
 }
@@ -79,44 +79,57 @@ export interface LevelDbIndexOptions {
 type Db = Level<Buffer, Buffer>;
 type BatchOp = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
 
+interface Tuning {
+  cacheEntries: number;
+  maxPendingWrites: number;
+  idleFlushMs: number;
+  bloomMinCapacity: number;
+  warn: (msg: string) => void;
+}
+
 export class LevelDbIndex implements Index {
   readonly kind = 'leveldb';
   /** Writes not yet in LevelDB: a location, or null for a delete. */
   private pending = new Map<string, MsgLocation | null>();
+  /** Pending ids that LevelDB does not hold (inserted since the last batch): deleting one just forgets it. */
+  private fresh = new Set<string>();
   /** The batch being written. */
   private inflight = new Map<string, MsgLocation | null>();
-  /**
-   * For pending ids whose state in LevelDB is known (from the cache or the
-   * batch in flight): that location, or null if absent. Lets flush() keep the
-   * per-file keys right without reading the old value back. An id not known
-   * here may leave a stale per-file key behind, which deleteByFile tolerates
-   * (it checks the primary key) and clears with the file's range.
-   */
-  private pendingOld = new Map<string, MsgLocation | null>();
   /** Bumped by every write, so a lookup can tell a racing write happened. */
   private writes = 0;
   private readonly cache = new Map<string, MsgLocation>();
   private flushing: Promise<void> | null = null;
-  private scheduled = false;
+  private flushSoon = false;
+  private idleTimer: NodeJS.Timeout | null = null;
   private count: number;
+  /** Every id in LevelDB is in it; undefined while the first one is being built. */
+  private bloom: BloomFilter | undefined;
+  /** The filter being rebuilt from LevelDB's keys, fed every new id meanwhile. */
+  private nextBloom: BloomFilter | undefined;
+  private rebuild: Promise<void> | null = null;
+  private stopRebuild = false;
+  private readonly counters = { batches: 0, batchOps: 0, diskReads: 0, bloomRebuilds: 0 };
 
   constructor(
     private readonly db: Db,
     private readonly dir: string,
     count: number,
-    private readonly cacheEntries: number,
+    bloom: BloomFilter | undefined,
+    private readonly t: Tuning,
   ) {
     this.count = count;
+    this.bloom = bloom;
+    if (!bloom) this.startBloomRebuild();
   }
 
   private remember(k: string, l: MsgLocation): void {
     this.cache.delete(k);
     this.cache.set(k, l);
-    if (this.cache.size > this.cacheEntries) this.cache.delete(this.cache.keys().next().value as string);
+    if (this.cache.size > this.t.cacheEntries) this.cache.delete(this.cache.keys().next().value as string);
   }
 
   async lookup(id: MsgId): Promise<MsgLocation | undefined> {
-    const k = hex(id);
+    const k = keyOf(id);
     for (const m of [this.pending, this.inflight]) {
       if (m.has(k)) {
         const l = m.get(k);
@@ -128,8 +141,10 @@ export class LevelDbIndex implements Index {
       this.remember(k, c);
       return { ...c };
     }
+    if (this.bloom && !this.bloom.mayContain(id)) return undefined;
     const before = this.writes;
-    const v = await this.db.get(primaryKey(id));
+    this.counters.diskReads++;
+    const v = await this.db.get(primaryKey(k));
     // A write may have landed (or even been flushed) while we waited: it wins,
     // and the value read must not be cached.
     if (this.writes !== before) return this.lookup(id);
@@ -139,35 +154,47 @@ export class LevelDbIndex implements Index {
     return { ...l };
   }
 
-  private put(id: MsgId, l: MsgLocation | null): void {
-    const k = hex(id);
+  private put(k: string, l: MsgLocation | null): void {
     this.writes++;
-    if (!this.pending.has(k)) {
-      if (this.inflight.has(k)) this.pendingOld.set(k, this.inflight.get(k) ?? null);
-      else {
-        const c = this.cache.get(k);
-        if (c) this.pendingOld.set(k, c);
-      }
+    if (l === null && this.fresh.delete(k)) {
+      // LevelDB never saw it: nothing to write
+      this.pending.delete(k);
+      this.cache.delete(k);
+      return;
     }
     this.pending.set(k, l);
     if (l) this.remember(k, l);
     else this.cache.delete(k);
-    if (!this.scheduled) {
-      this.scheduled = true;
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.pending.size >= this.t.maxPendingWrites) {
+      if (this.flushSoon) return;
+      this.flushSoon = true;
       setImmediate(() => {
-        this.scheduled = false;
+        this.flushSoon = false;
         void this.flush().catch(() => undefined);
       });
+    } else if (!this.idleTimer) {
+      this.idleTimer = setTimeout(() => {
+        this.idleTimer = null;
+        void this.flush().catch(() => undefined);
+      }, this.t.idleFlushMs);
+      this.idleTimer.unref();
     }
   }
 
   insert(id: MsgId, loc: MsgLocation): void {
-    this.put(id, { ...loc });
+    const k = keyOf(id);
+    // absent from the index, so LevelDB will not hold it once earlier batches are written
+    if (!this.pending.has(k)) this.fresh.add(k);
+    this.put(k, { ...loc });
     this.count++;
   }
 
   update(id: MsgId, loc: MsgLocation): void {
-    this.put(id, { ...loc });
+    this.put(keyOf(id), { ...loc });
   }
 
   async updateFields(id: MsgId, fields: MsgLocationFields): Promise<void> {
@@ -175,37 +202,35 @@ export class LevelDbIndex implements Index {
     if (!cur) return;
     // Another update (compaction moving the record, or a ref-count change) may
     // have landed during the await: merge into the latest value, never over it.
-    const k = hex(id);
+    const k = keyOf(id);
     const latest = this.pending.has(k) ? this.pending.get(k) : this.inflight.has(k) ? this.inflight.get(k) : (this.cache.get(k) ?? cur);
     if (!latest) return;
-    this.put(id, { ...latest, ...definedFields(fields) });
+    this.put(k, { ...latest, ...definedFields(fields) });
   }
 
   delete(id: MsgId): void {
-    this.put(id, null);
+    this.put(keyOf(id), null);
     this.count--;
   }
 
   async deleteByFile(files: readonly number[]): Promise<void> {
     await this.flush();
-    for (const file of files) {
-      const prefix = filePrefix(file);
-      const end = fileRangeEnd(file);
-      const ids: Buffer[] = [];
-      for await (const k of this.db.keys({ gte: prefix, lt: end })) ids.push(Buffer.from(k.subarray(5)));
-      for (const id of ids) {
-        // the secondary key may be stale (the record moved): check the primary
-        const l = await this.lookup(id);
-        if (l && l.file === file) this.delete(id);
-      }
-      await this.flush();
-      await this.db.clear({ gte: prefix, lt: end });
+    const set = new Set(files);
+    const victims: Buffer[] = [];
+    for await (const [k, v] of this.db.iterator({ gte: KEY_FIRST, lt: KEY_END })) {
+      if (set.has(v.readUInt32BE(4))) victims.push(Buffer.from(k.subarray(1)));
     }
+    for (const id of victims) {
+      // re-checked: the entry may have changed since the scan read it
+      const l = await this.lookup(id);
+      if (l && set.has(l.file)) this.delete(id);
+    }
+    await this.flush();
   }
 
   async *entries(): AsyncIterable<[MsgId, MsgLocation]> {
     await this.flush();
-    for await (const [k, v] of this.db.iterator({ gte: Buffer.from([0x6d]), lt: Buffer.from([0x6e]) })) {
+    for await (const [k, v] of this.db.iterator({ gte: KEY_FIRST, lt: KEY_END })) {
       yield [Buffer.from(k.subarray(1)), decode(v)];
     }
   }
@@ -217,57 +242,137 @@ export class LevelDbIndex implements Index {
   /** Writes pending changes to LevelDB in one batch (no sync). */
   async flush(): Promise<void> {
     while (this.flushing) await this.flushing;
+    if (this.idleTimer) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = null;
+    }
     if (this.pending.size === 0) return;
-    this.inflight = this.pending;
+    const batch = this.pending;
+    const fresh = this.fresh;
     this.pending = new Map();
-    const batch = this.inflight;
-    const olds = this.pendingOld;
-    this.pendingOld = new Map();
-    this.flushing = (async () => {
-      const ops: BatchOp[] = [];
-      for (const [k, nu] of batch) {
-        const id = Buffer.from(k, 'latin1');
-        // undefined: not known (no read: see pendingOld); null: known absent
-        const old = olds.get(k);
-        if (old && (!nu || old.file !== nu.file)) ops.push({ type: 'del', key: fileKey(old.file, id) });
-        if (nu) {
-          ops.push({ type: 'put', key: primaryKey(id), value: encode(nu) });
-          if (!old || old.file !== nu.file) ops.push({ type: 'put', key: fileKey(nu.file, id), value: EMPTY });
-        } else if (old !== null) {
-          ops.push({ type: 'del', key: primaryKey(id) });
-        }
+    this.fresh = new Set();
+    this.inflight = batch;
+    const ops: BatchOp[] = [];
+    for (const [k, nu] of batch) {
+      const key = primaryKey(k);
+      if (nu) {
+        ops.push({ type: 'put', key, value: encode(nu) });
+        const id = key.subarray(1);
+        this.bloom?.add(id);
+        this.nextBloom?.add(id);
+      } else if (!fresh.has(k)) {
+        ops.push({ type: 'del', key });
       }
-      await this.db.batch(ops);
-    })();
+    }
+    this.counters.batches++;
+    this.counters.batchOps += ops.length;
+    this.flushing = this.db.batch(ops).catch((e: unknown) => {
+      // Not written: put it back under any newer writes, and try again later.
+      for (const [k, v] of batch) {
+        if (this.pending.has(k)) continue;
+        this.pending.set(k, v);
+        if (fresh.has(k)) this.fresh.add(k);
+      }
+      this.t.warn(`LevelDB index batch of ${ops.length} writes failed (${(e as Error).message}); it will be retried`);
+      this.scheduleFlush();
+      throw e;
+    });
     try {
       await this.flushing;
     } finally {
       this.inflight = new Map();
       this.flushing = null;
     }
+    if (this.bloom && !this.nextBloom && this.bloom.added > this.bloom.capacity) this.startBloomRebuild();
+  }
+
+  /**
+   * Builds a filter sized for twice the current entries from LevelDB's keys.
+   * Ids written meanwhile are added by flush; those of the batch in flight
+   * here, so the new filter misses no id that LevelDB may hold.
+   */
+  private startBloomRebuild(): void {
+    const next = BloomFilter.forCapacity(Math.max(this.t.bloomMinCapacity, 2 * this.count));
+    this.counters.bloomRebuilds++;
+    this.nextBloom = next;
+    for (const [k, v] of this.inflight) if (v) next.add(Buffer.from(k, 'latin1'));
+    this.stopRebuild = false;
+    this.rebuild = (async () => {
+      try {
+        for await (const k of this.db.keys({ gte: KEY_FIRST, lt: KEY_END })) {
+          if (this.stopRebuild) return;
+          next.add(k.subarray(1));
+        }
+        if (this.nextBloom === next) this.bloom = next;
+      } catch (e) {
+        if (!this.stopRebuild) this.t.warn(`LevelDB index: rebuilding the Bloom filter failed (${(e as Error).message}); lookups go to LevelDB`);
+      } finally {
+        if (this.nextBloom === next) this.nextBloom = undefined;
+        this.rebuild = null;
+      }
+    })();
+  }
+
+  private async endRebuild(): Promise<void> {
+    this.stopRebuild = true;
+    await this.rebuild;
+    this.nextBloom = undefined;
   }
 
   async terminate(): Promise<void> {
+    await this.endRebuild();
     await this.flush();
     await this.db.close();
-    const file = path.join(this.dir, MARKER);
-    await fsp.writeFile(`${file}.tmp`, JSON.stringify({ count: this.count }));
-    await fsp.rename(`${file}.tmp`, file);
+    // an unfinished first build leaves no filter: the next open builds it
+    if (this.bloom) await writeFileAtomic(path.join(this.dir, BLOOM), this.bloom.serialize());
+    await writeFileAtomic(path.join(this.dir, MARKER), Buffer.from(JSON.stringify({ count: this.count })));
   }
 
   async abandon(): Promise<void> {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
     this.pending = new Map();
-    this.pendingOld = new Map();
+    this.fresh = new Set();
+    await this.endRebuild();
     while (this.flushing) await this.flushing.catch(() => undefined);
     await this.db.close();
   }
 
   async clear(): Promise<void> {
+    await this.endRebuild();
     await this.flush();
     await this.db.clear();
     this.cache.clear();
     this.count = 0;
+    this.bloom = BloomFilter.forCapacity(this.t.bloomMinCapacity);
   }
+
+  /** What the index did so far and what it holds in memory (for stats, tests and benchmarks). */
+  stats(): LevelDbIndexStats {
+    return {
+      ...this.counters,
+      pendingWrites: this.pending.size,
+      cacheEntries: this.cache.size,
+      bloomBytes: this.bloom?.byteLength ?? 0,
+      bloomIds: this.bloom?.added ?? 0,
+      bloomReady: this.bloom !== undefined && this.rebuild === null,
+    };
+  }
+}
+
+export interface LevelDbIndexStats {
+  /** Batches written to LevelDB, and the puts and deletes in them. */
+  batches: number;
+  batchOps: number;
+  /** Lookups that went to LevelDB (not answered by the pending writes, the cache or the Bloom filter). */
+  diskReads: number;
+  bloomRebuilds: number;
+  pendingWrites: number;
+  cacheEntries: number;
+  bloomBytes: number;
+  bloomIds: number;
+  /** False while the filter is being (re)built. */
+  bloomReady: boolean;
 }
 
 function definedFields(f: MsgLocationFields): MsgLocationFields {
@@ -279,40 +384,67 @@ function definedFields(f: MsgLocationFields): MsgLocationFields {
   return out;
 }
 
-async function openDb(dbDir: string): Promise<Db> {
-  const db = new Level<Buffer, Buffer>(dbDir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
-  await db.open();
-  return db;
+async function writeFileAtomic(file: string, data: Buffer): Promise<void> {
+  await fsp.writeFile(`${file}.tmp`, data);
+  await fsp.rename(`${file}.tmp`, file);
+}
+
+async function readAndRemove(file: string): Promise<Buffer | undefined> {
+  try {
+    return await fsp.readFile(file);
+  } catch {
+    return undefined;
+  } finally {
+    await fsp.rm(file, { force: true });
+  }
 }
 
 export function levelDbIndexFactory(opts: LevelDbIndexOptions = {}): IndexFactory {
-  const warn = opts.warn ?? ((msg: string) => process.emitWarning(msg, 'WarrenLevelDbIndex'));
+  const t: Tuning = {
+    cacheEntries: opts.cacheEntries ?? 100_000,
+    maxPendingWrites: opts.maxPendingWrites ?? 16_384,
+    idleFlushMs: opts.idleFlushMs ?? 1000,
+    bloomMinCapacity: opts.bloomMinCapacity ?? 65_536,
+    warn: opts.warn ?? ((msg: string) => process.emitWarning(msg, 'WarrenLevelDbIndex')),
+  };
+  const openDb = async (dbDir: string): Promise<Db> => {
+    const db = new Level<Buffer, Buffer>(dbDir, {
+      keyEncoding: 'buffer',
+      valueEncoding: 'buffer',
+      writeBufferSize: opts.writeBufferSize,
+      cacheSize: opts.blockCacheSize,
+    });
+    await db.open();
+    return db;
+  };
   return {
     kind: 'leveldb',
     async open(dir: string, clean: boolean): Promise<{ index: Index; recovered: boolean }> {
       await fsp.mkdir(dir, { recursive: true });
-      const marker = path.join(dir, MARKER);
       const dbDir = path.join(dir, DB_DIR);
+      // Both consumed now, so that a crash from here on is never taken for a clean state.
+      const marker = await readAndRemove(path.join(dir, MARKER));
+      const bloomBytes = await readAndRemove(path.join(dir, BLOOM));
       let count: number | undefined;
       try {
-        const m = JSON.parse(await fsp.readFile(marker, 'utf8')) as { count?: unknown };
-        if (typeof m.count === 'number') count = m.count;
+        const m = JSON.parse(marker?.toString('utf8') ?? 'null') as { count?: unknown } | null;
+        if (typeof m?.count === 'number') count = m.count;
       } catch {
         count = undefined;
       }
-      await fsp.rm(marker, { force: true });
       if (clean && count !== undefined) {
         try {
           const db = await openDb(dbDir);
-          return { index: new LevelDbIndex(db, dir, count, opts.cacheEntries ?? 100_000), recovered: true };
+          const bloom = bloomBytes && BloomFilter.deserialize(bloomBytes);
+          return { index: new LevelDbIndex(db, dir, count, bloom, t), recovered: true };
         } catch (e) {
-          warn(`LevelDB index at ${dbDir} cannot be opened (${(e as Error).message}); rebuilding it`);
+          t.warn(`LevelDB index at ${dbDir} cannot be opened (${(e as Error).message}); rebuilding it`);
         }
       }
       // Not trusted: start from an empty directory; the store rebuilds the index.
       await fsp.rm(dbDir, { recursive: true, force: true });
       const db = await openDb(dbDir);
-      return { index: new LevelDbIndex(db, dir, 0, opts.cacheEntries ?? 100_000), recovered: false };
+      return { index: new LevelDbIndex(db, dir, 0, BloomFilter.forCapacity(t.bloomMinCapacity), t), recovered: false };
     },
   };
 }

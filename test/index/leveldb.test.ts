@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { levelDbIndexFactory, leveldbIndexFactory } from '../../src/index/leveldb';
+import { LevelDbIndex, levelDbIndexFactory, leveldbIndexFactory } from '../../src/index/leveldb';
 import { describeIndexConformance } from './index-conformance';
 
 describeIndexConformance('leveldb', leveldbIndexFactory);
@@ -56,7 +56,7 @@ describe('LevelDB index', () => {
     await index.terminate();
   });
 
-  it('moves and deletes of entries evicted from the cache keep deleteByFile and size right (stale per-file keys tolerated)', async () => {
+  it('moves and deletes of entries evicted from the cache keep deleteByFile and size right', async () => {
     const { index } = await levelDbIndexFactory({ cacheEntries: 2 }).open(dir, false);
     for (let i = 0; i < 50; i++) index.insert(id(i), { refCount: 1, file: 1, offset: i * 10, totalSize: 10 });
     await index.flush();
@@ -74,6 +74,110 @@ describe('LevelDB index', () => {
     expect(all.sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     await index.deleteByFile([2]);
     expect(index.size()).toBe(0);
+    await index.terminate();
+  });
+
+  it('a message inserted and deleted before its batch goes out never reaches LevelDB', async () => {
+    const { index } = await levelDbIndexFactory({ maxPendingWrites: 100 }).open(dir, false);
+    const ix = index as LevelDbIndex;
+    // 1000 short-lived messages, 50 alive at a time (a queue with a fast consumer)
+    for (let i = 0; i < 1000; i++) {
+      index.insert(id(i), { refCount: 1, file: 0, offset: i * 10, totalSize: 10 });
+      if (i >= 50) index.delete(id(i - 50));
+    }
+    await index.flush();
+    expect(ix.stats().batchOps).toBe(50);
+    expect(index.size()).toBe(50);
+    // a stored one deleted later costs a delete; updates of stored ones are puts
+    index.delete(id(950));
+    await index.updateFields(id(951), { refCount: 2 });
+    await index.flush();
+    expect(ix.stats().batchOps).toBe(52);
+    const left: number[] = [];
+    for await (const [k, l] of index.entries()) left.push(k.readUInt32BE(12) * 10 + l.refCount);
+    expect(left).toEqual([...Array.from({ length: 49 }, (_, j) => (951 + j) * 10 + (j === 0 ? 2 : 1))]);
+    await index.terminate();
+  });
+
+  it('answers lookups of new ids from the Bloom filter, without reading LevelDB', async () => {
+    const { index } = await levelDbIndexFactory({ cacheEntries: 10 }).open(dir, false);
+    const ix = index as LevelDbIndex;
+    for (let i = 0; i < 5000; i++) index.insert(id(i), { refCount: 1, file: 1, offset: i, totalSize: 1 });
+    await index.flush();
+    for (let i = 5000; i < 15000; i++) expect(await index.lookup(id(i))).toBeUndefined();
+    expect(ix.stats().diskReads).toBeLessThan(200); // false positives only (~1%)
+    for (let i = 0; i < 5000; i += 7) expect(await index.lookup(id(i))).toEqual({ refCount: 1, file: 1, offset: i, totalSize: 1 });
+    await index.terminate();
+  });
+
+  it('grows its Bloom filter by rebuilding it from LevelDB while writes and lookups go on, missing no id', async () => {
+    const { index } = await levelDbIndexFactory({ cacheEntries: 10, maxPendingWrites: 256, bloomMinCapacity: 500 }).open(dir, false);
+    const ix = index as LevelDbIndex;
+    const n = 20_000;
+    for (let i = 0; i < n; i++) {
+      index.insert(id(i), { refCount: 1, file: 2, offset: i, totalSize: 1 });
+      if (i % 97 === 0) await index.lookup(id(i >> 1));
+      if (i % 500 === 0) await new Promise((r) => setImmediate(r));
+      if (i % 3 === 0 && i > 0) index.delete(id(i - 1));
+    }
+    await index.flush();
+    while (!ix.stats().bloomReady) await new Promise((r) => setTimeout(r, 5));
+    expect(ix.stats().bloomRebuilds).toBeGreaterThanOrEqual(3);
+    let wrong = 0;
+    for (let i = 0; i < n; i++) {
+      const want = i % 3 === 2 ? undefined : { refCount: 1, file: 2, offset: i, totalSize: 1 };
+      if (JSON.stringify(await index.lookup(id(i))) !== JSON.stringify(want)) wrong++;
+    }
+    expect(wrong).toBe(0);
+    await index.terminate();
+  }, 30_000);
+
+  it('keeps its Bloom filter across a clean restart, and rebuilds one that is missing or damaged', async () => {
+    const first = await levelDbIndexFactory({ cacheEntries: 10 }).open(dir, false);
+    for (let i = 0; i < 3000; i++) first.index.insert(id(i), { refCount: 1, file: 0, offset: i, totalSize: 1 });
+    await first.index.terminate();
+    const again = await levelDbIndexFactory({ cacheEntries: 10 }).open(dir, true);
+    const ix = again.index as LevelDbIndex;
+    expect(again.recovered).toBe(true);
+    expect(ix.stats().bloomReady).toBe(true);
+    for (let i = 3000; i < 6000; i++) expect(await again.index.lookup(id(i))).toBeUndefined();
+    expect(ix.stats().diskReads).toBeLessThan(100);
+    await again.index.terminate();
+    // a damaged filter is not used: the index is still exact, and builds a new one
+    const bloomFile = path.join(dir, 'leveldb-bloom.bin');
+    const b = fs.readFileSync(bloomFile);
+    b[100] ^= 1;
+    fs.writeFileSync(bloomFile, b);
+    const third = await levelDbIndexFactory({ cacheEntries: 10 }).open(dir, true);
+    expect(third.recovered).toBe(true);
+    for (let i = 0; i < 3000; i += 11) expect(await third.index.lookup(id(i))).toEqual({ refCount: 1, file: 0, offset: i, totalSize: 1 });
+    while (!(third.index as LevelDbIndex).stats().bloomReady) await new Promise((r) => setTimeout(r, 5));
+    await third.index.terminate();
+    fs.rmSync(bloomFile);
+    const fourth = await levelDbIndexFactory({ cacheEntries: 10 }).open(dir, true);
+    expect(fourth.recovered).toBe(true);
+    for (let i = 0; i < 3000; i += 13) expect(await fourth.index.lookup(id(i))).toEqual({ refCount: 1, file: 0, offset: i, totalSize: 1 });
+    await fourth.index.terminate();
+  });
+
+  it('a batch LevelDB refuses is kept and written by the next flush, under newer writes', async () => {
+    const warnings: string[] = [];
+    const { index } = await levelDbIndexFactory({ cacheEntries: 1, warn: (m) => warnings.push(m) }).open(dir, false);
+    const db = (index as unknown as { db: { batch: (ops: unknown[]) => Promise<void> } }).db;
+    const real = db.batch.bind(db);
+    let fail = true;
+    db.batch = (ops: unknown[]) => (fail ? Promise.reject(new Error('disk full')) : real(ops));
+    for (let i = 0; i < 10; i++) index.insert(id(i), { refCount: 1, file: 0, offset: i, totalSize: 1 });
+    await expect(index.flush()).rejects.toThrow('disk full');
+    expect(warnings.join()).toMatch(/failed \(disk full\); it will be retried/);
+    index.update(id(3), { refCount: 5, file: 0, offset: 3, totalSize: 1 });
+    index.delete(id(4));
+    fail = false;
+    await index.flush();
+    const all = new Map<number, number>();
+    for await (const [k, l] of index.entries()) all.set(k.readUInt32BE(12), l.refCount);
+    expect([...all.keys()].sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 5, 6, 7, 8, 9]);
+    expect(all.get(3)).toBe(5);
     await index.terminate();
   });
 });
