@@ -10,7 +10,7 @@
  * inserted and deleted before its batch goes out never reaches LevelDB (most
  * messages of a queue with fast consumers), and a Bloom filter of the ids in
  * LevelDB answers "absent" for a new message's id without a disk read. Hot
- * lookups are served from a bounded LRU cache.
+ * lookups are served from a bounded cache of recently used entries.
  *
  * deleteByFile scans the primary keys: the store calls it once per non-clean
  * recovery, so a per-file secondary key (two more batch operations a message)
@@ -24,6 +24,7 @@ import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { Level } from 'level';
 import { BloomFilter } from './bloom-filter';
+import { RecentCache } from './recent-cache';
 import { Index, IndexFactory, MsgId, MsgLocation, MsgLocationFields } from './types';
 
 const DB_DIR = 'leveldb';
@@ -60,7 +61,7 @@ export class LevelDbIndexError extends Error {
 }
 
 export interface LevelDbIndexOptions {
-  /** Locations kept in the LRU cache (default 100,000). */
+  /** Locations kept in the cache of recently used entries (default 100,000). */
   cacheEntries?: number;
   /** Buffered writes that send a batch to LevelDB (default 16,384). */
   maxPendingWrites?: number;
@@ -97,7 +98,7 @@ export class LevelDbIndex implements Index {
   private inflight = new Map<string, MsgLocation | null>();
   /** Bumped by every write, so a lookup can tell a racing write happened. */
   private writes = 0;
-  private readonly cache = new Map<string, MsgLocation>();
+  private readonly cache: RecentCache<MsgLocation>;
   private flushing: Promise<void> | null = null;
   private flushSoon = false;
   private idleTimer: NodeJS.Timeout | null = null;
@@ -119,13 +120,8 @@ export class LevelDbIndex implements Index {
   ) {
     this.count = count;
     this.bloom = bloom;
+    this.cache = new RecentCache(t.cacheEntries);
     if (!bloom) this.startBloomRebuild();
-  }
-
-  private remember(k: string, l: MsgLocation): void {
-    this.cache.delete(k);
-    this.cache.set(k, l);
-    if (this.cache.size > this.t.cacheEntries) this.cache.delete(this.cache.keys().next().value as string);
   }
 
   async lookup(id: MsgId): Promise<MsgLocation | undefined> {
@@ -137,10 +133,7 @@ export class LevelDbIndex implements Index {
       }
     }
     const c = this.cache.get(k);
-    if (c) {
-      this.remember(k, c);
-      return { ...c };
-    }
+    if (c) return { ...c };
     if (this.bloom && !this.bloom.mayContain(id)) return undefined;
     const before = this.writes;
     this.counters.diskReads++;
@@ -150,7 +143,7 @@ export class LevelDbIndex implements Index {
     if (this.writes !== before) return this.lookup(id);
     if (v === undefined) return undefined;
     const l = decode(v);
-    this.remember(k, l);
+    this.cache.set(k, l);
     return { ...l };
   }
 
@@ -163,7 +156,7 @@ export class LevelDbIndex implements Index {
       return;
     }
     this.pending.set(k, l);
-    if (l) this.remember(k, l);
+    if (l) this.cache.set(k, l);
     else this.cache.delete(k);
     this.scheduleFlush();
   }
@@ -360,7 +353,7 @@ export class LevelDbIndex implements Index {
   }
 }
 
-export interface LevelDbIndexStats {
+export interface LevelDbIndexStats extends Record<string, number | boolean> {
   /** Batches written to LevelDB, and the puts and deletes in them. */
   batches: number;
   batchOps: number;
