@@ -59,6 +59,8 @@ export interface Index {
    * in tests, or a store that failed): the next open is not trusted.
    */
   abandon(): Promise<void>;
+  /** What the implementation did and holds (batches, disk reads, caches), for operators; optional. */
+  stats?(): Readonly<Record<string, number | boolean>>;
 }
 
 /**

@@ -73,6 +73,8 @@ export interface MessageStoreOptions {
 
 export interface StoreStats {
   indexKind: string;
+  /** The index implementation's own figures, if it keeps any. */
+  index?: Readonly<Record<string, number | boolean>>;
   successfullyRecovered: boolean;
   /** Segment files, and the one being appended to. */
   files: number;
@@ -809,6 +811,7 @@ export class MessageStore {
   stats(): StoreStats {
     return {
       indexKind: this.index.kind,
+      index: this.index.stats?.(),
       successfullyRecovered: this.successfullyRecovered,
       files: this.summaries.size,
       currentFile: this.writer.file,
