@@ -3,11 +3,15 @@
  * child process of its own (node --expose-gc) so that memory figures are not
  * mixed; results are JSON lines on stdout and in bench/results/index.json.
  *
- *   npm run bench -- index [--entries 5000000] [--messages 1000000]
+ *   npm run bench -- index [--entries 5000000] [--messages 1000000] [--cases rss,throughput,backlog,restart]
  *
  * Cases, each for the memory and the LevelDB index in the same run:
  *   rss         resident set size after a forced GC with N live index entries
- *   throughput  write + sync + read + remove of M 1 KiB messages through the store
+ *   throughput  write + sync + read + remove of M 1 KiB messages through the store,
+ *               1,000 at a time (a queue whose consumers keep up)
+ *   backlog     write + sync of M 1 KiB messages, then read + remove of all of
+ *               them (a queue that fills before it drains: every entry goes
+ *               through LevelDB)
  *   restart     time to open a cleanly closed store holding N tiny messages
  */
 import { execFileSync } from 'child_process';
@@ -15,6 +19,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { MessageStore, resolveIndex } from '../src/store';
+import { LevelDbIndex } from '../src/index/leveldb';
 
 interface Result {
   bench: string;
@@ -45,8 +50,9 @@ async function rss(index: string, n: number): Promise<Result> {
     await new Promise((r) => setTimeout(r, 200));
     gc();
     const m = process.memoryUsage();
+    const extra: Record<string, number> = ix instanceof LevelDbIndex ? { bloomMB: mb(ix.stats().bloomBytes) } : {};
     await ix.terminate();
-    return { bench: 'rss', index, entries: n, rssMB: mb(m.rss), heapUsedMB: mb(m.heapUsed) };
+    return { bench: 'rss', index, entries: n, rssMB: mb(m.rss), heapUsedMB: mb(m.heapUsed), externalMB: mb(m.external + m.arrayBuffers), ...extra };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -76,6 +82,46 @@ async function throughput(index: string, n: number): Promise<Result> {
   }
 }
 
+async function backlog(index: string, n: number): Promise<Result> {
+  const dir = tmp();
+  try {
+    const store = await MessageStore.open({ dir, index, clientRefs: undefined });
+    const c = store.client('bench');
+    const body = Buffer.alloc(1024, 7);
+    const BATCH = 1000;
+    const batch = (b: number) => Array.from({ length: Math.min(BATCH, n - b) }, (_, i) => id(b + i));
+    const t0 = process.hrtime.bigint();
+    for (let b = 0; b < n; b += BATCH) {
+      const ids = batch(b);
+      for (const x of ids) c.write(x, body);
+      await c.sync(ids);
+    }
+    const t1 = process.hrtime.bigint();
+    for (let b = 0; b < n; b += BATCH) {
+      const ids = batch(b);
+      const bodies = await Promise.all(ids.map((x) => c.read(x)));
+      if (bodies.some((x) => !x)) throw new Error('lost a message');
+      c.remove(ids);
+    }
+    await store.quiesce();
+    const t2 = process.hrtime.bigint();
+    const secs = Number(t2 - t0) / 1e9;
+    await store.close();
+    const r2 = (x: number) => Math.round(x * 100) / 100;
+    return {
+      bench: 'backlog',
+      index,
+      messages: n,
+      seconds: r2(secs),
+      msgsPerSec: Math.round(n / secs),
+      fillSeconds: r2(Number(t1 - t0) / 1e9),
+      drainSeconds: r2(Number(t2 - t1) / 1e9),
+    };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function restart(index: string, n: number): Promise<Result> {
   const dir = tmp();
   try {
@@ -100,7 +146,8 @@ async function restart(index: string, n: number): Promise<Result> {
 }
 
 async function child(kind: string, index: string, n: number): Promise<void> {
-  const r = kind === 'rss' ? await rss(index, n) : kind === 'throughput' ? await throughput(index, n) : await restart(index, n);
+  const cases: Record<string, (index: string, n: number) => Promise<Result>> = { rss, throughput, backlog, restart };
+  const r = await cases[kind](index, n);
   process.stdout.write(JSON.stringify(r) + '\n');
 }
 
@@ -119,12 +166,17 @@ function main(): void {
   };
   const entries = opt('entries', 5_000_000);
   const messages = opt('messages', 1_000_000);
+  const ci = args.indexOf('--cases');
+  const wanted = ci >= 0 ? args[ci + 1].split(',') : ['rss', 'throughput', 'backlog', 'restart'];
   const out = path.resolve(__dirname, '../../bench/results/index.json');
   const lines: string[] = [];
   const meta = { bench: 'meta', date: new Date().toISOString(), cpus: os.cpus().length, memGB: Math.round(os.totalmem() / 2 ** 30), node: process.version, note: 'shared 2-core machine; figures from one run' };
   lines.push(JSON.stringify(meta));
   process.stdout.write(lines[0] + '\n');
-  for (const [kind, n] of [['rss', entries], ['throughput', messages], ['restart', entries]] as const) {
+  const sizes: Record<string, number> = { rss: entries, throughput: messages, backlog: messages, restart: entries };
+  for (const kind of wanted) {
+    const n = sizes[kind];
+    if (n === undefined) throw new Error(`unknown case ${kind}; cases: ${Object.keys(sizes).join(',')}`);
     for (const index of ['memory', 'leveldb']) {
       const line = execFileSync(process.execPath, ['--expose-gc', '--max-old-space-size=8192', __filename, '--child', kind, index, String(n)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
       process.stdout.write(line + '\n');
