@@ -83,6 +83,19 @@ export function describeIndexConformance(name: string, factory: IndexFactory): v
       await again.index.terminate();
     });
 
+    it('a ref-count change racing a compaction move keeps both (updateFields merges into the latest value)', async () => {
+      const { index } = await factory.open(dir, false);
+      for (let i = 0; i < 100; i++) index.insert(id(i), { refCount: 1, file: 3, offset: i * 10, totalSize: 10 });
+      await index.flush();
+      for (let i = 0; i < 100; i++) {
+        const bump = index.updateFields(id(i), { refCount: 2 });
+        const move = index.updateFields(id(i), { file: 1, offset: 5000 + i }); // as compaction moves a record
+        await Promise.all([bump, move]);
+        expect(await index.lookup(id(i))).toEqual({ refCount: 2, file: 1, offset: 5000 + i, totalSize: 10 });
+      }
+      await index.terminate();
+    });
+
     it('clear drops everything', async () => {
       const { index } = await factory.open(dir, false);
       for (let i = 0; i < 50; i++) index.insert(id(i), { refCount: 1, file: 0, offset: i, totalSize: 1 });
