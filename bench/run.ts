@@ -1,12 +1,13 @@
 /**
  * `npm run bench -- <name> [options]`: runs one benchmark suite of bench/.
- *   index   memory vs LevelDB index: RSS, store throughput, clean restart
+ *   index     memory vs LevelDB index: RSS, store throughput (churn and backlog), clean restart
+ *   recovery  store open after a crash (scan) and after a clean stop, both indexes
  */
 import { execFileSync } from 'child_process';
 import * as path from 'path';
 
 const [name, ...rest] = process.argv.slice(2);
-const suites: Record<string, string> = { index: 'index-bench.js' };
+const suites: Record<string, string> = { index: 'index-bench.js', recovery: 'recovery-bench.js' };
 if (!name || !suites[name]) {
   process.stderr.write(`usage: npm run bench -- <${Object.keys(suites).join('|')}> [options]\n`);
   process.exit(2);
