@@ -50,8 +50,16 @@ export class BloomFilter {
 
   /** Adds an id; one it already seems to hold (every bit set) is not counted again. */
   add(id: Buffer): void {
+    this.addHashed(hashes(id));
+  }
+
+  mayContain(id: Buffer): boolean {
+    return this.mayContainHashed(hashes(id));
+  }
+
+  /** @internal */
+  addHashed([h1, h2]: Hashes): void {
     const mask = 2 ** this.log2Bits - 1;
-    let [h1, h2] = hashes(id);
     let fresh = false;
     for (let i = 0; i < PROBES; i++) {
       const bit = h1 & mask;
@@ -66,9 +74,9 @@ export class BloomFilter {
     if (fresh) this.added++;
   }
 
-  mayContain(id: Buffer): boolean {
+  /** @internal */
+  mayContainHashed([h1, h2]: Hashes): boolean {
     const mask = 2 ** this.log2Bits - 1;
-    let [h1, h2] = hashes(id);
     for (let i = 0; i < PROBES; i++) {
       const bit = h1 & mask;
       if ((this.bits[bit >>> 5] & (1 << (bit & 31))) === 0) return false;
@@ -88,11 +96,22 @@ export class BloomFilter {
     return Buffer.concat([head, body]);
   }
 
+  private static serializedLength(log2Bits: number): number {
+    return HEADER + 2 ** (log2Bits - 3);
+  }
+
+  /** Bytes of the serialized filter at the start of `buf`, or 0 if it does not start with one. */
+  static serializedLengthAt(buf: Buffer): number {
+    if (buf.length < HEADER || buf.readUInt32BE(0) !== MAGIC) return 0;
+    const log2 = buf.readUInt32BE(4);
+    return log2 >= 10 && log2 <= 36 ? BloomFilter.serializedLength(log2) : 0;
+  }
+
   /** The filter back from `serialize`, or undefined if the bytes are not one intact. */
   static deserialize(buf: Buffer): BloomFilter | undefined {
     if (buf.length < HEADER || buf.readUInt32BE(0) !== MAGIC) return undefined;
     const log2 = buf.readUInt32BE(4);
-    if (log2 < 10 || log2 > 36 || buf.length !== HEADER + 2 ** (log2 - 3)) return undefined;
+    if (log2 < 10 || log2 > 36 || buf.length !== BloomFilter.serializedLength(log2)) return undefined;
     const body = buf.subarray(HEADER);
     if (crc32c(body) !== buf.readUInt32BE(12)) return undefined;
     const bits = new Uint32Array(body.length / 4);
@@ -103,8 +122,10 @@ export class BloomFilter {
   }
 }
 
+type Hashes = [number, number];
+
 /** Two independent 32-bit hashes of a 16-byte id (double hashing). */
-function hashes(id: Buffer): [number, number] {
+function hashes(id: Buffer): Hashes {
   const a = id.readUInt32LE(0);
   const b = id.readUInt32LE(4);
   const c = id.readUInt32LE(8);
@@ -113,4 +134,65 @@ function hashes(id: Buffer): [number, number] {
   // odd, so that the probe sequence visits distinct bits
   const h2 = (fmix(d ^ fmix(c ^ fmix(b ^ fmix(a ^ 0x5bd1e995)))) | 1) >>> 0;
   return [h1, h2];
+}
+
+/**
+ * A Bloom filter that grows: when its newest layer is full, a layer twice its
+ * size is added, so it never needs the ids again to grow. An id is "maybe
+ * present" if any layer says so. Ids of deleted entries stay in it; its owner
+ * rebuilds a fresh one when those outnumber the live ones or the layers pile
+ * up (every full layer adds its ~0.8% of false positives).
+ */
+export class GrowingBloomFilter {
+  private constructor(private readonly layers: BloomFilter[]) {}
+
+  static forCapacity(capacity: number): GrowingBloomFilter {
+    return new GrowingBloomFilter([BloomFilter.forCapacity(capacity)]);
+  }
+
+  /** Ids added (not counting those it already seemed to hold). */
+  get added(): number {
+    return this.layers.reduce((n, l) => n + l.added, 0);
+  }
+
+  get layerCount(): number {
+    return this.layers.length;
+  }
+
+  get byteLength(): number {
+    return this.layers.reduce((n, l) => n + l.byteLength, 0);
+  }
+
+  add(id: Buffer): void {
+    const h = hashes(id);
+    if (this.layers.some((l) => l.mayContainHashed(h))) return;
+    let last = this.layers[this.layers.length - 1];
+    if (last.added >= last.capacity) {
+      last = BloomFilter.forCapacity(2 * last.capacity);
+      this.layers.push(last);
+    }
+    last.addHashed(h);
+  }
+
+  mayContain(id: Buffer): boolean {
+    const h = hashes(id);
+    return this.layers.some((l) => l.mayContainHashed(h));
+  }
+
+  serialize(): Buffer {
+    return Buffer.concat(this.layers.map((l) => l.serialize()));
+  }
+
+  /** Back from `serialize`, or undefined unless every layer is intact. */
+  static deserialize(buf: Buffer): GrowingBloomFilter | undefined {
+    const layers: BloomFilter[] = [];
+    for (let pos = 0; pos < buf.length; ) {
+      const n = BloomFilter.serializedLengthAt(buf.subarray(pos));
+      const layer = n > 0 ? BloomFilter.deserialize(buf.subarray(pos, pos + n)) : undefined;
+      if (!layer) return undefined;
+      layers.push(layer);
+      pos += n;
+    }
+    return layers.length > 0 ? new GrowingBloomFilter(layers) : undefined;
+  }
 }

@@ -23,7 +23,7 @@
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { Level } from 'level';
-import { BloomFilter } from './bloom-filter';
+import { GrowingBloomFilter } from './bloom-filter';
 import { RecentCache } from './recent-cache';
 import { Index, IndexFactory, MsgId, MsgLocation, MsgLocationFields } from './types';
 
@@ -33,6 +33,10 @@ const BLOOM = 'leveldb-bloom.bin';
 const VALUE_BYTES = 18;
 const KEY_FIRST = Buffer.from([0x6d]); // 'm'
 const KEY_END = Buffer.from([0x6e]);
+/** Keys read at a time while rebuilding the Bloom filter. */
+const REBUILD_STEP = 10_000;
+/** Layers of a growing Bloom filter before a fresh one is built (each full one adds ~0.8% false positives). */
+const MAX_BLOOM_LAYERS = 4;
 
 function primaryKey(k: string): Buffer {
   const b = Buffer.allocUnsafe(17);
@@ -71,7 +75,7 @@ export interface LevelDbIndexOptions {
   writeBufferSize?: number;
   /** LevelDB's block cache in bytes (default 4 MiB). */
   blockCacheSize?: number;
-  /** Ids the smallest Bloom filter is sized for (default 65,536); it grows with the index. */
+  /** Ids the first Bloom filter layer is sized for (default 65,536); it grows with the index. */
   bloomMinCapacity?: number;
   /** Told when a directory cannot be used and is rebuilt. */
   warn?: (msg: string) => void;
@@ -104,9 +108,9 @@ export class LevelDbIndex implements Index {
   private idleTimer: NodeJS.Timeout | null = null;
   private count: number;
   /** Every id in LevelDB is in it; undefined while the first one is being built. */
-  private bloom: BloomFilter | undefined;
-  /** The filter being rebuilt from LevelDB's keys, fed every new id meanwhile. */
-  private nextBloom: BloomFilter | undefined;
+  private bloom: GrowingBloomFilter | undefined;
+  /** A fresh filter being built from LevelDB's keys, fed every new id meanwhile. */
+  private nextBloom: GrowingBloomFilter | undefined;
   private rebuild: Promise<void> | null = null;
   private stopRebuild = false;
   private readonly counters = { batches: 0, batchOps: 0, diskReads: 0, readBatches: 0, bloomRebuilds: 0 };
@@ -117,7 +121,7 @@ export class LevelDbIndex implements Index {
     private readonly db: Db,
     private readonly dir: string,
     count: number,
-    bloom: BloomFilter | undefined,
+    bloom: GrowingBloomFilter | undefined,
     private readonly t: Tuning,
   ) {
     this.count = count;
@@ -296,30 +300,41 @@ export class LevelDbIndex implements Index {
       this.inflight = new Map();
       this.flushing = null;
     }
-    if (this.bloom && !this.nextBloom && this.bloom.added > this.bloom.capacity) this.startBloomRebuild();
+    if (this.bloom && !this.nextBloom && this.bloomWorn(this.bloom)) this.startBloomRebuild();
+  }
+
+  /** Mostly ids of deleted entries, or so many layers that false positives add up. */
+  private bloomWorn(b: GrowingBloomFilter): boolean {
+    return b.added > 2 * Math.max(this.count, this.t.bloomMinCapacity) || b.layerCount > MAX_BLOOM_LAYERS;
   }
 
   /**
-   * Builds a filter sized for twice the current entries from LevelDB's keys.
-   * Ids written meanwhile are added by flush; those of the batch in flight
-   * here, so the new filter misses no id that LevelDB may hold.
+   * Builds a fresh filter, sized for twice the current entries, from
+   * LevelDB's keys, in the background (the current one stays correct, only
+   * less selective). Ids written meanwhile are added by flush; those of the
+   * batch in flight here, so the new filter misses no id LevelDB may hold.
    */
   private startBloomRebuild(): void {
-    const next = BloomFilter.forCapacity(Math.max(this.t.bloomMinCapacity, 2 * this.count));
+    const next = GrowingBloomFilter.forCapacity(Math.max(this.t.bloomMinCapacity, 2 * this.count));
     this.counters.bloomRebuilds++;
     this.nextBloom = next;
     for (const [k, v] of this.inflight) if (v) next.add(Buffer.from(k, 'latin1'));
     this.stopRebuild = false;
     this.rebuild = (async () => {
+      const it = this.db.keys({ gte: KEY_FIRST, lt: KEY_END });
       try {
-        for await (const k of this.db.keys({ gte: KEY_FIRST, lt: KEY_END })) {
-          if (this.stopRebuild) return;
-          next.add(k.subarray(1));
+        // large steps: each is a trip to LevelDB's thread, queued behind the write batches
+        for (let ks = await it.nextv(REBUILD_STEP); ks.length > 0 && !this.stopRebuild; ks = await it.nextv(REBUILD_STEP)) {
+          for (const k of ks) next.add(k.subarray(1));
         }
-        if (this.nextBloom === next) this.bloom = next;
+        if (this.nextBloom === next && !this.stopRebuild) this.bloom = next;
       } catch (e) {
-        if (!this.stopRebuild) this.t.warn(`LevelDB index: rebuilding the Bloom filter failed (${(e as Error).message}); lookups go to LevelDB`);
+        if (!this.stopRebuild) {
+          const now = this.bloom ? 'the current one stays in use' : 'lookups go to LevelDB';
+          this.t.warn(`LevelDB index: building a fresh Bloom filter failed (${(e as Error).message}); ${now}`);
+        }
       } finally {
+        await it.close().catch(() => undefined);
         if (this.nextBloom === next) this.nextBloom = undefined;
         this.rebuild = null;
       }
@@ -357,7 +372,7 @@ export class LevelDbIndex implements Index {
     await this.db.clear();
     this.cache.clear();
     this.count = 0;
-    this.bloom = BloomFilter.forCapacity(this.t.bloomMinCapacity);
+    this.bloom = GrowingBloomFilter.forCapacity(this.t.bloomMinCapacity);
   }
 
   /** What the index did so far and what it holds in memory (for stats, tests and benchmarks). */
@@ -368,6 +383,7 @@ export class LevelDbIndex implements Index {
       cacheEntries: this.cache.size,
       bloomBytes: this.bloom?.byteLength ?? 0,
       bloomIds: this.bloom?.added ?? 0,
+      bloomLayers: this.bloom?.layerCount ?? 0,
       bloomReady: this.bloom !== undefined && this.rebuild === null,
     };
   }
@@ -385,6 +401,7 @@ export interface LevelDbIndexStats extends Record<string, number | boolean> {
   cacheEntries: number;
   bloomBytes: number;
   bloomIds: number;
+  bloomLayers: number;
   /** False while the filter is being (re)built. */
   bloomReady: boolean;
 }
@@ -449,7 +466,7 @@ export function levelDbIndexFactory(opts: LevelDbIndexOptions = {}): IndexFactor
       if (clean && count !== undefined) {
         try {
           const db = await openDb(dbDir);
-          const bloom = bloomBytes && BloomFilter.deserialize(bloomBytes);
+          const bloom = bloomBytes && GrowingBloomFilter.deserialize(bloomBytes);
           return { index: new LevelDbIndex(db, dir, count, bloom, t), recovered: true };
         } catch (e) {
           t.warn(`LevelDB index at ${dbDir} cannot be opened (${(e as Error).message}); rebuilding it`);
@@ -458,7 +475,7 @@ export function levelDbIndexFactory(opts: LevelDbIndexOptions = {}): IndexFactor
       // Not trusted: start from an empty directory; the store rebuilds the index.
       await fsp.rm(dbDir, { recursive: true, force: true });
       const db = await openDb(dbDir);
-      return { index: new LevelDbIndex(db, dir, 0, BloomFilter.forCapacity(t.bloomMinCapacity), t), recovered: false };
+      return { index: new LevelDbIndex(db, dir, 0, GrowingBloomFilter.forCapacity(t.bloomMinCapacity), t), recovered: false };
     },
   };
 }

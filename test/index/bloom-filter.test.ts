@@ -1,5 +1,5 @@
 import { randomBytes } from 'crypto';
-import { BloomFilter } from '../../src/index/bloom-filter';
+import { BloomFilter, GrowingBloomFilter } from '../../src/index/bloom-filter';
 
 const seqId = (n: number) => {
   const b = Buffer.alloc(16);
@@ -49,5 +49,23 @@ describe('Bloom filter', () => {
     expect(BloomFilter.deserialize(flipped)).toBeUndefined();
     expect(BloomFilter.deserialize(bytes.subarray(0, bytes.length - 1))).toBeUndefined();
     expect(BloomFilter.deserialize(Buffer.from('not a filter at all'))).toBeUndefined();
+  });
+
+  it('grows by layers without forgetting an id, false positives staying under 4% with five layers', () => {
+    const g = GrowingBloomFilter.forCapacity(1000);
+    for (let i = 0; i < 30_000; i++) g.add(seqId(i));
+    expect(g.layerCount).toBe(5); // 1638 + 3276 + 6553 + 13107 + ...
+    for (let i = 0; i < 30_000; i++) expect(g.mayContain(seqId(i))).toBe(true);
+    let fp = 0;
+    for (let i = 0; i < 50_000; i++) if (g.mayContain(seqId(1_000_000 + i))) fp++;
+    expect(fp / 50_000).toBeLessThan(0.04);
+    const back = GrowingBloomFilter.deserialize(g.serialize())!;
+    expect(back.layerCount).toBe(5);
+    expect(back.added).toBe(g.added);
+    for (let i = 0; i < 30_000; i += 7) expect(back.mayContain(seqId(i))).toBe(true);
+    const damaged = g.serialize();
+    damaged[damaged.length - 3] ^= 1; // in the last layer
+    expect(GrowingBloomFilter.deserialize(damaged)).toBeUndefined();
+    expect(GrowingBloomFilter.deserialize(Buffer.alloc(0))).toBeUndefined();
   });
 });
