@@ -5,13 +5,21 @@
  *
  * Persistent messages of a durable queue have their body in the vhost's
  * message store (client ref = the queue key) and their life in the queue's
- * journal; everything else lives in memory only. A message that needs a
+ * index; everything else lives in memory only. A message that needs a
  * publisher confirm is confirmed once its body and its journal record are
  * fsynced (one group commit covers every message published since the last),
  * or when it leaves the queue first.
+ *
+ * Memory per queue is bounded: ready messages are held in a head window
+ * (what fetch and peek need next) and a tail of recent publishes; between
+ * them a delta, a seq range whose persistent messages live only in the queue
+ * index (count and bytes kept as numbers). A tail past its window is dropped
+ * to the delta; the head is refilled from it, a page of the index at a time.
+ * Transient messages whose seq falls in the delta stay in memory (a side list
+ * merged back on refill). Pending acks stay in memory (bounded by prefetch).
  */
 import { JournalEntry } from './journal-codec';
-import { CleanTerms, Logger, QueueIndex } from './queue-index';
+import { Logger, QueueIndex } from './queue-index';
 import { ReadyList } from './ready-list';
 
 export const Flags = { PERSISTENT: 1, NEEDS_CONFIRMING: 2, DELIVERED: 4, UNACKED: 8 } as const;
@@ -79,15 +87,22 @@ export interface BackingQueueOptions {
   /** Store client and journal: both present for a durable queue. */
   client?: StoreClient;
   index?: QueueIndex;
-  /** Recovered messages (durable queues), in seq order. */
-  recovered?: JournalEntry[];
+  /** What the index recovered (durable queues): live entries and their bytes, all ready. */
+  recovered?: { count: number; bytes: number };
   nextSeq?: number;
   /** Called with ids whose confirms are due. */
   onConfirm: (ids: Buffer[]) => void;
   log: Logger;
   /** Group-commit interval. */
   syncIntervalMs: number;
+  /** Ready messages held in memory at the head (default 4096) and the tail (default 4096). */
+  headWindow?: number;
+  tailWindow?: number;
 }
+
+export const DEFAULT_WINDOW = 4096;
+/** Index entries handled per step by purge and delete. */
+const PAGE = 4096;
 
 /** Start a group commit at once when this many confirms wait. */
 const EAGER_CONFIRMS = 2048;
@@ -101,13 +116,36 @@ export class BackingQueueError extends Error {
   }
 }
 
+/** Persistent ready messages of seqs [lo, hi) that live only in the queue index. */
+interface Delta {
+  lo: number;
+  hi: number;
+  count: number;
+  bytes: number;
+}
+
+function fromEntry(e: JournalEntry): Message {
+  return { seq: e.seq, id: e.id, flags: (e.flags | Flags.PERSISTENT) & ~(Flags.UNACKED | Flags.NEEDS_CONFIRMING), expiry: e.expiry, size: e.size };
+}
+
+function out(m: Message, blob: Buffer | undefined, unacked = false): MessageOut {
+  return { seq: m.seq, flags: unacked ? m.flags | Flags.UNACKED : m.flags, expiry: m.expiry, size: m.size, id: m.id, blob };
+}
+
 export class BackingQueue {
   readonly name: string;
   readonly durable: boolean;
   private readonly client?: StoreClient;
   private readonly index?: QueueIndex;
-  private readonly ready = new ReadyList<Message>();
+  /** Ready messages, seq order: head < delta range ≤ tail. */
+  private readonly head = new ReadyList<Message>();
+  private readonly tail = new ReadyList<Message>();
+  private readonly delta: Delta = { lo: 0, hi: 0, count: 0, bytes: 0 };
+  /** Transient ready messages whose seq falls in the delta range. */
+  private readonly deltaTransient = new ReadyList<Message>();
   private readonly unacked = new Map<number, Message>();
+  private readonly headWindow: number;
+  private readonly tailWindow: number;
   private readyBytes = 0;
   private unackedBytes = 0;
   private persistentCount = 0;
@@ -132,20 +170,26 @@ export class BackingQueue {
     this.onConfirm = opts.onConfirm;
     this.log = opts.log;
     this.syncIntervalMs = opts.syncIntervalMs;
+    this.headWindow = Math.max(1, opts.headWindow ?? DEFAULT_WINDOW);
+    this.tailWindow = Math.max(1, opts.tailWindow ?? DEFAULT_WINDOW);
     this.nextSeq = opts.nextSeq ?? 0;
-    for (const e of opts.recovered ?? []) {
-      const m: Message = { seq: e.seq, id: e.id, flags: (e.flags | Flags.PERSISTENT) & ~(Flags.UNACKED | Flags.NEEDS_CONFIRMING), expiry: e.expiry, size: e.size };
-      this.ready.push(m);
-      this.readyBytes += m.size;
-      this.persistentCount++;
-      this.persistentBytes += m.size;
-      if (m.seq >= this.nextSeq) this.nextSeq = m.seq + 1;
+    const r = opts.recovered;
+    if (r && r.count > 0) {
+      // Everything recovered starts in the delta; the first fetch or peek reads the head.
+      Object.assign(this.delta, { lo: 0, hi: this.nextSeq, count: r.count, bytes: r.bytes });
+      this.readyBytes = r.bytes;
+      this.persistentCount = r.count;
+      this.persistentBytes = r.bytes;
     }
+  }
+
+  get length(): number {
+    return this.head.length + this.tail.length + this.delta.count + this.deltaTransient.length;
   }
 
   figures(): QueueFigures {
     return {
-      len: this.ready.length,
+      len: this.length,
       readyBytes: this.readyBytes,
       unacked: this.unacked.size,
       unackedBytes: this.unackedBytes,
@@ -155,12 +199,26 @@ export class BackingQueue {
     };
   }
 
+  /** Message objects held in memory (ready windows, transient side list, pending acks), and the index's in-memory journal. */
+  memory(): { messages: number; pendingAcks: number; deltaCount: number; journalEntries: number } {
+    return {
+      messages: this.head.length + this.tail.length + this.deltaTransient.length + this.unacked.size,
+      pendingAcks: this.unacked.size,
+      deltaCount: this.delta.count,
+      journalEntries: this.index?.journalSize ?? 0,
+    };
+  }
+
   private isStored(m: Message): boolean {
     return (m.flags & Flags.PERSISTENT) !== 0;
   }
 
   private checkOpen(): void {
     if (this.closed) throw new BackingQueueError('ECLOSED', `queue ${this.name} is closed`);
+  }
+
+  private deltaEmpty(): boolean {
+    return this.delta.count === 0 && this.deltaTransient.length === 0;
   }
 
   publish(p: PublishInput): void {
@@ -187,13 +245,81 @@ export class BackingQueue {
       this.unacked.set(m.seq, m);
       this.unackedBytes += m.size;
     } else {
-      this.ready.push(m);
       this.readyBytes += m.size;
+      if (this.deltaEmpty() && this.tail.length === 0 && this.head.length < this.headWindow) {
+        this.head.push(m);
+      } else {
+        this.tail.push(m);
+        if (this.tail.length > this.tailWindow && this.index) this.spillTail();
+      }
     }
     if (p.flags & Flags.NEEDS_CONFIRMING) {
       (stored ? this.confirmDurable : this.confirmNow).push(p.id);
     }
     this.scheduleCommit();
+  }
+
+  /** Drops the tail to the delta: its persistent messages are in the index already. */
+  private spillTail(): void {
+    const ms = this.tail.clear();
+    if (ms.length === 0) return;
+    if (this.deltaEmpty()) this.delta.lo = ms[0].seq;
+    for (const m of ms) {
+      if (this.isStored(m)) {
+        this.delta.count++;
+        this.delta.bytes += m.size;
+      } else {
+        this.deltaTransient.push(m);
+      }
+    }
+    this.delta.hi = ms[ms.length - 1].seq + 1;
+  }
+
+  /**
+   * Appends the next ready messages to the head: a page of the delta, or the
+   * whole tail when the delta is empty. Returns how many were moved.
+   */
+  private async refill(): Promise<number> {
+    if (this.deltaEmpty()) {
+      const ms = this.tail.clear();
+      for (const m of ms) this.head.push(m);
+      return ms.length;
+    }
+    const d = this.delta;
+    let ms: Message[] = [];
+    let next = d.hi;
+    if (d.count > 0) {
+      const r = await this.index!.readLive(d.lo, d.hi, this.headWindow, (s) => this.unacked.has(s));
+      ms = r.entries.map(fromEntry);
+      next = r.next;
+      for (const m of ms) {
+        d.count--;
+        d.bytes -= m.size;
+      }
+    }
+    let mixed = false;
+    while (this.deltaTransient.length > 0 && this.deltaTransient.at(0)!.seq < next) {
+      ms.push(this.deltaTransient.shift()!);
+      mixed = true;
+    }
+    if (mixed) ms.sort((a, b) => a.seq - b.seq);
+    d.lo = next;
+    if (next >= d.hi && d.count !== 0) {
+      // Never expected: the figures said more than the index holds.
+      this.log('error', `queue ${this.name}: ${d.count} messages (${d.bytes} bytes) counted in seqs below ${d.hi} are not in the queue index`);
+      this.readyBytes -= d.bytes;
+      this.persistentCount -= d.count;
+      this.persistentBytes -= d.bytes;
+      d.count = 0;
+      d.bytes = 0;
+    }
+    for (const m of ms) this.head.push(m);
+    return ms.length;
+  }
+
+  private async shiftReady(): Promise<Message | undefined> {
+    if (this.head.length === 0) await this.refill();
+    return this.head.shift();
   }
 
   /**
@@ -206,9 +332,9 @@ export class BackingQueue {
    */
   async fetch(max: number, mode: FetchMode, withBody: boolean): Promise<MessageOut[]> {
     this.checkOpen();
-    const out: MessageOut[] = [];
-    while (out.length < max) {
-      const m = this.ready.shift();
+    const res: MessageOut[] = [];
+    while (res.length < max) {
+      const m = await this.shiftReady();
       if (!m) break;
       this.readyBytes -= m.size;
       let blob: Buffer | undefined;
@@ -220,7 +346,7 @@ export class BackingQueue {
           continue;
         }
       }
-      out.push({ seq: m.seq, flags: m.flags, expiry: m.expiry, size: m.size, id: m.id, blob });
+      res.push(out(m, blob));
       if (mode !== FetchMode.NoAck) {
         if (mode === FetchMode.Ack) this.setDelivered(m);
         this.unacked.set(m.seq, m);
@@ -230,7 +356,7 @@ export class BackingQueue {
       }
     }
     this.scheduleCommit();
-    return out;
+    return res;
   }
 
   private setDelivered(m: Message): void {
@@ -254,7 +380,7 @@ export class BackingQueue {
     return this.client!.read(m.id);
   }
 
-  /** Removes messages for good: journal ack, store ref released. */
+  /** Removes messages for good: index ack, store ref released. */
   private forget(ms: Message[]): void {
     const stored = ms.filter((m) => this.isStored(m));
     if (stored.length === 0) return;
@@ -267,15 +393,15 @@ export class BackingQueue {
   }
 
   private takeUnacked(seqs: readonly number[]): Message[] {
-    const out: Message[] = [];
+    const res: Message[] = [];
     for (const s of seqs) {
       const m = this.unacked.get(s);
       if (!m) continue;
       this.unacked.delete(s);
       this.unackedBytes -= m.size;
-      out.push(m);
+      res.push(m);
     }
-    return out;
+    return res;
   }
 
   /** Acks pending acks; returns the ids acked, in the order given (unknown seqs skipped). */
@@ -287,31 +413,53 @@ export class BackingQueue {
     return ms.map((m) => m.id);
   }
 
-  /** Returns pending acks to the ready list in seq order, flags unchanged (delivered if they were). */
+  /** Returns pending acks to the ready messages in seq order, flags unchanged (delivered if they were). */
   requeue(seqs: readonly number[]): Buffer[] {
     this.checkOpen();
     const ms = this.takeUnacked(seqs);
-    for (const m of ms) this.readyBytes += m.size;
-    this.ready.insert(ms);
+    const toHead: Message[] = [];
+    const toTail: Message[] = [];
+    const toDelta: Message[] = [];
+    const d = this.delta;
+    for (const m of ms) {
+      this.readyBytes += m.size;
+      if (!this.deltaEmpty()) {
+        if (m.seq < d.lo) toHead.push(m);
+        else if (m.seq >= d.hi) toTail.push(m);
+        else if (this.isStored(m)) {
+          // Still live in the index: counting it is enough.
+          d.count++;
+          d.bytes += m.size;
+        } else toDelta.push(m);
+      } else if (this.tail.length > 0 && m.seq > this.tail.at(0)!.seq) {
+        toTail.push(m);
+      } else {
+        toHead.push(m);
+      }
+    }
+    this.head.insert(toHead);
+    this.tail.insert(toTail);
+    this.deltaTransient.insert(toDelta);
     return ms.map((m) => m.id);
   }
 
   /** Properties of the first `max` ready messages (for TTL: dropwhile / fetchwhile). */
-  peek(max: number): { expiry: number; size: number; flags: number }[] {
+  async peek(max: number): Promise<{ expiry: number; size: number; flags: number }[]> {
     this.checkOpen();
-    const out: { expiry: number; size: number; flags: number }[] = [];
+    while (this.head.length < max && (await this.refill()) > 0);
+    const res: { expiry: number; size: number; flags: number }[] = [];
     for (let i = 0; i < max; i++) {
-      const m = this.ready.at(i);
+      const m = this.head.at(i);
       if (!m) break;
-      out.push({ expiry: m.expiry, size: m.size, flags: m.flags });
+      res.push({ expiry: m.expiry, size: m.size, flags: m.flags });
     }
-    return out;
+    return res;
   }
 
   /** Pending acks by seq, with bodies (for ackfold). */
   async read(seqs: readonly number[]): Promise<MessageOut[]> {
     this.checkOpen();
-    const out: MessageOut[] = [];
+    const res: MessageOut[] = [];
     for (const s of seqs) {
       const m = this.unacked.get(s);
       if (!m) continue;
@@ -320,40 +468,77 @@ export class BackingQueue {
         this.log('error', `queue ${this.name}: pending ack seq ${s} has no readable body; skipped`);
         continue;
       }
-      out.push({ seq: m.seq, flags: m.flags | Flags.UNACKED, expiry: m.expiry, size: m.size, id: m.id, blob });
+      res.push(out(m, blob, true));
     }
-    return out;
+    return res;
   }
 
   /** Ready and unacked messages with seq > afterSeq, in seq order, at most `max`, with bodies. */
   async fold(afterSeq: number, max: number): Promise<MessageOut[]> {
     this.checkOpen();
     const picked: { m: Message; unacked: boolean }[] = [];
-    for (let i = this.ready.firstAfter(afterSeq); picked.length < max; i++) {
-      const m = this.ready.at(i);
-      if (!m) break;
-      picked.push({ m, unacked: false });
+    const fromList = (l: ReadyList<Message>) => {
+      for (let i = l.firstAfter(afterSeq), n = 0; n < max; i++, n++) {
+        const m = l.at(i);
+        if (!m) break;
+        picked.push({ m, unacked: false });
+      }
+    };
+    fromList(this.head);
+    if (!this.deltaEmpty() && this.delta.hi > afterSeq + 1) {
+      if (this.delta.count > 0) {
+        const r = await this.index!.readLive(Math.max(this.delta.lo, afterSeq + 1), this.delta.hi, max, (s) => this.unacked.has(s));
+        for (const e of r.entries) picked.push({ m: fromEntry(e), unacked: false });
+      }
+      fromList(this.deltaTransient);
     }
+    fromList(this.tail);
     for (const m of this.unacked.values()) if (m.seq > afterSeq) picked.push({ m, unacked: true });
     picked.sort((a, b) => a.m.seq - b.m.seq);
-    const out: MessageOut[] = [];
+    const res: MessageOut[] = [];
     for (const { m, unacked } of picked.slice(0, max)) {
       const blob = await this.body(m);
       if (blob === undefined) continue;
-      out.push({ seq: m.seq, flags: unacked ? m.flags | Flags.UNACKED : m.flags, expiry: m.expiry, size: m.size, id: m.id, blob });
+      res.push(out(m, blob, unacked));
     }
-    return out;
+    return res;
   }
 
-  /** Removes every ready message; returns what was removed. */
-  purge(): { count: number; persistentCount: number; persistentBytes: number } {
+  /** Visits live index entries of seqs [from, to) that are not pending acks, a page at a time. */
+  private async eachIndexPage(from: number, to: number, visit: (ms: Message[]) => void, skipUnacked: boolean): Promise<void> {
+    for (let lo = from; lo < to; ) {
+      const r = await this.index!.readLive(lo, to, PAGE, skipUnacked ? (s) => this.unacked.has(s) : undefined);
+      if (r.entries.length) visit(r.entries.map(fromEntry));
+      lo = r.next;
+    }
+  }
+
+  /** Removes every ready message; returns what was removed. Streams the delta from the index. */
+  async purge(): Promise<{ count: number; persistentCount: number; persistentBytes: number }> {
     this.checkOpen();
-    const ms = this.ready.clear();
-    this.readyBytes = 0;
     const before = { c: this.persistentCount, b: this.persistentBytes };
+    const ms = [...this.head.clear(), ...this.deltaTransient.clear(), ...this.tail.clear()];
     this.forget(ms);
+    let count = ms.length;
+    const d = this.delta;
+    if (d.count > 0) {
+      let seen = 0;
+      await this.eachIndexPage(
+        d.lo,
+        d.hi,
+        (page) => {
+          seen += page.length;
+          this.forget(page);
+        },
+        true,
+      );
+      if (seen !== d.count) this.log('error', `queue ${this.name}: purge found ${seen} messages in the queue index where ${d.count} were counted`);
+      count += seen;
+    }
+    Object.assign(d, { lo: 0, hi: 0, count: 0, bytes: 0 });
+    this.readyBytes = 0;
     this.scheduleCommit();
-    return { count: ms.length, persistentCount: before.c - this.persistentCount, persistentBytes: before.b - this.persistentBytes };
+    return { count, persistentCount: before.c - this.persistentCount, persistentBytes: before.b - this.persistentBytes };
   }
 
   /** Forgets every pending ack. */
@@ -407,21 +592,6 @@ export class BackingQueue {
     return this.committing;
   }
 
-  /** Live stored messages, for the journal's rewrite and clean stop. */
-  private liveEntries(): JournalEntry[] {
-    const all: Message[] = [];
-    for (const m of this.ready) if (this.isStored(m)) all.push(m);
-    for (const m of this.unacked.values()) if (this.isStored(m)) all.push(m);
-    all.sort((a, b) => a.seq - b.seq);
-    return all.map((m) => ({ seq: m.seq, id: m.id, flags: m.flags, expiry: m.expiry, size: m.size }));
-  }
-
-  /** Rewrites the journal when it holds mostly dead records. */
-  async maintain(): Promise<void> {
-    if (this.closed || !this.index) return;
-    if (this.index.wantsRewrite(this.persistentCount)) await this.index.rewrite(this.liveEntries());
-  }
-
   private async stopCommits(): Promise<void> {
     if (this.commitTimer) {
       clearTimeout(this.commitTimer);
@@ -432,28 +602,32 @@ export class BackingQueue {
 
   /**
    * Clean stop: transient messages and pending acks are dropped, persistent
-   * pending acks become ready again (delivered), the journal is compacted and
-   * the clean marker written.
+   * pending acks become ready again (delivered); the index folds its journal
+   * into its segments and writes the clean marker.
    */
   async terminate(): Promise<void> {
     this.checkOpen();
     await this.stopCommits();
     this.closed = true;
     if (this.index && this.client) {
-      await this.index.terminate(this.liveEntries(), { nextSeq: this.nextSeq, count: this.persistentCount });
+      const terms = await this.index.terminate(this.nextSeq);
+      if (terms.count !== this.persistentCount || terms.bytes !== this.persistentBytes) {
+        this.log('warn', `queue ${this.name}: the index holds ${terms.count} messages (${terms.bytes} bytes), the queue counted ${this.persistentCount} (${this.persistentBytes})`);
+      }
       await this.client.terminate();
     }
   }
 
-  /** Deletes the queue: every message goes, and its journal. */
+  /** Deletes the queue: every message goes, and its index. */
   async deleteAndTerminate(): Promise<void> {
     this.checkOpen();
-    const ids = this.liveEntries().map((e) => e.id);
     await this.stopCommits();
     this.closed = true;
     if (this.index && this.client) {
-      if (ids.length) this.client.remove(ids);
-      await this.client.deleteAndTerminate();
+      const client = this.client;
+      // Every live index entry (ready or pending ack) holds a store reference.
+      await this.eachIndexPage(0, Number.MAX_SAFE_INTEGER, (ms) => client.remove(ms.map((m) => m.id)), false);
+      await client.deleteAndTerminate();
       await this.index.destroy();
     }
   }

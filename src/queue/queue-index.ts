@@ -1,69 +1,133 @@
 /**
  * The persistent index of one durable queue: a journal of publish, deliver and
- * ack records for its persistent messages, plus a clean marker written by a
- * clean stop. Replaying the journal yields the queue's live messages; a torn or
- * corrupt tail is cut off (those records were never confirmed: confirms wait
- * for the journal's fsync). The journal is rewritten to just the live messages
- * when it holds mostly dead records.
+ * ack records for its persistent messages, folded into seq-range segment files
+ * (segment-files.ts) when it grows, plus a clean marker written by a clean stop.
+ *
+ * Appends go to the journal (fsynced by the queue's group commit before any
+ * confirm) and to an in-memory copy of it (journal-state.ts), bounded by the
+ * fold threshold. A fold rewrites every segment the journal touches (fsync,
+ * rename, directory fsync) and only then truncates the journal; replay is
+ * segments then journal, which is idempotent, so a crash anywhere in a fold
+ * loses and resurrects nothing. Live entries are read segment by segment, so
+ * memory does not grow with the queue's length.
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { fsyncDir } from '../store/fs-util';
 import { DecodeResult, JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from './journal-codec';
+import { DELIVERED, JournalState, overlay } from './journal-state';
+import { SegmentSummary, listSegments, readLayout, readSegment, writeLayout, writeSegment } from './segment-files';
 
 const JOURNAL = 'journal';
-const JOURNAL_TMP = 'journal.tmp';
 const CLEAN = 'clean.json';
-const DELIVERED = 4;
-/** Bytes of one publish record, to estimate how much of the journal is live. */
-const PUBLISH_RECORD_BYTES = 46;
-const REWRITE_MIN_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_SEGMENT_ENTRIES = 16384;
+export const DEFAULT_JOURNAL_ENTRIES = 16384;
 
 export interface CleanTerms {
   nextSeq: number;
+  /** Live entries and their bytes. */
   count: number;
-}
-
-export interface Replay {
-  /** Live messages in seq order; delivered ones carry the delivered flag. */
-  entries: JournalEntry[];
-  /** One past the highest seq ever seen. */
-  nextSeq: number;
-  /** Bytes cut off the tail, and why. */
-  truncated?: { bytes: number; reason: NonNullable<DecodeResult['stop']> };
+  bytes?: number;
+  /** Every entry with a lower seq comes back delivered (set by a non-clean recovery). */
+  redeliverBelow?: number;
+  /** [segment, count, bytes] of each segment file: a clean start reads none of them. */
+  segments?: [number, number, number][];
 }
 
 export type Logger = (level: 'info' | 'warn' | 'error', msg: string) => void;
 
-/** Reads a queue directory's journal without opening it for writing. */
-export async function replayJournal(dir: string): Promise<Replay & { validBytes: number; fileBytes: number }> {
+export interface QueueIndexOptions {
+  log: Logger;
+  /** Seqs per segment, for an index created now (an existing one keeps its own). */
+  segmentEntries?: number;
+  /** Fold the journal into the segments once it has records for this many seqs. */
+  journalEntries?: number;
+}
+
+export interface OpenOptions extends QueueIndexOptions {
+  /** Terms of the clean stop, trusted when they match the files. */
+  terms?: CleanTerms;
+  /**
+   * Non-clean recovery: every live entry is checked against the store (those
+   * whose body is missing were never confirmed and are dropped), and every
+   * recovered entry comes back delivered.
+   */
+  contains?: (id: Buffer) => Promise<boolean>;
+}
+
+export interface Recovery {
+  /** Live entries and their bytes. */
+  count: number;
+  bytes: number;
+  /** One past the highest seq known. */
+  nextSeq: number;
+  /** Entries dropped because their body is not in the store. */
+  dropped: number;
+  /** Whether the segments were scanned (no usable clean terms). */
+  scanned: boolean;
+}
+
+interface LoadedJournal {
+  state: JournalState;
+  validBytes: number;
+  fileBytes: number;
+  truncated?: { bytes: number; reason: NonNullable<DecodeResult['stop']> };
+  maxSeq: number;
+}
+
+async function loadJournal(dir: string, segmentEntries: number): Promise<LoadedJournal> {
+  const state = new JournalState(segmentEntries);
   let buf: Buffer;
   try {
     buf = await fsp.readFile(path.join(dir, JOURNAL));
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { entries: [], nextSeq: 0, validBytes: 0, fileBytes: 0 };
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { state, validBytes: 0, fileBytes: 0, maxSeq: -1 };
     throw e;
   }
   const res = decodeRecords(buf);
-  const live = new Map<number, JournalEntry>();
-  let nextSeq = 0;
+  let maxSeq = -1;
   for (const rec of res.records) {
-    if (rec.type === RecordType.PUBLISH) {
-      live.set(rec.entry.seq, rec.entry);
-      if (rec.entry.seq >= nextSeq) nextSeq = rec.entry.seq + 1;
-    } else if (rec.type === RecordType.DELIVER) {
-      for (const s of rec.seqs) {
-        const e = live.get(s);
-        if (e) e.flags |= DELIVERED;
-      }
-    } else {
-      for (const s of rec.seqs) live.delete(s);
-    }
+    state.apply(rec);
+    if (rec.type === RecordType.PUBLISH) maxSeq = Math.max(maxSeq, rec.entry.seq);
+    else for (const s of rec.seqs) maxSeq = Math.max(maxSeq, s);
   }
-  const entries = [...live.values()].sort((a, b) => a.seq - b.seq);
-  const out: Replay & { validBytes: number; fileBytes: number } = { entries, nextSeq, validBytes: res.validBytes, fileBytes: buf.length };
+  const out: LoadedJournal = { state, validBytes: res.validBytes, fileBytes: buf.length, maxSeq };
   if (res.stop) out.truncated = { bytes: buf.length - res.validBytes, reason: res.stop };
   return out;
+}
+
+/**
+ * The live entries of every segment in ascending order, one segment at a time
+ * (segment file merged with its journal part). `fileSummary` is what the
+ * segment file alone holds.
+ */
+async function* liveBySegment(
+  dir: string,
+  files: readonly number[],
+  journal: JournalState,
+  report?: (msg: string) => void,
+): AsyncGenerator<{ entries: JournalEntry[]; n: number; fileSummary: SegmentSummary }> {
+  const all = [...new Set([...files, ...journal.segments()])].sort((a, b) => a - b);
+  const onDisk = new Set(files);
+  for (const n of all) {
+    const live = onDisk.has(n) ? await readSegment(dir, n, report) : new Map<number, JournalEntry>();
+    let bytes = 0;
+    for (const e of live.values()) bytes += e.size;
+    const fileSummary = { count: live.size, bytes };
+    overlay(live, journal.segment(n));
+    yield { entries: [...live.values()].sort((a, b) => a.seq - b.seq), n, fileSummary };
+  }
+}
+
+/**
+ * A queue directory's live entries (segments merged with the journal), a
+ * segment's worth at a time, without opening it for writing. For the
+ * ref-count walk of a non-clean start and for deleting a crashed queue.
+ */
+export async function* scanQueueIndex(dir: string): AsyncGenerator<JournalEntry[]> {
+  const segmentEntries = (await readLayout(dir)) ?? DEFAULT_SEGMENT_ENTRIES;
+  const journal = await loadJournal(dir, segmentEntries);
+  for await (const { entries } of liveBySegment(dir, await listSegments(dir), journal.state)) yield entries;
 }
 
 /** Reads and deletes a queue's clean marker; undefined if there is none or it is unreadable. */
@@ -78,55 +142,143 @@ export async function consumeCleanMarker(dir: string): Promise<CleanTerms | unde
   await fsp.rm(file, { force: true });
   try {
     const t = JSON.parse(text) as Partial<CleanTerms>;
-    if (typeof t.nextSeq === 'number' && typeof t.count === 'number') return { nextSeq: t.nextSeq, count: t.count };
+    if (typeof t.nextSeq !== 'number' || typeof t.count !== 'number') return undefined;
+    const terms: CleanTerms = { nextSeq: t.nextSeq, count: t.count };
+    if (typeof t.bytes === 'number') terms.bytes = t.bytes;
+    if (typeof t.redeliverBelow === 'number') terms.redeliverBelow = t.redeliverBelow;
+    if (Array.isArray(t.segments) && t.segments.every((s) => Array.isArray(s) && s.length === 3 && s.every((x) => typeof x === 'number'))) {
+      terms.segments = t.segments;
+    }
+    return terms;
   } catch {
-    /* garbled marker: treated as absent */
+    return undefined;
   }
-  return undefined;
 }
 
 export class QueueIndex {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
-  /** Serializes every file operation. */
+  /** Serializes every file operation: journal writes, folds, segment reads. */
   private io: Promise<void> = Promise.resolve();
   private dirty = false;
   private closed = false;
+  private foldQueued = false;
+  /** Opening: no fold may start while the recovery scan reads the segments. */
+  private opening = true;
+  /** An I/O failure of a fold: the index no longer knows what is durable. */
+  private failed: Error | null = null;
+  private readonly log: Logger;
+  private readonly journalEntries: number;
 
   private constructor(
     readonly dir: string,
     private fh: fsp.FileHandle,
-    private fileBytes: number,
-  ) {}
+    private readonly journal: JournalState,
+    /** Segment files on disk and what each holds. */
+    private readonly segments: Map<number, SegmentSummary>,
+    private redeliverBelow: number,
+    opts: QueueIndexOptions,
+  ) {
+    this.log = opts.log;
+    this.journalEntries = opts.journalEntries ?? DEFAULT_JOURNAL_ENTRIES;
+  }
+
+  get segmentEntries(): number {
+    return this.journal.segmentEntries;
+  }
+
+  /** Seqs held by the in-memory journal (bounded by the fold threshold, plus what arrives during a fold). */
+  get journalSize(): number {
+    return this.journal.size;
+  }
 
   /**
-   * Opens (creating if needed) the queue's journal for appending and returns
-   * its replay. A torn tail is truncated so new records follow good ones.
+   * Opens (creating if needed) the queue's index. With usable clean terms no
+   * segment is read; otherwise every segment is streamed once to count the
+   * live entries (and, non-clean, to check them against the store).
    */
-  static async open(dir: string, log: Logger): Promise<{ index: QueueIndex; replay: Replay }> {
+  static async open(dir: string, opts: OpenOptions): Promise<{ index: QueueIndex; recovery: Recovery }> {
     await fsp.mkdir(dir, { recursive: true });
-    const replay = await replayJournal(dir);
+    let segmentEntries = await readLayout(dir);
+    const files = await listSegments(dir, true);
+    if (segmentEntries === undefined) {
+      // No layout: a new index, or one written before segments existed (journal only).
+      segmentEntries = files.length ? DEFAULT_SEGMENT_ENTRIES : (opts.segmentEntries ?? DEFAULT_SEGMENT_ENTRIES);
+      await writeLayout(dir, segmentEntries);
+    }
+    const loaded = await loadJournal(dir, segmentEntries);
     const file = path.join(dir, JOURNAL);
-    if (replay.truncated) {
-      log('warn', `queue journal ${file}: cut ${replay.truncated.bytes} bytes at offset ${replay.validBytes} (${replay.truncated.reason})`);
-      await fsp.truncate(file, replay.validBytes);
+    if (loaded.truncated) {
+      opts.log('warn', `queue journal ${file}: cut ${loaded.truncated.bytes} bytes at offset ${loaded.validBytes} (${loaded.truncated.reason})`);
+      await fsp.truncate(file, loaded.validBytes);
     }
     const fh = await fsp.open(file, 'a');
-    if (replay.fileBytes === 0) await fsyncDir(dir);
-    const index = new QueueIndex(dir, fh, replay.validBytes);
-    return { index, replay };
+    if (loaded.fileBytes === 0) await fsyncDir(dir);
+
+    const terms = opts.terms;
+    const segments = new Map<number, SegmentSummary>();
+    const recovery: Recovery = { count: 0, bytes: 0, nextSeq: loaded.maxSeq + 1, dropped: 0, scanned: false };
+    const trusted =
+      !opts.contains &&
+      terms?.segments !== undefined &&
+      terms.bytes !== undefined &&
+      loaded.validBytes === 0 &&
+      terms.segments.length === files.length &&
+      terms.segments.every(([n], i) => files[i] === n);
+    let redeliverBelow = terms?.redeliverBelow ?? 0;
+    const index = new QueueIndex(dir, fh, loaded.state, segments, 0, opts);
+    if (trusted) {
+      for (const [n, count, bytes] of terms.segments!) segments.set(n, { count, bytes });
+      recovery.count = terms.count;
+      recovery.bytes = terms.bytes!;
+      recovery.nextSeq = terms.nextSeq;
+    } else {
+      recovery.scanned = true;
+      if (terms) recovery.nextSeq = Math.max(recovery.nextSeq, terms.nextSeq);
+      for await (const { entries, n, fileSummary } of liveBySegment(dir, files, loaded.state, (msg) => opts.log('error', msg))) {
+        if (fileSummary.count > 0) segments.set(n, fileSummary);
+        const missing: number[] = [];
+        for (const e of entries) {
+          if (opts.contains && !(await opts.contains(e.id))) {
+            missing.push(e.seq);
+            continue;
+          }
+          recovery.count++;
+          recovery.bytes += e.size;
+          if (e.seq >= recovery.nextSeq) recovery.nextSeq = e.seq + 1;
+        }
+        if (missing.length) {
+          recovery.dropped += missing.length;
+          index.acked(missing);
+        }
+      }
+      // After a crash anything may have been seen: every recovered entry is redelivered.
+      if (opts.contains) redeliverBelow = recovery.nextSeq;
+    }
+    index.redeliverBelow = redeliverBelow;
+    index.opening = false;
+    index.maybeFold();
+    return { index, recovery };
   }
 
   publish(e: JournalEntry): void {
     this.append(encodePublish(e));
+    this.journal.publish(e);
+    this.maybeFold();
   }
 
   delivered(seqs: readonly number[]): void {
-    if (seqs.length) this.append(encodeSeqs(RecordType.DELIVER, seqs));
+    if (!seqs.length) return;
+    this.append(encodeSeqs(RecordType.DELIVER, seqs));
+    for (const s of seqs) this.journal.delivered(s);
+    this.maybeFold();
   }
 
   acked(seqs: readonly number[]): void {
-    if (seqs.length) this.append(encodeSeqs(RecordType.ACK, seqs));
+    if (!seqs.length) return;
+    this.append(encodeSeqs(RecordType.ACK, seqs));
+    for (const s of seqs) this.journal.acked(s);
+    this.maybeFold();
   }
 
   private append(rec: Buffer): void {
@@ -155,64 +307,117 @@ export class QueueIndex {
     });
   }
 
-  /** True when the journal holds far more than the live messages need. */
-  wantsRewrite(liveCount: number): boolean {
-    return this.fileBytes > REWRITE_MIN_BYTES && this.fileBytes > 4 * PUBLISH_RECORD_BYTES * Math.max(liveCount, 1);
+  private maybeFold(): void {
+    if (this.opening || this.foldQueued || this.closed || this.journal.size < this.journalEntries) return;
+    this.foldQueued = true;
+    this.fold().catch((e: Error) => this.log('error', `queue index ${this.dir}: fold failed: ${e.message}`));
   }
 
   /**
-   * Replaces the journal by one publish record per live message. `live` must
-   * reflect every record appended so far: records appended after this call go
-   * to the new journal.
+   * Folds everything recorded so far into the segment files and empties the
+   * journal. Records appended meanwhile stay in the journal.
    */
-  rewrite(live: readonly JournalEntry[]): Promise<void> {
-    const snapshot = live.map(encodePublish);
-    this.pending = [];
-    this.pendingBytes = 0;
+  fold(): Promise<void> {
     return this.enqueue(async () => {
-      const tmp = path.join(this.dir, JOURNAL_TMP);
-      const out = await fsp.open(tmp, 'w');
-      let bytes = 0;
+      this.foldQueued = false;
+      const parts = this.journal.take();
+      // Every pending record is in `parts`: the segments will hold them.
+      this.pending = [];
+      this.pendingBytes = 0;
       try {
-        for (let i = 0; i < snapshot.length; i += 4096) {
-          const chunk = Buffer.concat(snapshot.slice(i, i + 4096));
-          await out.write(chunk);
-          bytes += chunk.length;
+        for (const n of [...parts.keys()].sort((a, b) => a - b)) {
+          const live = this.segments.has(n) ? await readSegment(this.dir, n, (m) => this.log('error', m)) : new Map<number, JournalEntry>();
+          overlay(live, parts.get(n));
+          const summary = await writeSegment(
+            this.dir,
+            n,
+            [...live.values()].sort((a, b) => a.seq - b.seq),
+          );
+          if (summary.count > 0) this.segments.set(n, summary);
+          else this.segments.delete(n);
         }
-        await out.sync();
-      } finally {
-        await out.close();
+        await fsyncDir(this.dir);
+        // Only now is the journal redundant.
+        await this.fh.truncate(0);
+        await this.fh.datasync();
+        this.dirty = false;
+      } catch (e) {
+        this.failed = e as Error;
+        throw e;
       }
-      await this.fh.close();
-      await fsp.rename(tmp, path.join(this.dir, JOURNAL));
-      await fsyncDir(this.dir);
-      this.fh = await fsp.open(path.join(this.dir, JOURNAL), 'a');
-      this.fileBytes = bytes;
-      this.dirty = false;
     });
   }
 
-  /** Clean stop: compacts the journal to `live`, fsyncs it, then writes the clean marker. */
-  async terminate(live: readonly JournalEntry[], terms: CleanTerms): Promise<void> {
-    await this.rewrite(live);
-    await this.enqueue(async () => {
+  /**
+   * Live entries with from ≤ seq < to and !skip(seq), in seq order, at most
+   * `max`; `next` is where a following read continues (`to` when the range is
+   * exhausted). Entries below the redelivery mark come back delivered. Reads
+   * whole segments, one at a time, so memory stays bounded by a segment.
+   */
+  readLive(from: number, to: number, max: number, skip?: (seq: number) => boolean): Promise<{ entries: JournalEntry[]; next: number }> {
+    return this.enqueue(async () => {
+      const out: JournalEntry[] = [];
+      if (to <= from || max <= 0) return { entries: out, next: Math.max(from, to) };
+      const first = this.journal.segmentOf(from);
+      const last = this.journal.segmentOf(to - 1);
+      const nums = [...new Set([...this.segments.keys(), ...this.journal.segments()])].filter((n) => n >= first && n <= last).sort((a, b) => a - b);
+      for (const n of nums) {
+        const live = this.segments.has(n) ? await readSegment(this.dir, n, (m) => this.log('error', m)) : new Map<number, JournalEntry>();
+        overlay(live, this.journal.segment(n));
+        const picked = [...live.values()].filter((e) => e.seq >= from && e.seq < to && !skip?.(e.seq)).sort((a, b) => a.seq - b.seq);
+        for (const e of picked) {
+          out.push(e.seq < this.redeliverBelow ? { ...e, flags: e.flags | DELIVERED } : e);
+          if (out.length === max) return { entries: out, next: e.seq + 1 };
+        }
+      }
+      return { entries: out, next: to };
+    });
+  }
+
+  /** Live entries and bytes of the segment files (exact once the journal is folded). */
+  private totals(): { count: number; bytes: number } {
+    let count = 0;
+    let bytes = 0;
+    for (const s of this.segments.values()) {
+      count += s.count;
+      bytes += s.bytes;
+    }
+    return { count, bytes };
+  }
+
+  /** Clean stop: folds the journal, then writes the clean marker. Returns the terms written. */
+  async terminate(nextSeq: number): Promise<CleanTerms> {
+    await this.fold();
+    const terms: CleanTerms = await this.enqueue(async () => {
+      const t: CleanTerms = {
+        nextSeq,
+        ...this.totals(),
+        redeliverBelow: this.redeliverBelow,
+        segments: [...this.segments.entries()].sort((a, b) => a[0] - b[0]).map(([n, s]) => [n, s.count, s.bytes]),
+      };
       const tmp = path.join(this.dir, CLEAN + '.tmp');
-      await fsp.writeFile(tmp, JSON.stringify(terms));
-      const h = await fsp.open(tmp, 'r+');
-      await h.sync();
-      await h.close();
+      const h = await fsp.open(tmp, 'w');
+      try {
+        await h.writeFile(JSON.stringify(t));
+        await h.sync();
+      } finally {
+        await h.close();
+      }
       await fsp.rename(tmp, path.join(this.dir, CLEAN));
       await fsyncDir(this.dir);
+      return t;
     });
     await this.close();
+    return terms;
   }
 
   /** Writes what is buffered and closes, leaving no clean marker. */
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.write();
+    await this.write().catch(() => undefined);
     this.closed = true;
-    await this.enqueue(() => this.fh.close());
+    await this.io;
+    await this.fh.close();
   }
 
   /** Closes and removes the queue's directory. */
@@ -221,14 +426,21 @@ export class QueueIndex {
     this.pendingBytes = 0;
     if (!this.closed) {
       this.closed = true;
-      await this.enqueue(() => this.fh.close());
+      await this.io;
+      await this.fh.close().catch(() => undefined);
     }
     await fsp.rm(this.dir, { recursive: true, force: true });
   }
 
-  private enqueue(task: () => Promise<void>): Promise<void> {
-    const p = this.io.then(task);
-    this.io = p.catch(() => undefined);
+  private enqueue<T>(task: () => Promise<T>): Promise<T> {
+    const p = this.io.then(() => {
+      if (this.failed) throw new Error(`queue index ${this.dir} failed earlier: ${this.failed.message}`);
+      return task();
+    });
+    this.io = p.then(
+      () => undefined,
+      () => undefined,
+    );
     return p;
   }
 
@@ -242,7 +454,6 @@ export class QueueIndex {
       const { bytesWritten } = await this.fh.write(buf, off, buf.length - off);
       off += bytesWritten;
     }
-    this.fileBytes += buf.length;
     this.dirty = true;
   }
 }

@@ -1,10 +1,19 @@
 /**
  * Sidecar settings: defaults from plugin.json, overridden by command-line
- * flags (`--socket PATH --index leveldb --file-size-limit N --sync-interval-ms N`).
+ * flags (`--socket PATH --index leveldb --file-size-limit N --sync-interval-ms N`,
+ * and the queue-index sizes `--queue-window N --queue-segment-entries N
+ * --queue-journal-entries N`).
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import { Level } from './log';
+
+/** Queue-index and window sizes (sidecar flags); unset = the queue module's defaults. */
+export interface QueueLayout {
+  segmentEntries?: number;
+  journalEntries?: number;
+  window?: number;
+}
 
 export interface SidecarConfig {
   socket: string;
@@ -12,6 +21,8 @@ export interface SidecarConfig {
   fileSizeLimit: number;
   syncIntervalMs: number;
   logLevel: Level;
+  /** Ready messages per queue kept in memory at the head and at the tail; queue-index segment and journal sizes. */
+  queue?: QueueLayout;
 }
 
 export class ConfigError extends Error {
@@ -66,6 +77,15 @@ export function parseArgs(argv: readonly string[]): SidecarConfig {
         break;
       case '--sync-interval-ms':
         cfg.syncIntervalMs = positiveInt(flag, v);
+        break;
+      case '--queue-window':
+        cfg.queue = { ...cfg.queue, window: positiveInt(flag, v) };
+        break;
+      case '--queue-segment-entries':
+        cfg.queue = { ...cfg.queue, segmentEntries: positiveInt(flag, v) };
+        break;
+      case '--queue-journal-entries':
+        cfg.queue = { ...cfg.queue, journalEntries: positiveInt(flag, v) };
         break;
       case '--log-level':
         if (!['debug', 'info', 'warn', 'error'].includes(v)) throw new ConfigError(`--log-level must be debug, info, warn or error`);

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
-import { replayJournal } from '../queue/queue-index';
+import { scanQueueIndex } from '../queue/queue-index';
 import { SidecarConfig } from './config';
 import { FrameDecoder, ProtocolError, Writer } from './frames';
 import { log } from './log';
@@ -192,8 +192,8 @@ export class SidecarServer {
           return undefined;
         });
       case Op.PEEK:
-        return s.exec.run(() => {
-          const props = q.peek(req.max);
+        return s.exec.run(async () => {
+          const props = await q.peek(req.max);
           const w = new Writer().u32(props.length);
           for (const p of props) w.i64(p.expiry).u32(p.size).u8(p.flags);
           return w.finish();
@@ -203,8 +203,8 @@ export class SidecarServer {
       case Op.FOLD:
         return s.exec.run(async () => entries(await q.fold(req.afterSeq, req.max)));
       case Op.PURGE:
-        return s.exec.run(() => {
-          const r = q.purge();
+        return s.exec.run(async () => {
+          const r = await q.purge();
           return new Writer().u32(r.count).u32(r.persistentCount).u64(r.persistentBytes).finish();
         });
       case Op.PURGE_ACKS:
@@ -248,6 +248,7 @@ export class SidecarServer {
       durable: req.durable,
       fresh: req.recover === RecoverMode.New,
       syncIntervalMs: this.cfg.syncIntervalMs,
+      layout: this.cfg.queue,
       onConfirm: (ids) => conn.send(encodeConfirm(handle, ids)),
     });
     const session = new Session({ handle, vhost: req.vhost, key: req.key, name: req.name }, queue);
@@ -294,9 +295,8 @@ export class SidecarServer {
     const vh = this.vhosts.get(vhost);
     const qdir = path.join(dir, 'warren', 'queues', key);
     if (vh) {
-      const { entries } = await replayJournal(qdir);
       const client = vh.store.client(key);
-      if (entries.length) client.remove(entries.map((e) => e.id));
+      for await (const entries of scanQueueIndex(qdir)) if (entries.length) client.remove(entries.map((e) => e.id));
       await client.deleteAndTerminate();
     }
     await fs.promises.rm(qdir, { recursive: true, force: true });

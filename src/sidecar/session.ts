@@ -6,6 +6,7 @@
 import * as path from 'path';
 import { BackingQueue } from '../queue/backing-queue';
 import { QueueIndex } from '../queue/queue-index';
+import type { QueueLayout } from './config';
 import { log } from './log';
 import { VhostState } from './vhosts';
 
@@ -65,60 +66,57 @@ export interface OpenQueueArgs {
   durable: boolean;
   fresh: boolean;
   syncIntervalMs: number;
+  layout?: QueueLayout;
   onConfirm: (ids: Buffer[]) => void;
 }
 
 /**
- * Builds a queue: a fresh one, or a durable one recovered from its journal.
+ * Builds a queue: a fresh one, or a durable one recovered from its index.
  * When the queue or the store did not stop cleanly, every recovered message is
- * marked redelivered and messages whose body is not in the store are dropped.
+ * marked redelivered and messages whose body is not in the store are dropped;
+ * the index streams its segments for that, keeping none of them in memory.
  */
 export async function openQueue(a: OpenQueueArgs): Promise<BackingQueue> {
   const qdir = path.join(a.vh.queuesDir, a.key);
   const qlog = (level: 'info' | 'warn' | 'error', msg: string) => log(level, msg);
+  const windows = { headWindow: a.layout?.window, tailWindow: a.layout?.window };
   if (!a.durable) {
-    return new BackingQueue({ name: a.name, durable: false, onConfirm: a.onConfirm, log: qlog, syncIntervalMs: a.syncIntervalMs });
+    return new BackingQueue({ name: a.name, durable: false, onConfirm: a.onConfirm, log: qlog, syncIntervalMs: a.syncIntervalMs, ...windows });
   }
   if (a.fresh) {
     const { rm } = await import('fs/promises');
     await rm(qdir, { recursive: true, force: true });
   }
-  const { index, replay } = await QueueIndex.open(qdir, qlog);
-  const client = a.vh.store.client(a.key);
-  const wasClean = a.vh.cleanKeys.delete(a.key) && a.vh.storeClean;
-  const clean = a.fresh || wasClean;
-  let entries = replay.entries;
-  if (!clean && entries.length > 0) {
-    const kept = [];
-    let missing = 0;
-    const gone: number[] = [];
-    for (const e of entries) {
-      if (await a.vh.store.contains(e.id)) {
-        e.flags |= 4; // delivered: after a crash every message may have been seen
-        kept.push(e);
-      } else {
-        missing++;
-        gone.push(e.seq);
-      }
-    }
-    if (missing > 0) {
-      log('warn', `queue ${a.name}: ${missing} messages recorded in the journal have no body in the store (never confirmed); dropped`);
-      index.acked(gone);
-    }
-    entries = kept;
+  const terms = a.vh.cleanKeys.get(a.key);
+  a.vh.cleanKeys.delete(a.key);
+  const clean = a.fresh || (terms !== undefined && a.vh.storeClean);
+  const started = Date.now();
+  const { index, recovery } = await QueueIndex.open(qdir, {
+    log: qlog,
+    segmentEntries: a.layout?.segmentEntries,
+    journalEntries: a.layout?.journalEntries,
+    terms: clean ? terms : undefined,
+    contains: clean ? undefined : (id) => a.vh.store.contains(id),
+  });
+  if (recovery.dropped > 0) {
+    log('warn', `queue ${a.name}: ${recovery.dropped} messages recorded in the queue index have no body in the store (never confirmed); dropped`);
   }
   if (!a.fresh) {
-    log('info', `queue ${a.name}: recovered ${entries.length} messages (${clean ? 'clean' : 'non-clean'} stop)`);
+    log(
+      'info',
+      `queue ${a.name}: recovered ${recovery.count} messages (${clean ? 'clean' : 'non-clean'} stop${recovery.scanned ? ', index scanned' : ''}) in ${Date.now() - started} ms`,
+    );
   }
   return new BackingQueue({
     name: a.name,
     durable: true,
-    client,
+    client: a.vh.store.client(a.key),
     index,
-    recovered: entries,
-    nextSeq: replay.nextSeq,
+    recovered: recovery,
+    nextSeq: recovery.nextSeq,
     onConfirm: a.onConfirm,
     log: qlog,
     syncIntervalMs: a.syncIntervalMs,
+    ...windows,
   });
 }

@@ -1,15 +1,15 @@
 /**
  * One message store per vhost, under the vhost's message-store directory
- * (`<dir>/warren/store`), and one journal directory per durable queue
+ * (`<dir>/warren/store`), and one index directory per durable queue
  * (`<dir>/warren/queues/<key>`). START decides, per vhost, whether the last
  * stop was clean, and recovers the store: trusting its clean state, or
- * rebuilding reference counts from the queues' journals.
+ * rebuilding reference counts from the queues' indexes.
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { MessageStore } from '../store';
-import { consumeCleanMarker } from '../queue/queue-index';
-import { journalRefDeltas } from '../queue/ref-deltas';
+import { CleanTerms, consumeCleanMarker } from '../queue/queue-index';
+import { indexRefDeltas } from '../queue/ref-deltas';
 import { log } from './log';
 
 export interface VhostState {
@@ -17,8 +17,8 @@ export interface VhostState {
   dir: string;
   queuesDir: string;
   store: MessageStore;
-  /** Queues whose clean marker START consumed: their journal needs no body checks. */
-  cleanKeys: Set<string>;
+  /** Queues whose clean marker START consumed, with its terms: their index needs no body checks. */
+  cleanKeys: Map<string, CleanTerms>;
   storeClean: boolean;
 }
 
@@ -80,11 +80,11 @@ export class Vhosts {
       }
     }
     const clean: boolean[] = [];
-    const cleanKeys = new Set<string>();
+    const cleanKeys = new Map<string, CleanTerms>();
     for (const k of keys) {
       const terms = await consumeCleanMarker(path.join(queuesDir, k));
       clean.push(terms !== undefined);
-      if (terms) cleanKeys.add(k);
+      if (terms) cleanKeys.set(k, terms);
     }
     const started = Date.now();
     const store = await MessageStore.open({
@@ -92,14 +92,14 @@ export class Vhosts {
       fileSizeLimit: this.settings.fileSizeLimit,
       syncIntervalMs: this.settings.syncIntervalMs,
       index: this.settings.index,
-      clientRefs: [...cleanKeys],
-      refDeltas: () => journalRefDeltas(queuesDir, keys, log),
+      clientRefs: [...cleanKeys.keys()],
+      refDeltas: () => indexRefDeltas(queuesDir, keys, log),
       log: (level, msg) => log(level, `vhost ${vhost} store: ${msg}`),
     });
     const storeClean = store.successfullyRecovered;
     log(
       'info',
-      `vhost ${vhost}: store at ${storeDir} opened ${storeClean ? 'clean' : 'after a non-clean stop (rebuilt from queue journals)'} in ${Date.now() - started} ms; ` +
+      `vhost ${vhost}: store at ${storeDir} opened ${storeClean ? 'clean' : 'after a non-clean stop (rebuilt from queue indexes)'} in ${Date.now() - started} ms; ` +
         `${keys.length} durable queues, ${cleanKeys.size} stopped cleanly`,
     );
     this.open.set(vhost, { vhost, dir, queuesDir, store, cleanKeys, storeClean });

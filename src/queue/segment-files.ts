@@ -1,0 +1,102 @@
+/**
+ * Segment files of a queue index. Segment n (file `<n>.seg`) holds the live
+ * publish records of seqs [n × S, (n + 1) × S) as of the last fold, framed and
+ * checksummed as journal records. A fold replaces a segment whole (temporary
+ * file, fsync, rename), so a segment file is always a consistent snapshot;
+ * one with no live entry is deleted. S is fixed per queue by `layout.json`,
+ * written when the index is created.
+ */
+import { promises as fsp } from 'fs';
+import * as path from 'path';
+import { JournalEntry, RecordType, decodeRecords, encodePublish } from './journal-codec';
+
+const SUFFIX = '.seg';
+const LAYOUT = 'layout.json';
+
+export interface SegmentSummary {
+  count: number;
+  bytes: number;
+}
+
+function segmentFile(dir: string, n: number): string {
+  return path.join(dir, `${n}${SUFFIX}`);
+}
+
+/** Segment numbers present in `dir`, ascending. Leftover temporary files are removed when `clean` is set. */
+export async function listSegments(dir: string, clean = false): Promise<number[]> {
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+  const out: number[] = [];
+  for (const name of names) {
+    const m = /^(\d+)\.seg$/.exec(name);
+    if (m) out.push(Number(m[1]));
+    else if (clean && name.endsWith(`${SUFFIX}.tmp`)) await fsp.rm(path.join(dir, name), { force: true });
+  }
+  return out.sort((a, b) => a - b);
+}
+
+/**
+ * Live entries of segment n keyed by seq; empty if the file is absent. A bad
+ * record (the file was damaged after its fsync) is reported and ends the read.
+ */
+export async function readSegment(dir: string, n: number, report?: (msg: string) => void): Promise<Map<number, JournalEntry>> {
+  const live = new Map<number, JournalEntry>();
+  let buf: Buffer;
+  try {
+    buf = await fsp.readFile(segmentFile(dir, n));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return live;
+    throw e;
+  }
+  const res = decodeRecords(buf);
+  for (const rec of res.records) if (rec.type === RecordType.PUBLISH) live.set(rec.entry.seq, rec.entry);
+  if (res.stop) report?.(`queue index segment ${segmentFile(dir, n)}: ${res.stop} record at offset ${res.validBytes}; ${buf.length - res.validBytes} bytes ignored`);
+  return live;
+}
+
+/** Replaces segment n by `entries` (seq order), or deletes it when there are none. The caller fsyncs the directory. */
+export async function writeSegment(dir: string, n: number, entries: readonly JournalEntry[]): Promise<SegmentSummary> {
+  const file = segmentFile(dir, n);
+  if (entries.length === 0) {
+    await fsp.rm(file, { force: true });
+    return { count: 0, bytes: 0 };
+  }
+  let bytes = 0;
+  for (const e of entries) bytes += e.size;
+  const tmp = `${file}.tmp`;
+  const fh = await fsp.open(tmp, 'w');
+  try {
+    await fh.writeFile(Buffer.concat(entries.map(encodePublish)));
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fsp.rename(tmp, file);
+  return { count: entries.length, bytes };
+}
+
+/** The queue's segment size, if its layout was recorded. */
+export async function readLayout(dir: string): Promise<number | undefined> {
+  try {
+    const v = JSON.parse(await fsp.readFile(path.join(dir, LAYOUT), 'utf8')) as { segmentEntries?: unknown };
+    return typeof v.segmentEntries === 'number' && Number.isInteger(v.segmentEntries) && v.segmentEntries > 0 ? v.segmentEntries : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function writeLayout(dir: string, segmentEntries: number): Promise<void> {
+  const file = path.join(dir, LAYOUT);
+  const fh = await fsp.open(file, 'w');
+  try {
+    await fh.writeFile(JSON.stringify({ segmentEntries }));
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
