@@ -1,0 +1,304 @@
+/**
+ * BackingQueue with small windows, for queues much longer than them, against
+ * a model: fetch order and flags, requeue, purge, fold, peek, figures, and the
+ * state recovered after clean and non-clean reopens. And memory: the Message
+ * objects held stay within two windows plus pending acks while the queue holds
+ * 100,000+ messages.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { BackingQueue, FetchMode, Flags, MessageOut, StoreClient } from '../../src/queue/backing-queue';
+import { QueueIndex, consumeCleanMarker } from '../../src/queue/queue-index';
+
+const quiet = () => undefined;
+
+/** The part of the message store a queue uses, in memory, with ref counts. */
+class FakeStore implements StoreClient {
+  readonly bodies = new Map<string, { body: Buffer; refs: number }>();
+  write(id: Buffer, body: Buffer): void {
+    const k = id.toString('hex');
+    const cur = this.bodies.get(k);
+    if (cur) cur.refs++;
+    else this.bodies.set(k, { body: Buffer.from(body), refs: 1 });
+  }
+  async read(id: Buffer): Promise<Buffer | undefined> {
+    return this.bodies.get(id.toString('hex'))?.body;
+  }
+  remove(ids: Buffer[]): void {
+    for (const id of ids) {
+      const k = id.toString('hex');
+      const cur = this.bodies.get(k);
+      if (!cur) throw new Error(`remove of unknown id ${k}`);
+      if (--cur.refs === 0) this.bodies.delete(k);
+    }
+  }
+  async sync(): Promise<void> {}
+  async terminate(): Promise<void> {}
+  async deleteAndTerminate(): Promise<void> {}
+  has(id: Buffer): boolean {
+    return this.bodies.has(id.toString('hex'));
+  }
+}
+
+interface ModelMsg {
+  seq: number;
+  id: Buffer;
+  persistent: boolean;
+  delivered: boolean;
+  size: number;
+  expiry: number;
+}
+
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-bq-'));
+});
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const idOf = (seq: number, gen: number) => {
+  const b = Buffer.alloc(16);
+  b.writeUInt32BE(seq, 0);
+  b.writeUInt32BE(gen, 4);
+  return b;
+};
+const bodyOf = (id: Buffer) => Buffer.concat([Buffer.from('body-'), id]);
+
+interface Harness {
+  q: BackingQueue;
+  store: FakeStore;
+}
+
+const LAYOUT = { segmentEntries: 32, journalEntries: 50 };
+
+async function openQueue(store: FakeStore, window: number, mode: 'fresh' | 'clean' | 'crash'): Promise<BackingQueue> {
+  const qdir = path.join(dir, 'q');
+  const terms = mode === 'clean' ? await consumeCleanMarker(qdir) : undefined;
+  if (mode === 'clean') expect(terms).toBeDefined();
+  const { index, recovery } = await QueueIndex.open(qdir, {
+    log: quiet,
+    ...LAYOUT,
+    terms,
+    contains: mode === 'crash' ? async (id) => store.has(id) : undefined,
+  });
+  return new BackingQueue({
+    name: 'q',
+    durable: true,
+    client: store,
+    index,
+    recovered: recovery,
+    nextSeq: recovery.nextSeq,
+    onConfirm: () => undefined,
+    log: (level, msg) => {
+      if (level === 'error') throw new Error(msg);
+    },
+    syncIntervalMs: 1,
+    headWindow: window,
+    tailWindow: window,
+  });
+}
+
+describe('BackingQueue against a model, with small windows', () => {
+  it.each([1, 2, 3, 4, 5, 6, 7, 8])('seed %i', async (seed) => {
+    const random = rng(seed);
+    const W = 8 + Math.floor(random() * 24);
+    const store = new FakeStore();
+    let q = await openQueue(store, W, 'fresh');
+    let ready: ModelMsg[] = [];
+    const unacked = new Map<number, ModelMsg>();
+    let nextSeq = 0;
+    let gen = 0;
+    const sortReady = () => ready.sort((a, b) => a.seq - b.seq);
+    const check = () => {
+      const f = q.figures();
+      const all = [...ready, ...unacked.values()];
+      expect({ len: f.len, readyBytes: f.readyBytes, unacked: f.unacked, pc: f.persistentCount, pb: f.persistentBytes }).toEqual({
+        len: ready.length,
+        readyBytes: ready.reduce((a, m) => a + m.size, 0),
+        unacked: unacked.size,
+        pc: all.filter((m) => m.persistent).length,
+        pb: all.filter((m) => m.persistent).reduce((a, m) => a + m.size, 0),
+      });
+      // Stored bodies: exactly the persistent messages held (one reference each).
+      expect(store.bodies.size).toBe(all.filter((m) => m.persistent).length);
+      const mem = q.memory();
+      const transientReady = ready.filter((m) => !m.persistent).length;
+      expect(mem.messages).toBeLessThanOrEqual(3 * W + 2 * unacked.size + transientReady + 64);
+    };
+    const expectOut = (got: MessageOut[], want: ModelMsg[], unackedFlag = false) => {
+      expect(got.map((m) => [m.seq, m.flags & (Flags.DELIVERED | Flags.UNACKED | Flags.PERSISTENT), m.size, m.id.toString('hex')])).toEqual(
+        want.map((m) => [
+          m.seq,
+          (m.delivered ? Flags.DELIVERED : 0) | (unackedFlag || unacked.has(m.seq) ? Flags.UNACKED : 0) | (m.persistent ? Flags.PERSISTENT : 0),
+          m.size,
+          m.id.toString('hex'),
+        ]),
+      );
+    };
+    for (let step = 0; step < 700; step++) {
+      const r = random();
+      if (r < 0.4) {
+        // A burst of publishes: the queue grows well past the windows.
+        const n = 1 + Math.floor(random() * 3 * W);
+        for (let i = 0; i < n; i++) {
+          const seq = nextSeq++;
+          const persistent = random() < 0.85;
+          const delivered = random() < 0.05;
+          const direct = random() < 0.03; // publish_delivered
+          const id = idOf(seq, gen);
+          const m: ModelMsg = { seq, id, persistent, delivered: delivered || direct, size: 10 + (seq % 7), expiry: seq % 3 ? -1 : 1000 + seq };
+          const flags = (persistent ? Flags.PERSISTENT : 0) | (delivered ? Flags.DELIVERED : 0) | (direct ? Flags.UNACKED : 0) | (random() < 0.3 ? Flags.NEEDS_CONFIRMING : 0);
+          q.publish({ seq, flags, expiry: m.expiry, size: m.size, id, blob: bodyOf(id) });
+          if (direct) unacked.set(seq, m);
+          else ready.push(m);
+        }
+      } else if (r < 0.6) {
+        const n = 1 + Math.floor(random() * 2 * W);
+        const mode = [FetchMode.Ack, FetchMode.NoAck, FetchMode.Reserve][Math.floor(random() * 3)];
+        const got = await q.fetch(n, mode, true);
+        const want = ready.splice(0, n);
+        expectOut(got, want, false);
+        for (const m of got) expect(m.blob!.equals(bodyOf(m.id))).toBe(true);
+        for (const m of want) {
+          if (mode === FetchMode.NoAck) continue;
+          if (mode === FetchMode.Ack) m.delivered = true;
+          unacked.set(m.seq, m);
+        }
+      } else if (r < 0.72) {
+        const seqs = [...unacked.keys()].filter(() => random() < 0.5);
+        q.ack(seqs);
+        for (const s of seqs) unacked.delete(s);
+      } else if (r < 0.8) {
+        const seqs = [...unacked.keys()].filter(() => random() < 0.5);
+        q.requeue(seqs);
+        for (const s of seqs) {
+          ready.push(unacked.get(s)!);
+          unacked.delete(s);
+        }
+        sortReady();
+      } else if (r < 0.83) {
+        const seqs = [...unacked.keys()].filter(() => random() < 0.5);
+        q.markDelivered(seqs);
+        for (const s of seqs) unacked.get(s)!.delivered = true;
+      } else if (r < 0.87) {
+        const n = 1 + Math.floor(random() * 20);
+        const got = await q.peek(n);
+        expect(got.map((p) => [p.expiry, p.size, (p.flags & Flags.DELIVERED) !== 0])).toEqual(ready.slice(0, n).map((m) => [m.expiry, m.size, m.delivered]));
+      } else if (r < 0.91) {
+        // fold in pages, as the broker does, from a random start
+        const all = [...ready, ...unacked.values()].sort((a, b) => a.seq - b.seq);
+        const after = all.length && random() < 0.5 ? all[Math.floor(random() * all.length)].seq : -1;
+        const want = all.filter((m) => m.seq > after).slice(0, W + 3);
+        const got = await q.fold(after, W + 3);
+        expectOut(got, want);
+      } else if (r < 0.93) {
+        const res = await q.purge();
+        const p = ready.filter((m) => m.persistent);
+        expect(res).toEqual({ count: ready.length, persistentCount: p.length, persistentBytes: p.reduce((a, m) => a + m.size, 0) });
+        ready = [];
+      } else if (r < 0.965) {
+        // Clean stop: transients go; persistent pending acks come back ready.
+        await q.terminate();
+        q = await openQueue(store, W, 'clean');
+        ready = [...ready, ...unacked.values()].filter((m) => m.persistent);
+        unacked.clear();
+        sortReady();
+        gen++;
+      } else {
+        // Crash after a group commit: everything persistent comes back, redelivered.
+        await q.commit();
+        await q.abandon();
+        // Transient messages are gone with the process.
+        q = await openQueue(store, W, 'crash');
+        ready = [...ready, ...unacked.values()].filter((m) => m.persistent);
+        for (const m of ready) m.delivered = true;
+        unacked.clear();
+        sortReady();
+        gen++;
+      }
+      // After a crash, seqs of lost transient messages may be handed out again.
+      const held = [...ready, ...unacked.values()].reduce((a, m) => Math.max(a, m.seq + 1), 0);
+      expect(q.figures().nextSeq).toBeGreaterThanOrEqual(held);
+      nextSeq = q.figures().nextSeq;
+      check();
+    }
+    // Drain everything in order.
+    const got = await q.fetch(ready.length + 10, FetchMode.NoAck, true);
+    expectOut(got, ready);
+    q.ack([...unacked.keys()]);
+    ready = [];
+    unacked.clear();
+    check();
+    await q.deleteAndTerminate();
+    expect(store.bodies.size).toBe(0);
+  }, 60_000);
+});
+
+describe('bounded memory', () => {
+  it('holds at most two windows plus pending acks in memory while 120,000 messages are queued, and gives them back in order', async () => {
+    const W = 256;
+    const N = 120_000;
+    const store = new FakeStore();
+    const qdir = path.join(dir, 'big');
+    const { index, recovery } = await QueueIndex.open(qdir, { log: quiet, segmentEntries: 4096, journalEntries: 4096 });
+    let q = new BackingQueue({ name: 'big', durable: true, client: store, index, recovered: recovery, nextSeq: 0, onConfirm: () => undefined, log: quiet, syncIntervalMs: 1, headWindow: W, tailWindow: W });
+    let peakMessages = 0;
+    let peakJournal = 0;
+    const sample = () => {
+      const m = q.memory();
+      peakMessages = Math.max(peakMessages, m.messages - m.pendingAcks);
+      peakJournal = Math.max(peakJournal, m.journalEntries);
+      expect(m.messages).toBeLessThanOrEqual(2 * W + m.pendingAcks);
+    };
+    for (let seq = 0; seq < N; seq++) {
+      const id = idOf(seq, 0);
+      q.publish({ seq, flags: Flags.PERSISTENT, expiry: -1, size: 100, id, blob: bodyOf(id) });
+      if (seq % 1000 === 0) {
+        sample();
+        await q.commit();
+      }
+    }
+    await q.commit();
+    sample();
+    expect(q.figures()).toMatchObject({ len: N, readyBytes: 100 * N, persistentCount: N, persistentBytes: 100 * N });
+    expect(q.memory().deltaCount).toBeGreaterThan(N - 2 * W);
+    // Consume half with acks (prefetch 100), then restart cleanly, then the rest.
+    let expectSeq = 0;
+    for (let i = 0; i < N / 2 / 100; i++) {
+      const got = await q.fetch(100, FetchMode.Ack, true);
+      expect(got.map((m) => m.seq)).toEqual(Array.from({ length: 100 }, (_, k) => expectSeq + k));
+      sample();
+      q.ack(got.map((m) => m.seq));
+      expectSeq += 100;
+    }
+    await q.terminate();
+    const terms = await consumeCleanMarker(qdir);
+    const re = await QueueIndex.open(qdir, { log: quiet, journalEntries: 4096, terms });
+    expect(re.recovery).toMatchObject({ count: N / 2, bytes: (100 * N) / 2, scanned: false });
+    q = new BackingQueue({ name: 'big', durable: true, client: store, index: re.index, recovered: re.recovery, nextSeq: re.recovery.nextSeq, onConfirm: () => undefined, log: quiet, syncIntervalMs: 1, headWindow: W, tailWindow: W });
+    expect(q.memory().messages).toBe(0);
+    while (expectSeq < N) {
+      const got = await q.fetch(500, FetchMode.NoAck, false);
+      expect(got.map((m) => m.seq)).toEqual(Array.from({ length: Math.min(500, N - expectSeq) }, (_, k) => expectSeq + k));
+      expect(got.every((m) => (m.flags & Flags.DELIVERED) === 0)).toBe(true);
+      expectSeq += got.length;
+      sample();
+    }
+    expect(q.figures().len).toBe(0);
+    expect(peakMessages).toBeLessThanOrEqual(2 * W);
+    expect(peakJournal).toBeLessThanOrEqual(4096 + 1000);
+    await q.terminate();
+    expect(store.bodies.size).toBe(0);
+    expect(fs.readdirSync(qdir).filter((f) => f.endsWith('.seg'))).toEqual([]);
+  }, 120_000);
+});
