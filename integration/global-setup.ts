@@ -13,7 +13,9 @@ export default async function globalSetup(): Promise<void> {
   const amqpPort = await freePort();
   const distPort = await freePort();
   const nodeName = `warren-it-${process.pid}@localhost`;
-  const sidecarArgs = ['--file-size-limit', String(256 * 1024)];
+  // Small store files, so that tests roll and compact them; small queue windows
+  // and index segments, so that long queues live mostly in their index.
+  const sidecarArgs = ['--file-size-limit', String(256 * 1024), '--queue-window', '512', '--queue-segment-entries', '2048', '--queue-journal-entries', '4096'];
   const broker = new Broker({ dataDir, amqpPort, distPort, nodeName, sidecarArgs });
   await broker.start();
   const state: TestState = { dataDir, amqpPort, distPort, nodeName, sidecarArgs };

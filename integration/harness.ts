@@ -16,7 +16,7 @@ export interface TestState {
   amqpPort: number;
   distPort: number;
   nodeName: string;
-  /** Small segment files, so that tests roll and compact them. */
+  /** Small segment files and queue windows (see global-setup). */
   sidecarArgs: string[];
 }
 

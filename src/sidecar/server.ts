@@ -310,7 +310,7 @@ export class SidecarServer {
     for (const vh of this.vhosts.all()) {
       const queues: Record<string, unknown> = {};
       for (const { session } of this.sessions.values()) {
-        if (session.info.vhost === vh.vhost) queues[session.info.name] = session.queue.figures();
+        if (session.info.vhost === vh.vhost) queues[session.info.name] = { ...session.queue.figures(), memory: session.queue.memory() };
       }
       vhosts[vh.vhost] = { dir: vh.dir, storeClean: vh.storeClean, store: vh.store.stats(), queues };
     }

@@ -1,0 +1,110 @@
+/**
+ * A backlog far beyond the queue's in-memory windows (the test broker runs
+ * with --queue-window 512): 50,000 small persistent messages published with
+ * confirms into a durable queue stay mostly in its index; the sidecar holds a
+ * bounded number of them in memory. After a clean restart every message comes
+ * back, in order, with the right redelivered flags and list_queues figures.
+ */
+import { broker, connect, listQueues, qname, waitFor } from './harness';
+
+const N = 50_000;
+const ACKED = 2_000;
+const HELD = 300; // delivered and left unacked at the stop
+const WINDOW = 512;
+
+interface QueueStats {
+  len: number;
+  unacked: number;
+  persistentCount: number;
+  memory: { messages: number; pendingAcks: number; deltaCount: number; journalEntries: number };
+}
+
+async function queueStats(name: string): Promise<QueueStats | undefined> {
+  const out = await broker().ctl(['eval', 'io:format("~s", [rabbit_warren_sidecar:stats()]).']);
+  const stats = JSON.parse(out.slice(0, out.lastIndexOf('}') + 1)) as { vhosts: Record<string, { queues: Record<string, QueueStats> }> };
+  return Object.entries(stats.vhosts['/'].queues).find(([k]) => k.includes(name))?.[1];
+}
+
+function body(i: number): Buffer {
+  return Buffer.from(`backlog:${i}:${'y'.repeat(i % 40)}`);
+}
+
+it('a 50,000-message backlog lives in the index, survives a clean restart and comes back in order', async () => {
+  const q = qname('backlog');
+  let conn = await connect();
+  const ch = await conn.createConfirmChannel();
+  await ch.assertQueue(q, { durable: true });
+  for (let i = 0; i < N; i++) {
+    ch.sendToQueue(q, body(i), { persistent: true, messageId: String(i) });
+    if (i % 2000 === 1999) await ch.waitForConfirms();
+  }
+  await ch.waitForConfirms();
+
+  // Ack the first ACKED, hold the next HELD unacked.
+  const consumer = await conn.createChannel();
+  await consumer.prefetch(ACKED + HELD);
+  const got: number[] = [];
+  await new Promise<void>((resolve) => {
+    void consumer.consume(q, (m) => {
+      if (!m) return;
+      const i = Number(m.properties.messageId);
+      got.push(i);
+      if (i < ACKED) consumer.ack(m);
+      if (got.length === ACKED + HELD) resolve();
+    });
+  });
+  expect(got).toEqual(Array.from({ length: ACKED + HELD }, (_, i) => i));
+  const rows = await waitFor(async () => {
+    const r = (await listQueues()).get(q);
+    return r && r.unacked === HELD ? r : undefined;
+  });
+  expect(rows).toMatchObject({ messages: N - ACKED, ready: N - ACKED - HELD, unacked: HELD });
+
+  // Bounded memory: at most the two windows plus the pending acks are held.
+  const st = await queueStats(q);
+  expect(st).toBeDefined();
+  expect(st!.memory.pendingAcks).toBe(HELD);
+  expect(st!.memory.messages).toBeLessThanOrEqual(2 * WINDOW + HELD);
+  expect(st!.memory.deltaCount).toBeGreaterThan(N - ACKED - HELD - 2 * WINDOW);
+  expect(st!.persistentCount).toBe(N - ACKED);
+
+  const b = broker();
+  await b.stop();
+  await conn.close().catch(() => undefined);
+  await b.start();
+
+  conn = await connect();
+  try {
+    const after = (await listQueues()).get(q);
+    expect(after).toMatchObject({ messages: N - ACKED, ready: N - ACKED, unacked: 0 });
+    const st2 = await queueStats(q);
+    expect(st2!.memory.messages).toBeLessThanOrEqual(2 * WINDOW);
+    const c = await conn.createChannel();
+    await c.prefetch(1000);
+    let next = ACKED;
+    const bad: string[] = [];
+    await new Promise<void>((resolve) => {
+      void c.consume(q, (m) => {
+        if (!m) return;
+        const i = Number(m.properties.messageId);
+        if (i !== next) bad.push(`expected ${next}, got ${i}`);
+        if (!m.content.equals(body(i))) bad.push(`body of ${i}`);
+        if (m.fields.redelivered !== i < ACKED + HELD) bad.push(`redelivered of ${i}: ${m.fields.redelivered}`);
+        next = i + 1;
+        c.ack(m);
+        if (next === N) resolve();
+      });
+    });
+    expect(bad.slice(0, 10)).toEqual([]);
+    expect(await c.get(q)).toBe(false);
+    const end = await waitFor(async () => {
+      const r = (await listQueues()).get(q);
+      return r && r.messages === 0 ? r : undefined;
+    });
+    expect(end).toMatchObject({ messages: 0, ready: 0, unacked: 0 });
+    await c.deleteQueue(q);
+    await c.close();
+  } finally {
+    await conn.close();
+  }
+}, 300_000);
