@@ -54,6 +54,18 @@ export async function connect(): Promise<amqp.ChannelModel> {
   return conn;
 }
 
+/**
+ * Stops the broker cleanly while `conn` is still open (its unacked deliveries
+ * are unacked at the stop), starts it again and returns a new connection.
+ */
+export async function cleanRestart(conn: amqp.ChannelModel): Promise<amqp.ChannelModel> {
+  const b = broker();
+  await b.stop();
+  await conn.close().catch(() => undefined);
+  await b.start();
+  return connect();
+}
+
 let counter = 0;
 /** A queue name unique to this test run. */
 export function qname(prefix: string): string {

@@ -4,7 +4,7 @@
  * right redelivered flag; transient messages are gone.
  */
 import * as amqp from 'amqplib';
-import { broker, collect, connect, listQueues, qname } from './harness';
+import { cleanRestart, collect, connect, listQueues, qname } from './harness';
 
 function body(q: string, i: number): Buffer {
   return Buffer.from(`${q}:${i}:${'x'.repeat(i % 500)}`);
@@ -49,12 +49,7 @@ it('brings back every unacked persistent message after a clean restart, exactly 
   }
 
   // Stop the broker while the channel still holds the unacked deliveries.
-  const b = broker();
-  await b.stop();
-  await conn.close().catch(() => undefined);
-  await b.start();
-
-  conn = await connect();
+  conn = await cleanRestart(conn);
   try {
     const after = await listQueues();
     for (const q of [...qs, solo]) expect(after.get(q)).toMatchObject({ messages: N - ACKED, ready: N - ACKED, unacked: 0 });

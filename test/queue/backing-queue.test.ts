@@ -10,6 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { BackingQueue, FetchMode, Flags, MessageOut, StoreClient } from '../../src/queue/backing-queue';
 import { QueueIndex, consumeCleanMarker } from '../../src/queue/queue-index';
+import { rng } from '../random';
 
 const quiet = () => undefined;
 
@@ -48,16 +49,6 @@ interface ModelMsg {
   delivered: boolean;
   size: number;
   expiry: number;
-}
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 let dir: string;

@@ -3,6 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from '../../src/queue/journal-codec';
 import { CleanTerms, OpenOptions, QueueIndex, consumeCleanMarker, scanQueueIndex } from '../../src/queue/queue-index';
+import { rng } from '../random';
 
 const quiet = () => undefined;
 const id = (n: number) => {
@@ -188,16 +189,6 @@ describe('QueueIndex', () => {
     expect(fs.existsSync(dir)).toBe(false);
   });
 });
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Fold and replay against a model: random publishes, deliveries, acks, folds
