@@ -194,3 +194,42 @@ it('read-ahead: reserved messages are not delivered until DELIVER, and RELEASE p
   expect(await fetch(c, q.handle, false)).toEqual({ seq: 2, flags: 1, body: 'body-2' });
   c.sock.destroy();
 });
+
+it('with windows of 4 messages: PEEK and FETCH read the index past the window, PURGE streams it, figures stay exact', async () => {
+  await server.shutdown();
+  server = new SidecarServer(
+    { socket: sock, index: 'memory', fileSizeLimit: 1 << 20, syncIntervalMs: 2, logLevel: 'error', queue: { window: 4, segmentEntries: 8, journalEntries: 16 } },
+    () => shutdowns++,
+  );
+  await server.listen();
+  let c = await Client.connect(sock);
+  await start(c, []);
+  const q = await init(c, 0);
+  const seqs = Array.from({ length: 100 }, (_, i) => i);
+  publish(c, q.handle, seqs, 1 | 2);
+  for (let i = 0; i < 400 && c.confirms.length < 100; i++) await new Promise((r) => setTimeout(r, 5));
+  expect(c.confirms.length).toBe(100);
+  const peek = await c.call(Op.PEEK, (w) => w.u32(q.handle).u32(10));
+  expect(peek.u32()).toBe(10);
+  for (let s = 0; s < 30; s++) expect(await fetch(c, q.handle, false)).toEqual({ seq: s, flags: 1, body: `body-${s}` });
+  await c.call(Op.TERMINATE, (w) => w.u32(q.handle));
+  c.sock.destroy();
+  await server.shutdown();
+
+  server = new SidecarServer(
+    { socket: sock, index: 'memory', fileSizeLimit: 1 << 20, syncIntervalMs: 2, logLevel: 'error', queue: { window: 4, segmentEntries: 8, journalEntries: 16 } },
+    () => shutdowns++,
+  );
+  await server.listen();
+  c = await Client.connect(sock);
+  expect(await start(c, [KEY])).toEqual([1]);
+  const again = await init(c, 1);
+  expect(again).toMatchObject({ len: 70, pcount: 70, bytes: 70 * 'body-NN'.length, nextSeq: 100 });
+  for (let s = 30; s < 40; s++) expect(await fetch(c, again.handle, true)).toEqual({ seq: s, flags: 1, body: `body-${s}` });
+  const purged = await c.call(Op.PURGE, (w) => w.u32(again.handle));
+  expect([purged.u32(), purged.u32(), Number(purged.u64())]).toEqual([60, 60, 60 * 'body-NN'.length]);
+  expect(await fetch(c, again.handle, false)).toBeUndefined();
+  const stats = server.stats() as { vhosts: Record<string, { queues: Record<string, { len: number; unacked: number; persistentCount: number }> }> };
+  expect(stats.vhosts['/'].queues.q).toMatchObject({ len: 0, unacked: 10, persistentCount: 10 });
+  c.sock.destroy();
+});
