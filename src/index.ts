@@ -4,3 +4,5 @@
  */
 export * from './store';
 export type { Index, IndexFactory, MsgId, MsgLocation, MsgLocationFields } from './index/types';
+export { levelDbIndexFactory } from './index/leveldb';
+export type { LevelDbIndexOptions, LevelDbIndexStats } from './index/leveldb';
