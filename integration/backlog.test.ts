@@ -4,6 +4,8 @@
  * confirms into a durable queue stay mostly in its index; the sidecar holds a
  * bounded number of them in memory. After a clean restart every message comes
  * back, in order, with the right redelivered flags and list_queues figures.
+ * Transient messages beyond the windows have their bodies paged out to the
+ * vhost's transient store, and come back from it.
  */
 import * as amqp from 'amqplib';
 import { broker, cleanRestart, connect, listQueues, qname, waitFor } from './harness';
@@ -17,13 +19,22 @@ interface QueueStats {
   len: number;
   unacked: number;
   persistentCount: number;
-  memory: { messages: number; pendingAcks: number; deltaCount: number; journalEntries: number };
+  memory: { messages: number; pendingAcks: number; deltaCount: number; journalEntries: number; pagedTransient: number };
+}
+
+interface VhostStats {
+  queues: Record<string, QueueStats>;
+  transientStore: { messages: number };
+}
+
+async function vhostStats(): Promise<VhostStats> {
+  const out = await broker().ctl(['eval', 'io:format("~s", [rabbit_warren_sidecar:stats()]).']);
+  const stats = JSON.parse(out.slice(0, out.lastIndexOf('}') + 1)) as { vhosts: Record<string, VhostStats> };
+  return stats.vhosts['/'];
 }
 
 async function queueStats(name: string): Promise<QueueStats | undefined> {
-  const out = await broker().ctl(['eval', 'io:format("~s", [rabbit_warren_sidecar:stats()]).']);
-  const stats = JSON.parse(out.slice(0, out.lastIndexOf('}') + 1)) as { vhosts: Record<string, { queues: Record<string, QueueStats> }> };
-  return Object.entries(stats.vhosts['/'].queues).find(([k]) => k.includes(name))?.[1];
+  return Object.entries((await vhostStats()).queues).find(([k]) => k.includes(name))?.[1];
 }
 
 function body(i: number): Buffer {
@@ -104,6 +115,54 @@ it('a 50,000-message backlog lives in the index, survives a clean restart and co
     expect(end).toMatchObject({ messages: 0, ready: 0, unacked: 0 });
     await c.deleteQueue(q);
     await c.close();
+  } finally {
+    await conn.close();
+  }
+}, 300_000);
+
+it('bodies of 20,000 transient messages beyond the windows are paged out to the transient store and come back in order', async () => {
+  const q = qname('transient-backlog');
+  const M = 20_000;
+  const tbody = (i: number) => Buffer.concat([Buffer.from(`transient:${i}:`), Buffer.alloc(1024, i % 251)]);
+  const conn = await connect();
+  try {
+    const ch = await conn.createConfirmChannel();
+    await ch.assertQueue(q, { durable: false });
+    for (let i = 0; i < M; i++) {
+      ch.sendToQueue(q, tbody(i), { persistent: false, messageId: String(i) });
+      if (i % 2000 === 1999) await ch.waitForConfirms();
+    }
+    await ch.waitForConfirms();
+    const st = await queueStats(q);
+    expect(st!.len).toBe(M);
+    // all but the windows are paged; their bodies are in the transient store
+    expect(st!.memory.pagedTransient).toBeGreaterThanOrEqual(M - 2 * WINDOW - 1);
+    expect((await vhostStats()).transientStore.messages).toBeGreaterThanOrEqual(st!.memory.pagedTransient);
+
+    const c = await conn.createChannel();
+    await c.prefetch(500);
+    let next = 0;
+    const bad: string[] = [];
+    await new Promise<void>((resolve) => {
+      void c.consume(q, (m) => {
+        if (!m) return;
+        const i = Number(m.properties.messageId);
+        if (i !== next) bad.push(`expected ${next}, got ${i}`);
+        if (!m.content.equals(tbody(i))) bad.push(`body of ${i}`);
+        next = i + 1;
+        c.ack(m);
+        if (next === M) resolve();
+      });
+    });
+    expect(bad.slice(0, 10)).toEqual([]);
+    // every paged body released once consumed
+    const end = await waitFor(async () => {
+      const v = await vhostStats();
+      return v.transientStore.messages === 0 ? v : undefined;
+    });
+    expect(end).toBeDefined();
+    expect(Object.entries(end!.queues).find(([k]) => k.includes(q))?.[1].memory.pagedTransient).toBe(0);
+    await c.deleteQueue(q);
   } finally {
     await conn.close();
   }

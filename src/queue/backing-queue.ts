@@ -69,6 +69,8 @@ interface Message {
   size: number;
   /** Body of a message kept in memory (not stored durably). */
   body?: Buffer;
+  /** A transient message whose body was paged out to the transient store. */
+  paged?: boolean;
 }
 
 export interface QueueFigures {
@@ -98,6 +100,12 @@ export interface BackingQueueOptions {
   /** Ready messages held in memory at the head (default 4096) and the tail (default 4096). */
   headWindow?: number;
   tailWindow?: number;
+  /**
+   * Client of the vhost's transient store (wiped at every start): bodies of
+   * transient messages beyond the tail window are paged out to it, so they
+   * do not stay in memory however long the queue grows.
+   */
+  pager?: StoreClient;
 }
 
 export const DEFAULT_WINDOW = 4096;
@@ -137,6 +145,8 @@ export class BackingQueue {
   readonly durable: boolean;
   private readonly client?: StoreClient;
   private readonly index?: QueueIndex;
+  private readonly pager?: StoreClient;
+  private pagedCount = 0;
   /** Ready messages, seq order: head < delta range ≤ tail. */
   private readonly head = new ReadyList<Message>();
   private readonly tail = new ReadyList<Message>();
@@ -167,6 +177,7 @@ export class BackingQueue {
     this.durable = opts.durable;
     this.client = opts.client;
     this.index = opts.index;
+    this.pager = opts.pager;
     this.onConfirm = opts.onConfirm;
     this.log = opts.log;
     this.syncIntervalMs = opts.syncIntervalMs;
@@ -200,9 +211,10 @@ export class BackingQueue {
   }
 
   /** Message objects held in memory (ready windows, transient side list, pending acks), and the index's in-memory journal. */
-  memory(): { messages: number; pendingAcks: number; deltaCount: number; journalEntries: number } {
+  memory(): { messages: number; pendingAcks: number; deltaCount: number; journalEntries: number; pagedTransient: number } {
     return {
       messages: this.head.length + this.tail.length + this.deltaTransient.length + this.unacked.size,
+      pagedTransient: this.pagedCount,
       pendingAcks: this.unacked.size,
       deltaCount: this.delta.count,
       journalEntries: this.index?.journalSize ?? 0,
@@ -250,13 +262,35 @@ export class BackingQueue {
         this.head.push(m);
       } else {
         this.tail.push(m);
-        if (this.tail.length > this.tailWindow && this.index) this.spillTail();
+        if (this.tail.length > this.tailWindow && (this.index || this.pager)) this.spillTail();
       }
     }
     if (p.flags & Flags.NEEDS_CONFIRMING) {
       (stored ? this.confirmDurable : this.confirmNow).push(p.id);
     }
     this.scheduleCommit();
+  }
+
+  /** Moves a transient message's body to the transient store, if the queue has one. */
+  private pageOut(m: Message): void {
+    if (!this.pager || !m.body) return;
+    this.pager.write(m.id, m.body);
+    m.body = undefined;
+    m.paged = true;
+    this.pagedCount++;
+  }
+
+  /** Releases the transient store's references of paged messages leaving the queue. */
+  private release(ms: readonly Message[]): void {
+    const ids: Buffer[] = [];
+    for (const m of ms) {
+      if (!m.paged) continue;
+      m.paged = false;
+      ids.push(m.id);
+    }
+    if (ids.length === 0) return;
+    this.pagedCount -= ids.length;
+    this.pager!.remove(ids);
   }
 
   /** Drops the tail to the delta: its persistent messages are in the index already. */
@@ -269,6 +303,7 @@ export class BackingQueue {
         this.delta.count++;
         this.delta.bytes += m.size;
       } else {
+        this.pageOut(m);
         this.deltaTransient.push(m);
       }
     }
@@ -376,12 +411,14 @@ export class BackingQueue {
 
   private async body(m: Message): Promise<Buffer | undefined> {
     if (m.body) return m.body;
+    if (m.paged) return this.pager!.read(m.id);
     if (!this.isStored(m)) return undefined;
     return this.client!.read(m.id);
   }
 
   /** Removes messages for good: index ack, store ref released. */
   private forget(ms: Message[]): void {
+    this.release(ms);
     const stored = ms.filter((m) => this.isStored(m));
     if (stored.length === 0) return;
     this.index!.acked(stored.map((m) => m.seq));
@@ -616,6 +653,19 @@ export class BackingQueue {
       }
       await this.client.terminate();
     }
+    await this.dropPaged();
+  }
+
+  /** At the end of the queue: its transient messages go, and so do their paged bodies. */
+  private async dropPaged(): Promise<void> {
+    if (!this.pager) return;
+    try {
+      if (this.pagedCount > 0) this.release([...this.head, ...this.deltaTransient, ...this.tail, ...this.unacked.values()]);
+      await this.pager.deleteAndTerminate();
+    } catch (e) {
+      // the transient store is wiped at the next start anyway
+      this.log('warn', `queue ${this.name}: could not release its paged transient messages: ${(e as Error).message}`);
+    }
   }
 
   /** Deletes the queue: every message goes, and its index. */
@@ -630,6 +680,7 @@ export class BackingQueue {
       await client.deleteAndTerminate();
       await this.index.destroy();
     }
+    await this.dropPaged();
   }
 
   /**
@@ -645,5 +696,6 @@ export class BackingQueue {
     this.closed = true;
     if (this.committing) await this.committing.catch(() => undefined);
     if (this.index) await this.index.close();
+    await this.dropPaged();
   }
 }

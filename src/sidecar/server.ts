@@ -312,7 +312,7 @@ export class SidecarServer {
       for (const { session } of this.sessions.values()) {
         if (session.info.vhost === vh.vhost) queues[session.info.name] = { ...session.queue.figures(), memory: session.queue.memory() };
       }
-      vhosts[vh.vhost] = { dir: vh.dir, storeClean: vh.storeClean, store: vh.store.stats(), queues };
+      vhosts[vh.vhost] = { dir: vh.dir, storeClean: vh.storeClean, store: vh.store.stats(), transientStore: vh.transient.stats(), queues };
     }
     return { pid: process.pid, vhosts };
   }

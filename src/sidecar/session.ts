@@ -79,7 +79,7 @@ export interface OpenQueueArgs {
 export async function openQueue(a: OpenQueueArgs): Promise<BackingQueue> {
   const qdir = path.join(a.vh.queuesDir, a.key);
   const qlog = (level: 'info' | 'warn' | 'error', msg: string) => log(level, msg);
-  const windows = { headWindow: a.layout?.window, tailWindow: a.layout?.window };
+  const windows = { headWindow: a.layout?.window, tailWindow: a.layout?.window, pager: a.vh.transient.client(a.key) };
   if (!a.durable) {
     return new BackingQueue({ name: a.name, durable: false, onConfirm: a.onConfirm, log: qlog, syncIntervalMs: a.syncIntervalMs, ...windows });
   }

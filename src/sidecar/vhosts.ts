@@ -4,6 +4,10 @@
  * (`<dir>/warren/queues/<key>`). START decides, per vhost, whether the last
  * stop was clean, and recovers the store: trusting its clean state, or
  * rebuilding reference counts from the queues' indexes.
+ *
+ * Beside it, a transient store (`<dir>/warren/transient`) takes the bodies of
+ * transient messages that queues page out of memory; it is wiped at every
+ * start, as transient messages never outlive the sidecar.
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
@@ -17,6 +21,7 @@ export interface VhostState {
   dir: string;
   queuesDir: string;
   store: MessageStore;
+  transient: MessageStore;
   /** Queues whose clean marker START consumed, with its terms: their index needs no body checks. */
   cleanKeys: Map<string, CleanTerms>;
   storeClean: boolean;
@@ -97,12 +102,19 @@ export class Vhosts {
       log: (level, msg) => log(level, `vhost ${vhost} store: ${msg}`),
     });
     const storeClean = store.successfullyRecovered;
+    const transient = await MessageStore.open({
+      dir: path.join(warrenDir, 'transient'),
+      fileSizeLimit: this.settings.fileSizeLimit,
+      index: 'memory',
+      clientRefs: undefined, // start empty
+      log: (level, msg) => log(level, `vhost ${vhost} transient store: ${msg}`),
+    });
     log(
       'info',
       `vhost ${vhost}: store at ${storeDir} opened ${storeClean ? 'clean' : 'after a non-clean stop (rebuilt from queue indexes)'} in ${Date.now() - started} ms; ` +
         `${keys.length} durable queues, ${cleanKeys.size} stopped cleanly`,
     );
-    this.open.set(vhost, { vhost, dir, queuesDir, store, cleanKeys, storeClean });
+    this.open.set(vhost, { vhost, dir, queuesDir, store, transient, cleanKeys, storeClean });
     return clean;
   }
 
@@ -123,5 +135,6 @@ export class Vhosts {
     if (!st) return;
     this.open.delete(vhost);
     await st.store.close();
+    await st.transient.close();
   }
 }

@@ -72,7 +72,7 @@ interface Harness {
 
 const LAYOUT = { segmentEntries: 32, journalEntries: 50 };
 
-async function openQueue(store: FakeStore, window: number, mode: 'fresh' | 'clean' | 'crash'): Promise<BackingQueue> {
+async function openQueue(store: FakeStore, window: number, mode: 'fresh' | 'clean' | 'crash', pager?: FakeStore): Promise<BackingQueue> {
   const qdir = path.join(dir, 'q');
   const terms = mode === 'clean' ? await consumeCleanMarker(qdir) : undefined;
   if (mode === 'clean') expect(terms).toBeDefined();
@@ -96,6 +96,7 @@ async function openQueue(store: FakeStore, window: number, mode: 'fresh' | 'clea
     syncIntervalMs: 1,
     headWindow: window,
     tailWindow: window,
+    pager,
   });
 }
 
@@ -104,7 +105,9 @@ describe('BackingQueue against a model, with small windows', () => {
     const random = rng(seed);
     const W = 8 + Math.floor(random() * 24);
     const store = new FakeStore();
-    let q = await openQueue(store, W, 'fresh');
+    // the transient store: bodies of transient messages past the tail window go there
+    const pager = new FakeStore();
+    let q = await openQueue(store, W, 'fresh', pager);
     let ready: ModelMsg[] = [];
     const unacked = new Map<number, ModelMsg>();
     let nextSeq = 0;
@@ -123,6 +126,9 @@ describe('BackingQueue against a model, with small windows', () => {
       // Stored bodies: exactly the persistent messages held (one reference each).
       expect(store.bodies.size).toBe(all.filter((m) => m.persistent).length);
       const mem = q.memory();
+      // Paged bodies: one reference each, only of transient messages still held.
+      expect(pager.bodies.size).toBe(mem.pagedTransient);
+      expect(mem.pagedTransient).toBeLessThanOrEqual(all.filter((m) => !m.persistent).length);
       const transientReady = ready.filter((m) => !m.persistent).length;
       expect(mem.messages).toBeLessThanOrEqual(3 * W + 2 * unacked.size + transientReady + 64);
     };
@@ -192,6 +198,7 @@ describe('BackingQueue against a model, with small windows', () => {
         const want = all.filter((m) => m.seq > after).slice(0, W + 3);
         const got = await q.fold(after, W + 3);
         expectOut(got, want);
+        for (const m of got) expect(m.blob!.equals(bodyOf(m.id))).toBe(true);
       } else if (r < 0.93) {
         const res = await q.purge();
         const p = ready.filter((m) => m.persistent);
@@ -200,7 +207,8 @@ describe('BackingQueue against a model, with small windows', () => {
       } else if (r < 0.965) {
         // Clean stop: transients go; persistent pending acks come back ready.
         await q.terminate();
-        q = await openQueue(store, W, 'clean');
+        expect(pager.bodies.size).toBe(0);
+        q = await openQueue(store, W, 'clean', pager);
         ready = [...ready, ...unacked.values()].filter((m) => m.persistent);
         unacked.clear();
         sortReady();
@@ -209,8 +217,9 @@ describe('BackingQueue against a model, with small windows', () => {
         // Crash after a group commit: everything persistent comes back, redelivered.
         await q.commit();
         await q.abandon();
+        expect(pager.bodies.size).toBe(0);
         // Transient messages are gone with the process.
-        q = await openQueue(store, W, 'crash');
+        q = await openQueue(store, W, 'crash', pager);
         ready = [...ready, ...unacked.values()].filter((m) => m.persistent);
         for (const m of ready) m.delivered = true;
         unacked.clear();
@@ -232,6 +241,7 @@ describe('BackingQueue against a model, with small windows', () => {
     check();
     await q.deleteAndTerminate();
     expect(store.bodies.size).toBe(0);
+    expect(pager.bodies.size).toBe(0);
   }, 60_000);
 });
 
