@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Broker } from '../src/cli/broker';
-import { STATE_FILE, TestState, freePort } from './harness';
+import { TestState, freePort, stateFileOfThisRun } from './harness';
 
 export default async function globalSetup(): Promise<void> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-it-'));
@@ -19,6 +19,7 @@ export default async function globalSetup(): Promise<void> {
   const broker = new Broker({ dataDir, amqpPort, distPort, nodeName, sidecarArgs });
   await broker.start();
   const state: TestState = { dataDir, amqpPort, distPort, nodeName, sidecarArgs };
-  fs.writeFileSync(STATE_FILE, JSON.stringify(state));
-  process.env.WARREN_IT_STATE = STATE_FILE;
+  const file = stateFileOfThisRun();
+  fs.writeFileSync(file, JSON.stringify(state));
+  process.env.WARREN_IT_STATE = file;
 }

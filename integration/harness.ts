@@ -9,7 +9,15 @@ import * as os from 'os';
 import * as path from 'path';
 import { Broker } from '../src/cli/broker';
 
-export const STATE_FILE = path.join(os.tmpdir(), `warren-it-state-${process.env.WARREN_IT_RUN ?? 'default'}.json`);
+/**
+ * Where global-setup records the run's broker: one file per jest process, so
+ * that two integration runs on one machine (a CI run beside a developer's)
+ * never read or stop each other's broker. Test files and the teardown find it
+ * through WARREN_IT_STATE, which global-setup sets for its process and workers.
+ */
+export function stateFileOfThisRun(): string {
+  return path.join(os.tmpdir(), `warren-it-state-${process.pid}.json`);
+}
 
 export interface TestState {
   dataDir: string;
@@ -32,7 +40,9 @@ export function freePort(): Promise<number> {
 }
 
 export function state(): TestState {
-  return JSON.parse(fs.readFileSync(process.env.WARREN_IT_STATE ?? STATE_FILE, 'utf8')) as TestState;
+  const file = process.env.WARREN_IT_STATE;
+  if (!file) throw new Error('WARREN_IT_STATE is not set: run the integration tests with jest.integration.config.js');
+  return JSON.parse(fs.readFileSync(file, 'utf8')) as TestState;
 }
 
 export function broker(): Broker {
