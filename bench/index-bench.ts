@@ -14,12 +14,12 @@
  *               through LevelDB)
  *   restart     time to open a cleanly closed store holding N tiny messages
  */
-import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { MessageStore, resolveIndex } from '../src/store';
 import { LevelDbIndex } from '../src/index/leveldb';
+import { numberOption, runChildren, runIfChild } from './children';
 
 interface Result {
   bench: string;
@@ -153,39 +153,19 @@ async function child(kind: string, index: string, n: number): Promise<void> {
 
 function main(): void {
   const args = process.argv.slice(2);
-  if (args[0] === '--child') {
-    void child(args[1], args[2], Number(args[3])).catch((e: Error) => {
-      process.stderr.write(`${e.stack ?? e.message}\n`);
-      process.exit(1);
-    });
-    return;
-  }
-  const opt = (name: string, dflt: number) => {
-    const i = args.indexOf(`--${name}`);
-    return i >= 0 ? Number(args[i + 1]) : dflt;
-  };
-  const entries = opt('entries', 5_000_000);
-  const messages = opt('messages', 1_000_000);
+  if (runIfChild(args, ([kind, index, n]) => child(kind, index, Number(n)))) return;
+  const entries = numberOption(args, 'entries', 5_000_000);
+  const messages = numberOption(args, 'messages', 1_000_000);
   const ci = args.indexOf('--cases');
   const wanted = ci >= 0 ? args[ci + 1].split(',') : ['rss', 'throughput', 'backlog', 'restart'];
-  const out = path.resolve(__dirname, '../../bench/results/index.json');
-  const lines: string[] = [];
-  const meta = { bench: 'meta', date: new Date().toISOString(), cpus: os.cpus().length, memGB: Math.round(os.totalmem() / 2 ** 30), node: process.version, note: 'shared 2-core machine; figures from one run' };
-  lines.push(JSON.stringify(meta));
-  process.stdout.write(lines[0] + '\n');
   const sizes: Record<string, number> = { rss: entries, throughput: messages, backlog: messages, restart: entries };
+  const children: string[][] = [];
   for (const kind of wanted) {
     const n = sizes[kind];
     if (n === undefined) throw new Error(`unknown case ${kind}; cases: ${Object.keys(sizes).join(',')}`);
-    for (const index of ['memory', 'leveldb']) {
-      const line = execFileSync(process.execPath, ['--expose-gc', '--max-old-space-size=8192', __filename, '--child', kind, index, String(n)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
-      process.stdout.write(line + '\n');
-      lines.push(line);
-    }
+    for (const index of ['memory', 'leveldb']) children.push([kind, index, String(n)]);
   }
-  fs.mkdirSync(path.dirname(out), { recursive: true });
-  fs.writeFileSync(out, lines.join('\n') + '\n');
-  process.stdout.write(`written to ${path.relative(process.cwd(), out)}\n`);
+  runChildren('index', __filename, ['--expose-gc', '--max-old-space-size=8192'], children, 'shared 2-core machine; figures from one run');
 }
 
 main();

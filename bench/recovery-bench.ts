@@ -11,11 +11,11 @@
  * the store's own cost (read + CRC32C + index), compared with a raw read of
  * the same cached files.
  */
-import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { MessageStore } from '../src/store';
+import { numberOption, runChildren, runIfChild } from './children';
 
 const id = (n: number) => {
   const b = Buffer.alloc(16);
@@ -118,33 +118,11 @@ async function child(index: string, n: number, bodySize: number): Promise<void> 
 
 function main(): void {
   const args = process.argv.slice(2);
-  if (args[0] === '--child') {
-    void child(args[1], Number(args[2]), Number(args[3])).catch((e: Error) => {
-      process.stderr.write(`${e.stack ?? e.message}\n`);
-      process.exit(1);
-    });
-    return;
-  }
-  const opt = (name: string, dflt: number) => {
-    const i = args.indexOf(`--${name}`);
-    return i >= 0 ? Number(args[i + 1]) : dflt;
-  };
-  const messages = opt('messages', 2_000_000);
-  const body = opt('body', 512);
-  const out = path.resolve(__dirname, '../../bench/results/recovery.json');
-  const lines = [JSON.stringify({ bench: 'meta', date: new Date().toISOString(), cpus: os.cpus().length, node: process.version, note: 'files in the page cache; shared 2-core machine; one run' })];
-  process.stdout.write(lines[0] + '\n');
-  for (const index of ['memory', 'leveldb']) {
-    const line = execFileSync(process.execPath, ['--max-old-space-size=8192', __filename, '--child', index, String(messages), String(body)], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-    }).trim();
-    process.stdout.write(line + '\n');
-    lines.push(line);
-  }
-  fs.mkdirSync(path.dirname(out), { recursive: true });
-  fs.writeFileSync(out, lines.join('\n') + '\n');
-  process.stdout.write(`written to ${path.relative(process.cwd(), out)}\n`);
+  if (runIfChild(args, ([index, n, body]) => child(index, Number(n), Number(body)))) return;
+  const messages = String(numberOption(args, 'messages', 2_000_000));
+  const body = String(numberOption(args, 'body', 512));
+  const children = ['memory', 'leveldb'].map((index) => [index, messages, body]);
+  runChildren('recovery', __filename, ['--max-old-space-size=8192'], children, 'files in the page cache; shared 2-core machine; one run');
 }
 
 main();
