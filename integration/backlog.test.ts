@@ -37,6 +37,37 @@ async function queueStats(name: string): Promise<QueueStats | undefined> {
   return Object.entries((await vhostStats()).queues).find(([k]) => k.includes(name))?.[1];
 }
 
+/**
+ * Consumes and acks messages `from` … `to` − 1 (numbered by messageId) and
+ * returns what was wrong: order, bodies, and whatever `check` finds.
+ */
+async function consumeInOrder(
+  c: amqp.Channel,
+  q: string,
+  from: number,
+  to: number,
+  bodyOf: (i: number) => Buffer,
+  check: (i: number, m: amqp.ConsumeMessage) => string | undefined = () => undefined,
+): Promise<string[]> {
+  await c.prefetch(1000);
+  let next = from;
+  const bad: string[] = [];
+  await new Promise<void>((resolve) => {
+    void c.consume(q, (m) => {
+      if (!m) return;
+      const i = Number(m.properties.messageId);
+      if (i !== next) bad.push(`expected ${next}, got ${i}`);
+      if (!m.content.equals(bodyOf(i))) bad.push(`body of ${i}`);
+      const wrong = check(i, m);
+      if (wrong) bad.push(wrong);
+      next = i + 1;
+      c.ack(m);
+      if (next === to) resolve();
+    });
+  });
+  return bad;
+}
+
 function body(i: number): Buffer {
   return Buffer.from(`backlog:${i}:${'y'.repeat(i % 40)}`);
 }
@@ -91,21 +122,9 @@ it('a 50,000-message backlog lives in the index, survives a clean restart and co
     const st2 = await queueStats(q);
     expect(st2!.memory.messages).toBeLessThanOrEqual(2 * WINDOW);
     const c = await conn.createChannel();
-    await c.prefetch(1000);
-    let next = ACKED;
-    const bad: string[] = [];
-    await new Promise<void>((resolve) => {
-      void c.consume(q, (m) => {
-        if (!m) return;
-        const i = Number(m.properties.messageId);
-        if (i !== next) bad.push(`expected ${next}, got ${i}`);
-        if (!m.content.equals(body(i))) bad.push(`body of ${i}`);
-        if (m.fields.redelivered !== i < ACKED + HELD) bad.push(`redelivered of ${i}: ${m.fields.redelivered}`);
-        next = i + 1;
-        c.ack(m);
-        if (next === N) resolve();
-      });
-    });
+    const bad = await consumeInOrder(c, q, ACKED, N, body, (i, m) =>
+      m.fields.redelivered !== i < ACKED + HELD ? `redelivered of ${i}: ${m.fields.redelivered}` : undefined,
+    );
     expect(bad.slice(0, 10)).toEqual([]);
     expect(await c.get(q)).toBe(false);
     const end = await waitFor(async () => {
@@ -140,20 +159,7 @@ it('bodies of 20,000 transient messages beyond the windows are paged out to the 
     expect((await vhostStats()).transientStore.messages).toBeGreaterThanOrEqual(st!.memory.pagedTransient);
 
     const c = await conn.createChannel();
-    await c.prefetch(500);
-    let next = 0;
-    const bad: string[] = [];
-    await new Promise<void>((resolve) => {
-      void c.consume(q, (m) => {
-        if (!m) return;
-        const i = Number(m.properties.messageId);
-        if (i !== next) bad.push(`expected ${next}, got ${i}`);
-        if (!m.content.equals(tbody(i))) bad.push(`body of ${i}`);
-        next = i + 1;
-        c.ack(m);
-        if (next === M) resolve();
-      });
-    });
+    const bad = await consumeInOrder(c, q, 0, M, tbody);
     expect(bad.slice(0, 10)).toEqual([]);
     // every paged body released once consumed
     const end = await waitFor(async () => {
