@@ -50,6 +50,11 @@ export interface BrokerOptions {
    * Default: $WARREN_PLUGIN_ENV parsed as JSON, else none.
    */
   pluginEnv?: Record<string, string | number | boolean | string[]>;
+  /**
+   * false: the same node without Warren, classic queues on RabbitMQ's own
+   * message store (for benchmarks side by side). Default true.
+   */
+  warren?: boolean;
 }
 
 function erlTerm(v: string | number | boolean | string[]): string {
@@ -160,6 +165,7 @@ export class Broker {
   private readonly extraPluginDirs: string[];
   private readonly sidecarArgs: string[];
   private readonly pluginEnv: Record<string, string | number | boolean | string[]>;
+  private readonly warren: boolean;
   private child: ChildProcess | null = null;
   private childExit: Promise<string> | null = null;
 
@@ -175,6 +181,7 @@ export class Broker {
       if (!/^[a-z][a-z0-9_]*$/.test(k)) throw new BrokerError(`plugin setting name ${JSON.stringify(k)} is not an Erlang atom`, 'ESTART');
     }
     this.sidecarArgs = opts.sidecarArgs ?? (process.env.WARREN_SIDECAR_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
+    this.warren = opts.warren ?? true;
     if (!this.nodeName.includes('@')) throw new BrokerError(`node name ${JSON.stringify(this.nodeName)} needs a host part (name@localhost)`, 'ESTART');
   }
 
@@ -265,17 +272,19 @@ export class Broker {
     );
     write(
       'advanced.config',
-      [
-        '%% Written by Warren (src/cli/broker.ts): classic queues use Warren as their backing queue',
-        '%% (RabbitMQ\'s priority-queue wrapper stays on top of it).',
-        '[{rabbit, [{backing_queue_module, rabbit_warren_bq}]},',
-        ` {rabbitmq_warren, [${Object.entries({ sidecar_args: this.sidecarArgs, ...this.pluginEnv })
-          .map(([k, v]) => `{${k}, ${erlTerm(v)}}`)
-          .join(', ')}]}].`,
-        '',
-      ].join('\n'),
+      this.warren
+        ? [
+            '%% Written by Warren (src/cli/broker.ts): classic queues use Warren as their backing queue',
+            '%% (RabbitMQ\'s priority-queue wrapper stays on top of it).',
+            '[{rabbit, [{backing_queue_module, rabbit_warren_bq}]},',
+            ` {rabbitmq_warren, [${Object.entries({ sidecar_args: this.sidecarArgs, ...this.pluginEnv })
+              .map(([k, v]) => `{${k}, ${erlTerm(v)}}`)
+              .join(', ')}]}].`,
+            '',
+          ].join('\n')
+        : '%% Written by Warren (src/cli/broker.ts): Warren is off; classic queues use RabbitMQ\'s own store.\n[].\n',
     );
-    write('enabled_plugins', '[rabbitmq_amqp1_0,rabbitmq_warren].\n');
+    write('enabled_plugins', this.warren ? '[rabbitmq_amqp1_0,rabbitmq_warren].\n' : '[rabbitmq_amqp1_0].\n');
     write('rabbitmq-env.conf', '# Intentionally empty: Warren sets the environment itself.\n');
     const cookie = path.join(this.homeDir, '.erlang.cookie');
     if (!fs.existsSync(cookie)) {
@@ -331,7 +340,7 @@ export class Broker {
     if (running !== null) {
       throw new BrokerError(`node ${this.nodeName} is already running (pid ${running}, data ${this.dataDir}); stop it first`, 'ERUNNING');
     }
-    this.ensurePlugin();
+    if (this.warren) this.ensurePlugin();
     this.writeConfig();
     fs.rmSync(this.pidFile, { force: true });
     const out = fs.openSync(this.consoleLogFile, 'a');
