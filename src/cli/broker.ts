@@ -406,7 +406,7 @@ export class Broker {
   async stop(timeoutMs = 120_000): Promise<void> {
     const pid = this.beamPid();
     if (pid === null) {
-      if (this.childExit) await this.childExit;
+      await this.childExited();
       return;
     }
     try {
@@ -419,7 +419,19 @@ export class Broker {
       if (Date.now() > deadline) throw new BrokerError(`node ${this.nodeName} (pid ${pid}) still running ${timeoutMs} ms after stop`, 'ESTOP');
       await sleep(100);
     }
-    if (this.childExit) await this.childExit;
+    await this.childExited();
+  }
+
+  /**
+   * Waits for the exit event of the server process this object started.
+   * start() unrefs that process so that tests can exit; whoever waits for it
+   * must keep this process alive meanwhile, or node may exit silently (code
+   * 0) in the middle of the wait.
+   */
+  private async childExited(): Promise<string | undefined> {
+    if (!this.childExit) return undefined;
+    this.child?.ref();
+    return this.childExit;
   }
 
   /**
@@ -487,12 +499,8 @@ export class Broker {
    * object did not start, polls its pid.
    */
   async exited(): Promise<string> {
-    if (this.childExit) {
-      // start() unrefs the server process so that tests can exit; whoever
-      // waits for it keeps this process alive meanwhile.
-      this.child?.ref();
-      return this.childExit;
-    }
+    const why = await this.childExited();
+    if (why !== undefined) return why;
     const pid = this.beamPid();
     if (pid === null) return 'not running';
     while (alive(pid)) await sleep(500);

@@ -1,0 +1,132 @@
+/**
+ * End to end, side by side: the same RabbitMQ 3.10.8 node setup once with
+ * classic queues on RabbitMQ's own message store and once on Warren, driven
+ * by amqplib over AMQP 0-9-1 in the same run. One durable queue:
+ *
+ *   publish   M persistent messages with publisher confirms (1,000 in flight)
+ *   memory    resident set of the broker (Erlang VM, plus Warren's sidecar)
+ *             holding that backlog
+ *   restart   clean stop and start of the node with the backlog
+ *   consume   all of them with manual acks (prefetch 1,000), checking order
+ *
+ *   npm run bench -- e2e [--messages 100000] [--body 1024] [--read-ahead N]
+ *
+ * --read-ahead sets rabbitmq_warren's read_ahead (off by default).
+ */
+import * as amqp from 'amqplib';
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { Broker } from '../src/cli/broker';
+import { numberOption, runChildren, runIfChild } from './children';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function rssMB(pid: number | null): number {
+  if (pid === null) return 0;
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Math.round(Number(m[1]) / 102.4) / 10 : 0;
+}
+
+async function sidecarPid(b: Broker): Promise<number | null> {
+  const out = await b.ctl(['eval', 'io:format("~s", [rabbit_warren_sidecar:stats()]).']);
+  const stats = JSON.parse(out.slice(0, out.lastIndexOf('}') + 1)) as { pid?: number };
+  return stats.pid ?? null;
+}
+
+const seconds = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e9;
+
+async function child(store: string, n: number, bodyBytes: number, readAhead: number): Promise<void> {
+  const warren = store === 'warren';
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `warren-e2e-${store}-`));
+  const amqpPort = await freePort();
+  const b = new Broker({ dataDir, amqpPort, distPort: await freePort(), nodeName: `warren-e2e-${process.pid}@localhost`, warren, sidecarArgs: [], pluginEnv: readAhead > 1 ? { read_ahead: readAhead } : {} });
+  const url = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
+  const q = 'e2e';
+  try {
+    await b.start();
+    let conn = await amqp.connect(url);
+    const ch = await conn.createConfirmChannel();
+    await ch.assertQueue(q, { durable: true });
+    const body = (i: number) => {
+      const buf = Buffer.alloc(bodyBytes, i % 251);
+      buf.writeUInt32BE(i, 0);
+      return buf;
+    };
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < n; i++) {
+      ch.sendToQueue(q, body(i), { persistent: true });
+      if (i % 1000 === 999) await ch.waitForConfirms();
+    }
+    await ch.waitForConfirms();
+    const publishSecs = seconds(t0);
+    await conn.close();
+
+    const rss = rssMB(b.beamPid()) + (warren ? rssMB(await sidecarPid(b)) : 0);
+
+    const t1 = process.hrtime.bigint();
+    await b.stop();
+    const stopSecs = seconds(t1);
+    const t2 = process.hrtime.bigint();
+    await b.start();
+    const startSecs = seconds(t2);
+
+    conn = await amqp.connect(url);
+    const c = await conn.createChannel();
+    await c.prefetch(1000);
+    const t3 = process.hrtime.bigint();
+    let next = 0;
+    await new Promise<void>((resolve, reject) => {
+      void c.consume(q, (m) => {
+        if (!m) return;
+        const i = m.content.readUInt32BE(0);
+        if (i !== next || m.content.length !== bodyBytes) reject(new Error(`expected message ${next}, got ${i}`));
+        next = i + 1;
+        c.ack(m);
+        if (next === n) resolve();
+      });
+    });
+    const consumeSecs = seconds(t3);
+    await conn.close();
+    const r1 = (x: number) => Math.round(x * 10) / 10;
+    process.stdout.write(
+      JSON.stringify({
+        bench: 'e2e',
+        store: warren ? 'warren' : 'rabbitmq',
+        messages: n,
+        bodyBytes,
+        readAhead: warren ? readAhead : undefined,
+        publishPerSec: Math.round(n / publishSecs),
+        consumePerSec: Math.round(n / consumeSecs),
+        brokerRssMBWithBacklog: r1(rss),
+        cleanStopSeconds: r1(stopSecs),
+        startSeconds: r1(startSecs),
+      }) + '\n',
+    );
+  } finally {
+    await b.stop().catch(() => b.kill());
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+function main(): void {
+  const args = process.argv.slice(2);
+  if (runIfChild(args, ([store, n, body, ra]) => child(store, Number(n), Number(body), Number(ra)))) return;
+  const messages = String(numberOption(args, 'messages', 100_000));
+  const body = String(numberOption(args, 'body', 1024));
+  const readAhead = String(numberOption(args, 'read-ahead', 0));
+  const children = ['rabbitmq', 'warren'].map((store) => [store, messages, body, readAhead]);
+  runChildren('e2e', __filename, [], children, 'RabbitMQ 3.10.8 own store vs Warren, same node setup, amqplib; shared 2-core machine; one run');
+}
+
+main();
