@@ -15,22 +15,11 @@
  */
 import * as amqp from 'amqplib';
 import * as fs from 'fs';
-import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
-import { Broker } from '../src/cli/broker';
+import { Broker, freePort } from '../src/cli/broker';
 import { numberOption, runChildren, runIfChild } from './children';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function rssMB(pid: number | null): number {
   if (pid === null) return 0;

@@ -5,8 +5,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Broker } from '../src/cli/broker';
-import { TestState, freePort, stateFileOfThisRun } from './harness';
+import { Broker, freePort } from '../src/cli/broker';
+import { TestState, stateFileOfThisRun } from './harness';
 
 export default async function globalSetup(): Promise<void> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-it-'));

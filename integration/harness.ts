@@ -4,7 +4,6 @@
  */
 import * as amqp from 'amqplib';
 import * as fs from 'fs';
-import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { Broker } from '../src/cli/broker';
@@ -28,16 +27,6 @@ export interface TestState {
   sidecarArgs: string[];
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 export function state(): TestState {
   const file = process.env.WARREN_IT_STATE;
