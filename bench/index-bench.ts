@@ -17,7 +17,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { MessageStore, resolveIndex } from '../src/store';
+import { MessageStore, StoreClient, resolveIndex } from '../src/store';
 import { LevelDbIndex } from '../src/index/leveldb';
 import { numberOption, runChildren, runIfChild } from './children';
 
@@ -58,68 +58,69 @@ async function rss(index: string, n: number): Promise<Result> {
   }
 }
 
-async function throughput(index: string, n: number): Promise<Result> {
+/** 1 KiB bodies, 1,000 ids a batch: the shape of the throughput cases. */
+const BODY = Buffer.alloc(1024, 7);
+const BATCH = 1000;
+const idBatch = (b: number, n: number) => Array.from({ length: Math.min(BATCH, n - b) }, (_, i) => id(b + i));
+
+/** Runs `fn` with a fresh store in a temporary directory, closed and removed afterwards. */
+async function withFreshStore<T>(index: string, fn: (store: MessageStore, c: StoreClient) => Promise<T>): Promise<T> {
   const dir = tmp();
   try {
     const store = await MessageStore.open({ dir, index, clientRefs: undefined });
-    const c = store.client('bench');
-    const body = Buffer.alloc(1024, 7);
-    const BATCH = 1000;
-    const t0 = process.hrtime.bigint();
-    for (let b = 0; b < n; b += BATCH) {
-      const ids = Array.from({ length: Math.min(BATCH, n - b) }, (_, i) => id(b + i));
-      for (const x of ids) c.write(x, body);
-      await c.sync(ids);
-      for (const x of ids) if (!(await c.read(x))) throw new Error('lost a message');
-      c.remove(ids);
-    }
-    await store.quiesce();
-    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+    const r = await fn(store, store.client('bench'));
     await store.close();
-    return { bench: 'throughput', index, messages: n, seconds: Math.round(secs * 100) / 100, msgsPerSec: Math.round(n / secs) };
+    return r;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
-async function backlog(index: string, n: number): Promise<Result> {
-  const dir = tmp();
-  try {
-    const store = await MessageStore.open({ dir, index, clientRefs: undefined });
-    const c = store.client('bench');
-    const body = Buffer.alloc(1024, 7);
-    const BATCH = 1000;
-    const batch = (b: number) => Array.from({ length: Math.min(BATCH, n - b) }, (_, i) => id(b + i));
+async function throughput(index: string, n: number): Promise<Result> {
+  const secs = await withFreshStore(index, async (store, c) => {
     const t0 = process.hrtime.bigint();
     for (let b = 0; b < n; b += BATCH) {
-      const ids = batch(b);
-      for (const x of ids) c.write(x, body);
+      const ids = idBatch(b, n);
+      for (const x of ids) c.write(x, BODY);
+      await c.sync(ids);
+      for (const x of ids) if (!(await c.read(x))) throw new Error('lost a message');
+      c.remove(ids);
+    }
+    await store.quiesce();
+    return Number(process.hrtime.bigint() - t0) / 1e9;
+  });
+  return { bench: 'throughput', index, messages: n, seconds: Math.round(secs * 100) / 100, msgsPerSec: Math.round(n / secs) };
+}
+
+async function backlog(index: string, n: number): Promise<Result> {
+  const [t0, t1, t2] = await withFreshStore(index, async (store, c) => {
+    const start = process.hrtime.bigint();
+    for (let b = 0; b < n; b += BATCH) {
+      const ids = idBatch(b, n);
+      for (const x of ids) c.write(x, BODY);
       await c.sync(ids);
     }
-    const t1 = process.hrtime.bigint();
+    const filled = process.hrtime.bigint();
     for (let b = 0; b < n; b += BATCH) {
-      const ids = batch(b);
+      const ids = idBatch(b, n);
       const bodies = await Promise.all(ids.map((x) => c.read(x)));
       if (bodies.some((x) => !x)) throw new Error('lost a message');
       c.remove(ids);
     }
     await store.quiesce();
-    const t2 = process.hrtime.bigint();
-    const secs = Number(t2 - t0) / 1e9;
-    await store.close();
-    const r2 = (x: number) => Math.round(x * 100) / 100;
-    return {
-      bench: 'backlog',
-      index,
-      messages: n,
-      seconds: r2(secs),
-      msgsPerSec: Math.round(n / secs),
-      fillSeconds: r2(Number(t1 - t0) / 1e9),
-      drainSeconds: r2(Number(t2 - t1) / 1e9),
-    };
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+    return [start, filled, process.hrtime.bigint()];
+  });
+  const secs = Number(t2 - t0) / 1e9;
+  const r2 = (x: number) => Math.round(x * 100) / 100;
+  return {
+    bench: 'backlog',
+    index,
+    messages: n,
+    seconds: r2(secs),
+    msgsPerSec: Math.round(n / secs),
+    fillSeconds: r2(Number(t1 - t0) / 1e9),
+    drainSeconds: r2(Number(t2 - t1) / 1e9),
+  };
 }
 
 async function restart(index: string, n: number): Promise<Result> {
