@@ -210,6 +210,28 @@ export class Broker {
   get logFile(): string {
     return path.join(this.logDir, `${this.nodeName}.log`);
   }
+  /**
+   * The node log's error entries (an entry is a timestamped line and the
+   * untimestamped lines after it), at most `maxLines` lines in all: what a
+   * test run prints so that a failure on a machine whose data dir is gone can
+   * still be explained.
+   */
+  errorEntries(maxLines = 200): string[] {
+    let text: string;
+    try {
+      text = fs.readFileSync(this.logFile, 'utf8');
+    } catch {
+      return [];
+    }
+    const out: string[] = [];
+    let inError = false;
+    for (const line of text.split('\n')) {
+      if (/^\d{4}-\d\d-\d\d[ T]/.test(line)) inError = / \[error\] /.test(line);
+      if (inError && line.length) out.push(line);
+      if (out.length >= maxLines) break;
+    }
+    return out;
+  }
   /** stdout/stderr of the server script (early boot failures land here). */
   get consoleLogFile(): string {
     return path.join(this.logDir, `${this.nodeName}-console.log`);
