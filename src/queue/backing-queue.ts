@@ -76,6 +76,8 @@ interface Message {
 export interface QueueFigures {
   len: number;
   readyBytes: number;
+  /** Ready messages with an expiry: while there are none the broker needs no TTL checks. */
+  readyExpiring: number;
   unacked: number;
   unackedBytes: number;
   persistentCount: number;
@@ -89,8 +91,8 @@ export interface BackingQueueOptions {
   /** Store client and journal: both present for a durable queue. */
   client?: StoreClient;
   index?: QueueIndex;
-  /** What the index recovered (durable queues): live entries and their bytes, all ready. */
-  recovered?: { count: number; bytes: number };
+  /** What the index recovered (durable queues): live entries, their bytes and how many have an expiry, all ready. */
+  recovered?: { count: number; bytes: number; expiring: number };
   nextSeq?: number;
   /** Called with ids whose confirms are due. */
   onConfirm: (ids: Buffer[]) => void;
@@ -111,6 +113,14 @@ export interface BackingQueueOptions {
 export const DEFAULT_WINDOW = 4096;
 /** Index entries handled per step by purge and delete. */
 const PAGE = 4096;
+
+/**
+ * Bodies of the next ready messages read from the store ahead of FETCH, at
+ * most this many messages and bytes per queue: a consumer then waits for no
+ * disk read, the reads overlap its deliveries.
+ */
+const BODY_AHEAD_COUNT = 256;
+const BODY_AHEAD_BYTES = 2 * 1024 * 1024;
 
 /** Start a group commit at once when this many confirms wait. */
 const EAGER_CONFIRMS = 2048;
@@ -154,9 +164,13 @@ export class BackingQueue {
   /** Transient ready messages whose seq falls in the delta range. */
   private readonly deltaTransient = new ReadyList<Message>();
   private readonly unacked = new Map<number, Message>();
+  /** Store reads in flight or done for ready messages at the front of the head, by seq. */
+  private readonly bodyAhead = new Map<number, { read: Promise<Buffer | undefined>; size: number }>();
+  private bodyAheadBytes = 0;
   private readonly headWindow: number;
   private readonly tailWindow: number;
   private readyBytes = 0;
+  private readyExpiring = 0;
   private unackedBytes = 0;
   private persistentCount = 0;
   private persistentBytes = 0;
@@ -189,6 +203,7 @@ export class BackingQueue {
       // Everything recovered starts in the delta; the first fetch or peek reads the head.
       Object.assign(this.delta, { lo: 0, hi: this.nextSeq, count: r.count, bytes: r.bytes });
       this.readyBytes = r.bytes;
+      this.readyExpiring = r.expiring;
       this.persistentCount = r.count;
       this.persistentBytes = r.bytes;
     }
@@ -202,6 +217,7 @@ export class BackingQueue {
     return {
       len: this.length,
       readyBytes: this.readyBytes,
+      readyExpiring: this.readyExpiring,
       unacked: this.unacked.size,
       unackedBytes: this.unackedBytes,
       persistentCount: this.persistentCount,
@@ -211,9 +227,10 @@ export class BackingQueue {
   }
 
   /** Message objects held in memory (ready windows, transient side list, pending acks), and the index's in-memory journal. */
-  memory(): { messages: number; pendingAcks: number; deltaCount: number; journalEntries: number; pagedTransient: number } {
+  memory(): { messages: number; pendingAcks: number; deltaCount: number; journalEntries: number; pagedTransient: number; bodiesAhead: number } {
     return {
       messages: this.head.length + this.tail.length + this.deltaTransient.length + this.unacked.size,
+      bodiesAhead: this.bodyAhead.size,
       pagedTransient: this.pagedCount,
       pendingAcks: this.unacked.size,
       deltaCount: this.delta.count,
@@ -258,6 +275,7 @@ export class BackingQueue {
       this.unackedBytes += m.size;
     } else {
       this.readyBytes += m.size;
+      if (m.expiry >= 0) this.readyExpiring++;
       if (this.deltaEmpty() && this.tail.length === 0 && this.head.length < this.headWindow) {
         this.head.push(m);
       } else {
@@ -343,6 +361,7 @@ export class BackingQueue {
       // Never expected: the figures said more than the index holds.
       this.log('error', `queue ${this.name}: ${d.count} messages (${d.bytes} bytes) counted in seqs below ${d.hi} are not in the queue index`);
       this.readyBytes -= d.bytes;
+      // Which of them had an expiry is unknown: an overcount only costs the broker TTL checks.
       this.persistentCount -= d.count;
       this.persistentBytes -= d.bytes;
       d.count = 0;
@@ -369,29 +388,71 @@ export class BackingQueue {
     this.checkOpen();
     const res: MessageOut[] = [];
     while (res.length < max) {
-      const m = await this.shiftReady();
-      if (!m) break;
-      this.readyBytes -= m.size;
-      let blob: Buffer | undefined;
-      if (withBody) {
-        blob = await this.body(m);
-        if (blob === undefined) {
+      const batch: Message[] = [];
+      while (batch.length < max - res.length) {
+        const m = await this.shiftReady();
+        if (!m) break;
+        this.readyBytes -= m.size;
+        if (m.expiry >= 0) this.readyExpiring--;
+        batch.push(m);
+      }
+      if (batch.length === 0) break;
+      // All bodies at once: the store looks their locations up in one batch
+      // and the file reads overlap (one at a time, a FETCH of many costs many
+      // disk round trips).
+      const blobs = await Promise.all(
+        batch.map((m) => {
+          const ahead = this.takeAhead(m);
+          return withBody ? (ahead ?? this.body(m)) : undefined;
+        }),
+      );
+      batch.forEach((m, i) => {
+        const blob = blobs[i];
+        if (withBody && blob === undefined) {
           this.log('error', `queue ${this.name}: message seq ${m.seq} id ${m.id.toString('hex')} has no readable body in the store; dropped`);
           this.forget([m]);
-          continue;
+          return;
         }
-      }
-      res.push(out(m, blob));
-      if (mode !== FetchMode.NoAck) {
-        if (mode === FetchMode.Ack) this.setDelivered(m);
-        this.unacked.set(m.seq, m);
-        this.unackedBytes += m.size;
-      } else {
-        this.forget([m]);
-      }
+        res.push(out(m, blob));
+        if (mode !== FetchMode.NoAck) {
+          if (mode === FetchMode.Ack) this.setDelivered(m);
+          this.unacked.set(m.seq, m);
+          this.unackedBytes += m.size;
+        } else {
+          this.forget([m]);
+        }
+      });
     }
     this.scheduleCommit();
+    this.readAhead();
     return res;
+  }
+
+  /** Starts store reads for the messages at the front of the head, within the read-ahead bounds. */
+  private readAhead(): void {
+    if (this.closed || !this.client) return;
+    for (let i = 0; i < this.head.length && this.bodyAhead.size < BODY_AHEAD_COUNT && this.bodyAheadBytes < BODY_AHEAD_BYTES; i++) {
+      const m = this.head.at(i)!;
+      if (!this.isStored(m) || this.bodyAhead.has(m.seq)) continue;
+      const read = this.client.read(m.id);
+      read.catch(() => undefined); // a failure surfaces when FETCH takes it
+      this.bodyAhead.set(m.seq, { read, size: m.size });
+      this.bodyAheadBytes += m.size;
+    }
+  }
+
+  /** The read started ahead for a message leaving the ready list, if any; forgotten either way. */
+  private takeAhead(m: Message): Promise<Buffer | undefined> | undefined {
+    const a = this.bodyAhead.get(m.seq);
+    if (!a) return undefined;
+    this.bodyAhead.delete(m.seq);
+    this.bodyAheadBytes -= a.size;
+    return a.read;
+  }
+
+  private dropAhead(): void {
+    this.bodyAhead.clear();
+    this.bodyAheadBytes = 0;
   }
 
   private setDelivered(m: Message): void {
@@ -460,6 +521,7 @@ export class BackingQueue {
     const d = this.delta;
     for (const m of ms) {
       this.readyBytes += m.size;
+      if (m.expiry >= 0) this.readyExpiring++;
       if (!this.deltaEmpty()) {
         if (m.seq < d.lo) toHead.push(m);
         else if (m.seq >= d.hi) toTail.push(m);
@@ -554,6 +616,7 @@ export class BackingQueue {
   async purge(): Promise<{ count: number; persistentCount: number; persistentBytes: number }> {
     this.checkOpen();
     const before = { c: this.persistentCount, b: this.persistentBytes };
+    this.dropAhead();
     const ms = [...this.head.clear(), ...this.deltaTransient.clear(), ...this.tail.clear()];
     this.forget(ms);
     let count = ms.length;
@@ -574,6 +637,7 @@ export class BackingQueue {
     }
     Object.assign(d, { lo: 0, hi: 0, count: 0, bytes: 0 });
     this.readyBytes = 0;
+    this.readyExpiring = 0;
     this.scheduleCommit();
     return { count, persistentCount: before.c - this.persistentCount, persistentBytes: before.b - this.persistentBytes };
   }
@@ -646,6 +710,7 @@ export class BackingQueue {
     this.checkOpen();
     await this.stopCommits();
     this.closed = true;
+    this.dropAhead();
     if (this.index && this.client) {
       const terms = await this.index.terminate(this.nextSeq);
       if (terms.count !== this.persistentCount || terms.bytes !== this.persistentBytes) {
@@ -673,6 +738,7 @@ export class BackingQueue {
     this.checkOpen();
     await this.stopCommits();
     this.closed = true;
+    this.dropAhead();
     if (this.index && this.client) {
       const client = this.client;
       // Every live index entry (ready or pending ack) holds a store reference.
@@ -694,6 +760,7 @@ export class BackingQueue {
       this.commitTimer = null;
     }
     this.closed = true;
+    this.dropAhead();
     if (this.committing) await this.committing.catch(() => undefined);
     if (this.index) await this.index.close();
     await this.dropPaged();

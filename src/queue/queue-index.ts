@@ -16,7 +16,7 @@ import * as path from 'path';
 import { fsyncDir } from '../store/fs-util';
 import { DecodeResult, JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from './journal-codec';
 import { DELIVERED, JournalState, overlay } from './journal-state';
-import { SegmentSummary, listSegments, readLayout, readSegment, writeLayout, writeSegment } from './segment-files';
+import { SegmentSummary, listSegments, readLayout, readSegment, summarize, writeLayout, writeSegment } from './segment-files';
 
 const JOURNAL = 'journal';
 const CLEAN = 'clean.json';
@@ -28,10 +28,12 @@ export interface CleanTerms {
   /** Live entries and their bytes. */
   count: number;
   bytes?: number;
+  /** Live entries with an expiry. */
+  expiring?: number;
   /** Every entry with a lower seq comes back delivered (set by a non-clean recovery). */
   redeliverBelow?: number;
-  /** [segment, count, bytes] of each segment file: a clean start reads none of them. */
-  segments?: [number, number, number][];
+  /** [segment, count, bytes, expiring] of each segment file: a clean start reads none of them. */
+  segments?: [number, number, number, number][];
 }
 
 export type Logger = (level: 'info' | 'warn' | 'error', msg: string) => void;
@@ -56,9 +58,10 @@ export interface OpenOptions extends QueueIndexOptions {
 }
 
 export interface Recovery {
-  /** Live entries and their bytes. */
+  /** Live entries and their bytes, and how many of them have an expiry. */
   count: number;
   bytes: number;
+  expiring: number;
   /** One past the highest seq known. */
   nextSeq: number;
   /** Entries dropped because their body is not in the store. */
@@ -111,9 +114,7 @@ async function* liveBySegment(
   const onDisk = new Set(files);
   for (const n of all) {
     const live = onDisk.has(n) ? await readSegment(dir, n, report) : new Map<number, JournalEntry>();
-    let bytes = 0;
-    for (const e of live.values()) bytes += e.size;
-    const fileSummary = { count: live.size, bytes };
+    const fileSummary = summarize(live.values());
     overlay(live, journal.segment(n));
     yield { entries: [...live.values()].sort((a, b) => a.seq - b.seq), n, fileSummary };
   }
@@ -145,8 +146,9 @@ export async function consumeCleanMarker(dir: string): Promise<CleanTerms | unde
     if (typeof t.nextSeq !== 'number' || typeof t.count !== 'number') return undefined;
     const terms: CleanTerms = { nextSeq: t.nextSeq, count: t.count };
     if (typeof t.bytes === 'number') terms.bytes = t.bytes;
+    if (typeof t.expiring === 'number') terms.expiring = t.expiring;
     if (typeof t.redeliverBelow === 'number') terms.redeliverBelow = t.redeliverBelow;
-    if (Array.isArray(t.segments) && t.segments.every((s) => Array.isArray(s) && s.length === 3 && s.every((x) => typeof x === 'number'))) {
+    if (Array.isArray(t.segments) && t.segments.every((s) => Array.isArray(s) && s.length === 4 && s.every((x) => typeof x === 'number'))) {
       terms.segments = t.segments;
     }
     return terms;
@@ -217,20 +219,22 @@ export class QueueIndex {
 
     const terms = opts.terms;
     const segments = new Map<number, SegmentSummary>();
-    const recovery: Recovery = { count: 0, bytes: 0, nextSeq: loaded.maxSeq + 1, dropped: 0, scanned: false };
+    const recovery: Recovery = { count: 0, bytes: 0, expiring: 0, nextSeq: loaded.maxSeq + 1, dropped: 0, scanned: false };
     const trusted =
       !opts.contains &&
       terms?.segments !== undefined &&
       terms.bytes !== undefined &&
+      terms.expiring !== undefined &&
       loaded.validBytes === 0 &&
       terms.segments.length === files.length &&
       terms.segments.every(([n], i) => files[i] === n);
     let redeliverBelow = terms?.redeliverBelow ?? 0;
     const index = new QueueIndex(dir, fh, loaded.state, segments, 0, opts);
     if (trusted) {
-      for (const [n, count, bytes] of terms.segments!) segments.set(n, { count, bytes });
+      for (const [n, count, bytes, expiring] of terms.segments!) segments.set(n, { count, bytes, expiring });
       recovery.count = terms.count;
       recovery.bytes = terms.bytes!;
+      recovery.expiring = terms.expiring!;
       recovery.nextSeq = terms.nextSeq;
     } else {
       recovery.scanned = true;
@@ -245,6 +249,7 @@ export class QueueIndex {
           }
           recovery.count++;
           recovery.bytes += e.size;
+          if (e.expiry >= 0) recovery.expiring++;
           if (e.seq >= recovery.nextSeq) recovery.nextSeq = e.seq + 1;
         }
         if (missing.length) {
@@ -374,15 +379,15 @@ export class QueueIndex {
     });
   }
 
-  /** Live entries and bytes of the segment files (exact once the journal is folded). */
-  private totals(): { count: number; bytes: number } {
-    let count = 0;
-    let bytes = 0;
+  /** Live entries, their bytes and how many have an expiry, in the segment files (exact once the journal is folded). */
+  private totals(): { count: number; bytes: number; expiring: number } {
+    const t = { count: 0, bytes: 0, expiring: 0 };
     for (const s of this.segments.values()) {
-      count += s.count;
-      bytes += s.bytes;
+      t.count += s.count;
+      t.bytes += s.bytes;
+      t.expiring += s.expiring;
     }
-    return { count, bytes };
+    return t;
   }
 
   /** Clean stop: folds the journal, then writes the clean marker. Returns the terms written. */
@@ -393,7 +398,7 @@ export class QueueIndex {
         nextSeq,
         ...this.totals(),
         redeliverBelow: this.redeliverBelow,
-        segments: [...this.segments.entries()].sort((a, b) => a[0] - b[0]).map(([n, s]) => [n, s.count, s.bytes]),
+        segments: [...this.segments.entries()].sort((a, b) => a[0] - b[0]).map(([n, s]) => [n, s.count, s.bytes, s.expiring]),
       };
       const tmp = path.join(this.dir, CLEAN + '.tmp');
       const h = await fsp.open(tmp, 'w');

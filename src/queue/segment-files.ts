@@ -16,6 +16,18 @@ const LAYOUT = 'layout.json';
 export interface SegmentSummary {
   count: number;
   bytes: number;
+  /** Entries with an expiry (per-message TTL): the broker skips TTL checks while a queue has none. */
+  expiring: number;
+}
+
+export function summarize(entries: Iterable<JournalEntry>): SegmentSummary {
+  const s: SegmentSummary = { count: 0, bytes: 0, expiring: 0 };
+  for (const e of entries) {
+    s.count++;
+    s.bytes += e.size;
+    if (e.expiry >= 0) s.expiring++;
+  }
+  return s;
 }
 
 function segmentFile(dir: string, n: number): string {
@@ -64,10 +76,8 @@ export async function writeSegment(dir: string, n: number, entries: readonly Jou
   const file = segmentFile(dir, n);
   if (entries.length === 0) {
     await fsp.rm(file, { force: true });
-    return { count: 0, bytes: 0 };
+    return summarize([]);
   }
-  let bytes = 0;
-  for (const e of entries) bytes += e.size;
   const tmp = `${file}.tmp`;
   const fh = await fsp.open(tmp, 'w');
   try {
@@ -77,7 +87,7 @@ export async function writeSegment(dir: string, n: number, entries: readonly Jou
     await fh.close();
   }
   await fsp.rename(tmp, file);
-  return { count: entries.length, bytes };
+  return summarize(entries);
 }
 
 /** The queue's segment size, if its layout was recorded. */

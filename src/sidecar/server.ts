@@ -256,7 +256,7 @@ export class SidecarServer {
     this.byKey.set(keyId, handle);
     conn.handles.add(handle);
     const f = queue.figures();
-    return new Writer().u32(handle).u32(f.len).u64(f.readyBytes).u32(f.persistentCount).u64(f.persistentBytes).u64(f.nextSeq).finish();
+    return new Writer().u32(handle).u32(f.len).u64(f.readyBytes).u32(f.persistentCount).u64(f.persistentBytes).u64(f.nextSeq).u32(f.readyExpiring).finish();
   }
 
   private forget(handle: number): void {

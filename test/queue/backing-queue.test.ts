@@ -116,9 +116,10 @@ describe('BackingQueue against a model, with small windows', () => {
     const check = () => {
       const f = q.figures();
       const all = [...ready, ...unacked.values()];
-      expect({ len: f.len, readyBytes: f.readyBytes, unacked: f.unacked, pc: f.persistentCount, pb: f.persistentBytes }).toEqual({
+      expect({ len: f.len, readyBytes: f.readyBytes, expiring: f.readyExpiring, unacked: f.unacked, pc: f.persistentCount, pb: f.persistentBytes }).toEqual({
         len: ready.length,
         readyBytes: ready.reduce((a, m) => a + m.size, 0),
+        expiring: ready.filter((m) => m.expiry >= 0).length,
         unacked: unacked.size,
         pc: all.filter((m) => m.persistent).length,
         pb: all.filter((m) => m.persistent).reduce((a, m) => a + m.size, 0),
@@ -243,6 +244,81 @@ describe('BackingQueue against a model, with small windows', () => {
     expect(store.bodies.size).toBe(0);
     expect(pager.bodies.size).toBe(0);
   }, 60_000);
+});
+
+describe('body read-ahead', () => {
+  class CountingStore extends FakeStore {
+    reads = 0;
+    failing = new Set<string>();
+    override async read(id: Buffer): Promise<Buffer | undefined> {
+      this.reads++;
+      await new Promise((r) => setImmediate(r));
+      if (this.failing.has(id.toString('hex'))) throw new Error('EIO');
+      return super.read(id);
+    }
+  }
+
+  it('reads the next bodies while the broker delivers, within its bounds; FETCH then waits for no read; purge drops them', async () => {
+    const store = new CountingStore();
+    const { index, recovery } = await QueueIndex.open(path.join(dir, 'ra'), { log: quiet });
+    const q = new BackingQueue({ name: 'ra', durable: true, client: store, index, recovered: recovery, nextSeq: 0, onConfirm: () => undefined, log: quiet, syncIntervalMs: 1 });
+    const N = 1000;
+    for (let seq = 0; seq < N; seq++) {
+      const id = idOf(seq, 0);
+      q.publish({ seq, flags: Flags.PERSISTENT, expiry: -1, size: 100, id, blob: bodyOf(id) });
+    }
+    const first = await q.fetch(1, FetchMode.Ack, true);
+    expect(first[0].blob!.equals(bodyOf(idOf(0, 0)))).toBe(true);
+    // One read for the message fetched, then reads ahead for the next 256.
+    expect(store.reads).toBe(1 + 256);
+    expect(q.memory().bodiesAhead).toBe(256);
+    store.failing.add(idOf(300, 0).toString('hex')); // its read ahead fails
+    const next = await q.fetch(100, FetchMode.Ack, true);
+    expect(next.map((m) => m.seq)).toEqual(Array.from({ length: 100 }, (_, i) => 1 + i));
+    expect(next.every((m) => m.blob!.equals(bodyOf(m.id)))).toBe(true);
+    // The 100 came from reads already made; 100 more are now ahead.
+    expect(store.reads).toBe(1 + 256 + 100);
+    expect(q.memory().bodiesAhead).toBe(256);
+    // Requeued messages go back to the front and are read when fetched.
+    q.requeue(next.map((m) => m.seq).filter((s) => s > 50));
+    const again = await q.fetch(50, FetchMode.NoAck, true);
+    expect(again.map((m) => m.seq)).toEqual(Array.from({ length: 50 }, (_, i) => 51 + i));
+    expect(store.reads).toBe(1 + 256 + 100 + 50);
+    await q.purge();
+    expect(q.memory().bodiesAhead).toBe(0);
+    q.ack([0, ...next.map((m) => m.seq)]);
+    await q.terminate();
+  });
+
+  it('a read that failed ahead of time fails the FETCH that takes it, as a direct read would', async () => {
+    const store = new CountingStore();
+    const { index, recovery } = await QueueIndex.open(path.join(dir, 'rf'), { log: quiet });
+    const q = new BackingQueue({ name: 'rf', durable: true, client: store, index, recovered: recovery, nextSeq: 0, onConfirm: () => undefined, log: quiet, syncIntervalMs: 1 });
+    for (let seq = 0; seq < 20; seq++) {
+      const id = idOf(seq, 0);
+      q.publish({ seq, flags: Flags.PERSISTENT, expiry: -1, size: 100, id, blob: bodyOf(id) });
+    }
+    store.failing.add(idOf(10, 0).toString('hex'));
+    await q.fetch(1, FetchMode.NoAck, true);
+    await new Promise((r) => setTimeout(r, 10)); // the reads ahead are done, one of them failed
+    expect(store.reads).toBe(20);
+    await expect(q.fetch(9, FetchMode.NoAck, true)).resolves.toHaveLength(9);
+    await expect(q.fetch(1, FetchMode.NoAck, true)).rejects.toThrow('EIO');
+    await q.abandon();
+  });
+
+  it('reads ahead at most 2 MiB of bodies', async () => {
+    const store = new CountingStore();
+    const { index, recovery } = await QueueIndex.open(path.join(dir, 'rb'), { log: quiet });
+    const q = new BackingQueue({ name: 'rb', durable: true, client: store, index, recovered: recovery, nextSeq: 0, onConfirm: () => undefined, log: quiet, syncIntervalMs: 1 });
+    for (let seq = 0; seq < 100; seq++) {
+      const id = idOf(seq, 0);
+      q.publish({ seq, flags: Flags.PERSISTENT, expiry: -1, size: 256 * 1024, id, blob: bodyOf(id) });
+    }
+    await q.fetch(1, FetchMode.NoAck, true);
+    expect(q.memory().bodiesAhead).toBe(8); // 8 × 256 KiB
+    await q.terminate();
+  });
 });
 
 describe('bounded memory', () => {

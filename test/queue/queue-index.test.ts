@@ -142,12 +142,17 @@ describe('QueueIndex', () => {
     expect(fs.statSync(path.join(dir, 'journal')).size).toBe(0);
     const marker = await consumeCleanMarker(dir);
     expect(marker).toEqual(terms);
-    expect(marker).toMatchObject({ nextSeq: 20, count: 18, segments: [[0, 6, 6 * 100 + 1 + 3 + 4 + 5 + 6 + 7], expect.any(Array), expect.any(Array)] });
+    // Even seqs have an expiry: 4 and 6 in segment 0, 4 to 18 in all.
+    expect(marker).toMatchObject({ nextSeq: 20, count: 18, expiring: 8, segments: [[0, 6, 6 * 100 + 1 + 3 + 4 + 5 + 6 + 7, 2], expect.any(Array), expect.any(Array)] });
     expect(await consumeCleanMarker(dir)).toBeUndefined();
+    // Terms without the expiring figure (an older marker) are not trusted: the segments are scanned.
+    const old = await open(dir, { terms: { ...marker!, expiring: undefined } });
+    expect(old.recovery).toMatchObject({ count: 18, expiring: 8, scanned: true });
+    await old.index.close();
     // Trusted terms: the figures come from the marker (a lie here proves no segment was read).
-    const lie: CleanTerms = { ...marker!, count: 1234, bytes: 5678 };
+    const lie: CleanTerms = { ...marker!, count: 1234, bytes: 5678, expiring: 99 };
     const again = await open(dir, { terms: lie });
-    expect(again.recovery).toMatchObject({ count: 1234, bytes: 5678, nextSeq: 20, scanned: false });
+    expect(again.recovery).toMatchObject({ count: 1234, bytes: 5678, expiring: 99, nextSeq: 20, scanned: false });
     expect((await readAll(again.index)).map((e) => [e.seq, e.flags])).toEqual(
       Array.from({ length: 20 }, (_, s) => s)
         .filter((s) => s !== 0 && s !== 2)

@@ -97,15 +97,16 @@ async function start(c: Client, keys: string[]): Promise<number[]> {
 
 async function init(c: Client, recover: number) {
   const r = await c.call(Op.INIT, (w) => w.str('/').str(vdir()).str(KEY).str('q').u8(1).u8(recover));
-  return { handle: r.u32(), len: r.u32(), bytes: r.u64(), pcount: r.u32(), pbytes: r.u64(), nextSeq: r.u64() };
+  return { handle: r.u32(), len: r.u32(), bytes: r.u64(), pcount: r.u32(), pbytes: r.u64(), nextSeq: r.u64(), expiring: r.u32() };
 }
 
-function publish(c: Client, handle: number, seqs: number[], flags: number) {
+/** Publishes `seqs`; those in `expiring` carry a per-message expiry (an hour from now). */
+function publish(c: Client, handle: number, seqs: number[], flags: number, expiring: number[] = []) {
   c.cast(Op.PUBLISH, (w) => {
     w.u32(handle).u32(seqs.length);
     for (const s of seqs) {
       const blob = Buffer.from(`body-${s}`);
-      w.u64(s).u8(flags).i64(-1).u32(blob.length).bytes(Buffer.alloc(16, s)).u32(blob.length).bytes(blob);
+      w.u64(s).u8(flags).i64(expiring.includes(s) ? Date.now() + 3_600_000 : -1).u32(blob.length).bytes(Buffer.alloc(16, s)).u32(blob.length).bytes(blob);
     }
   });
 }
@@ -141,7 +142,7 @@ it('confirms persistent publishes, keeps them across a clean restart, and redeli
   expect(await start(c, [])).toEqual([]);
   const q = await init(c, 0);
   expect(q).toMatchObject({ len: 0, nextSeq: 0 });
-  publish(c, q.handle, [0, 1, 2, 3], 1 | 2); // persistent, needs confirming
+  publish(c, q.handle, [0, 1, 2, 3], 1 | 2, [1, 3]); // persistent, needs confirming
   for (let i = 0; i < 200 && c.confirms.length < 4; i++) await new Promise((r) => setTimeout(r, 5));
   expect(c.confirms.map((b) => b[0]).sort()).toEqual([0, 1, 2, 3]);
   expect(await fetch(c, q.handle, true)).toEqual({ seq: 0, flags: 1, body: 'body-0' });
@@ -155,7 +156,8 @@ it('confirms persistent publishes, keeps them across a clean restart, and redeli
   c = await Client.connect(sock);
   expect(await start(c, [KEY])).toEqual([1]);
   const again = await init(c, 1);
-  expect(again).toMatchObject({ len: 3, pcount: 3, nextSeq: 4 });
+  // Ready with an expiry: seq 3 (seq 1 was fetched without ack), told without a scan.
+  expect(again).toMatchObject({ len: 3, pcount: 3, nextSeq: 4, expiring: 1 });
   expect(await fetch(c, again.handle, true)).toEqual({ seq: 0, flags: 1 | 4, body: 'body-0' });
   expect(await fetch(c, again.handle, true)).toEqual({ seq: 2, flags: 1, body: 'body-2' });
   expect(await fetch(c, again.handle, true)).toEqual({ seq: 3, flags: 1, body: 'body-3' });
@@ -167,14 +169,14 @@ it('recovers a queue whose connection dropped (the broker died) as non-clean, al
   let c = await Client.connect(sock);
   await start(c, []);
   const q = await init(c, 0);
-  publish(c, q.handle, [0, 1], 1 | 2);
+  publish(c, q.handle, [0, 1], 1 | 2, [1]);
   for (let i = 0; i < 200 && c.confirms.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
   c.sock.destroy();
   await c.closed;
   c = await Client.connect(sock);
   expect(await start(c, [KEY])).toEqual([0]);
   const again = await init(c, 2);
-  expect(again).toMatchObject({ len: 2, pcount: 2 });
+  expect(again).toMatchObject({ len: 2, pcount: 2, expiring: 1 });
   expect(await fetch(c, again.handle, true)).toEqual({ seq: 0, flags: 1 | 4, body: 'body-0' });
   c.sock.destroy();
 });
