@@ -109,8 +109,11 @@ it('a 50,000-message backlog lives in the index, survives a clean restart and co
   // Bounded memory: at most the two windows plus the pending acks are held.
   const st = await queueStats(q);
   expect(st).toBeDefined();
-  expect(st!.memory.pendingAcks).toBe(HELD);
-  expect(st!.memory.messages).toBeLessThanOrEqual(2 * WINDOW + HELD);
+  // Pending acks in the sidecar: the HELD deliveries, plus what the plugin's
+  // read-ahead reserved (ready to RabbitMQ; at most read_ahead = 64).
+  expect(st!.memory.pendingAcks).toBeGreaterThanOrEqual(HELD);
+  expect(st!.memory.pendingAcks).toBeLessThanOrEqual(HELD + 64);
+  expect(st!.memory.messages).toBeLessThanOrEqual(2 * WINDOW + st!.memory.pendingAcks);
   expect(st!.memory.deltaCount).toBeGreaterThan(N - ACKED - HELD - 2 * WINDOW);
   expect(st!.persistentCount).toBe(N - ACKED);
 

@@ -70,9 +70,9 @@
     pcount = 0,            %% persistent messages (ready + unacked)
     pbytes = 0,
     next_seq = 0,
-    read_ahead = 0,        %% max messages reserved ahead (app env read_ahead; 0/1 = off)
+    read_ahead = 64,       %% max messages reserved ahead (app env read_ahead; 0/1 = off)
     ahead = [],            %% reserved entries, in order: ready for RabbitMQ, pending acks in the sidecar
-    expiring = 0,          %% ready messages with an expiry: integer, or unknown after recovery
+    expiring = 0,          %% ready messages with an expiry (0: dropwhile needs no round trip)
     confirmed = [],        %% lists of confirmed msg ids, drained by drain_confirmed
     disk_reads = 0,
     disk_writes = 0
@@ -115,11 +115,11 @@ init(Q, Recover, AsyncCb) ->
             str(printable_name(Name)), <<(bool(Durable)):8, Mode:8>>],
     Owner = owner(),
     case rabbit_warren_sidecar:call({init, AsyncCb}, ?OP_INIT, Body, long_timeout()) of
-        {ok, <<Handle:32, Len:32, Bytes:64, PC:32, PB:64, NextSeq:64>>} ->
+        {ok, <<Handle:32, Len:32, Bytes:64, PC:32, PB:64, NextSeq:64, Expiring:32>>} ->
             #s{owner = Owner, handle = Handle, qname = QName, durable = Durable,
                async_cb = AsyncCb, len = Len, bytes = Bytes, pcount = PC, pbytes = PB,
-               next_seq = NextSeq, expiring = case Len of 0 -> 0; _ -> unknown end,
-               read_ahead = application:get_env(rabbitmq_warren, read_ahead, 0)};
+               next_seq = NextSeq, expiring = Expiring,
+               read_ahead = application:get_env(rabbitmq_warren, read_ahead, 64)};
         {ok, Other} ->
             exit({warren_bad_reply, init, Other});
         {error, E} ->
@@ -186,7 +186,7 @@ publish1(Msg = #basic_message{id = MsgId, is_persistent = IsPersistent},
     case Unacked of
         false ->
             {Seq, S1#s{len = S1#s.len + 1, bytes = S1#s.bytes + Size,
-                       expiring = add(S1#s.expiring, flag(HasExpiry, 1))}};
+                       expiring = S1#s.expiring + flag(HasExpiry, 1)}};
         true ->
             {Seq, S1#s{unacked = maps:put(Seq, {MsgId, Size, Persistent, HasExpiry}, S1#s.unacked),
                        unacked_bytes = S1#s.unacked_bytes + Size}}
@@ -225,6 +225,25 @@ remove_while(Pred, Mode, Fun, Acc, S) ->
 
 remove_while(_Pred, _Mode, _Fun, Acc, S = #s{len = 0}, _Page) ->
     {undefined, Acc, S};
+remove_while(Pred, Mode, Fun, Acc, S = #s{ahead = [Entry = {_, F, E, Sz, _, _} | Rest]}, Page) ->
+    %% The head is reserved here already: test it without a round trip, and
+    %% hand it out if it goes (the predicate is called once per message).
+    P = props(E, Sz, F),
+    case Pred(P) of
+        false ->
+            {P, Acc, S};
+        true ->
+            S1 = S#s{ahead = Rest},
+            {Acc1, S2} = case Mode of
+                             drop ->
+                                 {_, S3} = hand_out(Entry, false, false, S1),
+                                 {Acc, S3};
+                             fetch ->
+                                 {[{Msg, _IsDelivered, Tag}], S3} = hand_out(Entry, true, true, S1),
+                                 {Fun(Msg, Tag, Acc), S3}
+                         end,
+            remove_while(Pred, Mode, Fun, Acc1, S2, Page)
+    end;
 remove_while(Pred, Mode, Fun, Acc, S = #s{expiring = 0}, Page) ->
     %% No ready message has an expiry (the queue calls dropwhile after every
     %% fetch, TTL or not): answer without a round trip when the predicate
@@ -352,7 +371,7 @@ taken(Entries, AckRequired, WithBody, S = #s{durable = Durable}) ->
               Acc1 = Acc#s{len = Len1, bytes = Acc#s.bytes - Size,
                            expiring = case Len1 of
                                           0 -> 0;
-                                          _ -> add(Acc#s.expiring, -flag(HasExpiry, 1))
+                                          _ -> Acc#s.expiring - flag(HasExpiry, 1)
                                       end},
               Acc2 = case AckRequired of
                          true ->
@@ -393,7 +412,7 @@ requeue(Tags, S0) ->
     {Ids, Taken, S1} = take_unacked(Tags, S),
     S2 = lists:foldl(fun({_Seq, {_Id, Size, _P, E}}, Acc) ->
                              Acc#s{len = Acc#s.len + 1, bytes = Acc#s.bytes + Size,
-                                   expiring = add(Acc#s.expiring, flag(E, 1))}
+                                   expiring = Acc#s.expiring + flag(E, 1)}
                      end, S1, Taken),
     async(S2, noflow, [<<?OP_REQUEUE, 0:32, H:32, (length(Taken)):32>>,
                        [<<Seq:64>> || {Seq, _} <- Taken]]),
@@ -574,9 +593,6 @@ expiry(E) when is_integer(E) -> E.
 
 flag(true, V) -> V;
 flag(false, _) -> 0.
-
-add(unknown, _) -> unknown;
-add(N, D) -> N + D.
 
 bool(true) -> 1;
 bool(false) -> 0.
