@@ -11,7 +11,8 @@
  *
  *   npm run bench -- e2e [--messages 100000] [--body 1024] [--read-ahead N]
  *
- * --read-ahead sets rabbitmq_warren's read_ahead (off by default).
+ * --read-ahead sets rabbitmq_warren's read_ahead (the plugin's default, 64,
+ * when not given; 0 turns it off).
  */
 import * as amqp from 'amqplib';
 import * as fs from 'fs';
@@ -27,6 +28,18 @@ function rssMB(pid: number | null): number {
   return m ? Math.round(Number(m[1]) / 102.4) / 10 : 0;
 }
 
+/** CPU seconds (user + system) a process has used so far; 0 if it is gone. */
+function cpuSeconds(pid: number | null): number {
+  if (pid === null) return 0;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
+  } catch {
+    return 0;
+  }
+}
+
 async function sidecarPid(b: Broker): Promise<number | null> {
   const out = await b.ctl(['eval', 'io:format("~s", [rabbit_warren_sidecar:stats()]).']);
   const stats = JSON.parse(out.slice(0, out.lastIndexOf('}') + 1)) as { pid?: number };
@@ -39,7 +52,7 @@ async function child(store: string, n: number, bodyBytes: number, readAhead: num
   const warren = store === 'warren';
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `warren-e2e-${store}-`));
   const amqpPort = await freePort();
-  const b = new Broker({ dataDir, amqpPort, distPort: await freePort(), nodeName: `warren-e2e-${process.pid}@localhost`, warren, sidecarArgs: [], pluginEnv: readAhead > 1 ? { read_ahead: readAhead } : {} });
+  const b = new Broker({ dataDir, amqpPort, distPort: await freePort(), nodeName: `warren-e2e-${process.pid}@localhost`, warren, sidecarArgs: [], pluginEnv: { read_ahead: readAhead } });
   const url = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
   const q = 'e2e';
   try {
@@ -73,6 +86,11 @@ async function child(store: string, n: number, bodyBytes: number, readAhead: num
     conn = await amqp.connect(url);
     const c = await conn.createChannel();
     await c.prefetch(1000);
+    const beam = b.beamPid();
+    const side = warren ? await sidecarPid(b) : null;
+    const brokerCpu0 = cpuSeconds(beam);
+    const sidecarCpu0 = cpuSeconds(side);
+    const clientCpu0 = process.cpuUsage();
     const t3 = process.hrtime.bigint();
     let next = 0;
     await new Promise<void>((resolve, reject) => {
@@ -86,6 +104,12 @@ async function child(store: string, n: number, bodyBytes: number, readAhead: num
       });
     });
     const consumeSecs = seconds(t3);
+    const clientCpu = process.cpuUsage(clientCpu0);
+    const consumeCpu = {
+      broker: cpuSeconds(beam) - brokerCpu0,
+      sidecar: cpuSeconds(side) - sidecarCpu0,
+      client: (clientCpu.user + clientCpu.system) / 1e6,
+    };
     await conn.close();
     const r1 = (x: number) => Math.round(x * 10) / 10;
     process.stdout.write(
@@ -97,6 +121,8 @@ async function child(store: string, n: number, bodyBytes: number, readAhead: num
         readAhead: warren ? readAhead : undefined,
         publishPerSec: Math.round(n / publishSecs),
         consumePerSec: Math.round(n / consumeSecs),
+        // CPU seconds each process spent during the consume phase (the machine has 2 cores)
+        consumeCpuSeconds: { broker: r1(consumeCpu.broker), sidecar: r1(consumeCpu.sidecar), client: r1(consumeCpu.client) },
         brokerRssMBWithBacklog: r1(rss),
         cleanStopSeconds: r1(stopSecs),
         startSeconds: r1(startSecs),
@@ -113,7 +139,7 @@ function main(): void {
   if (runIfChild(args, ([store, n, body, ra]) => child(store, Number(n), Number(body), Number(ra)))) return;
   const messages = String(numberOption(args, 'messages', 100_000));
   const body = String(numberOption(args, 'body', 1024));
-  const readAhead = String(numberOption(args, 'read-ahead', 0));
+  const readAhead = String(numberOption(args, 'read-ahead', 64));
   const children = ['rabbitmq', 'warren'].map((store) => [store, messages, body, readAhead]);
   runChildren('e2e', __filename, [], children, 'RabbitMQ 3.10.8 own store vs Warren, same node setup, amqplib; shared 2-core machine; one run');
 }
