@@ -258,21 +258,27 @@ describe('body read-ahead', () => {
     }
   }
 
-  it('reads the next bodies while the broker delivers, within its bounds; FETCH then waits for no read; purge drops them', async () => {
+  /** A durable queue holding n persistent messages of `size` bytes, over a store that counts its reads. */
+  async function filledQueue(name: string, n: number, size: number): Promise<{ q: BackingQueue; store: CountingStore }> {
     const store = new CountingStore();
-    const { index, recovery } = await QueueIndex.open(path.join(dir, 'ra'), { log: quiet });
-    const q = new BackingQueue({ name: 'ra', durable: true, client: store, index, recovered: recovery, nextSeq: 0, onConfirm: () => undefined, log: quiet, syncIntervalMs: 1 });
-    const N = 1000;
-    for (let seq = 0; seq < N; seq++) {
+    const { index, recovery } = await QueueIndex.open(path.join(dir, name), { log: quiet });
+    const q = new BackingQueue({ name, durable: true, client: store, index, recovered: recovery, nextSeq: 0, onConfirm: () => undefined, log: quiet, syncIntervalMs: 1 });
+    for (let seq = 0; seq < n; seq++) {
       const id = idOf(seq, 0);
-      q.publish({ seq, flags: Flags.PERSISTENT, expiry: -1, size: 100, id, blob: bodyOf(id) });
+      q.publish({ seq, flags: Flags.PERSISTENT, expiry: -1, size, id, blob: bodyOf(id) });
     }
+    return { q, store };
+  }
+
+  it('reads the next bodies while the broker delivers, within its bounds; FETCH then waits for no read; purge drops them', async () => {
+    const N = 1000;
+    const { q, store } = await filledQueue('ra', N, 100);
     const first = await q.fetch(1, FetchMode.Ack, true);
     expect(first[0].blob!.equals(bodyOf(idOf(0, 0)))).toBe(true);
     // One read for the message fetched, then reads ahead for the next 256.
     expect(store.reads).toBe(1 + 256);
     expect(q.memory().bodiesAhead).toBe(256);
-    store.failing.add(idOf(300, 0).toString('hex')); // its read ahead fails
+    store.failing.add(idOf(300, 0).toString('hex')); // read ahead below, failing; the purge drops it unseen
     const next = await q.fetch(100, FetchMode.Ack, true);
     expect(next.map((m) => m.seq)).toEqual(Array.from({ length: 100 }, (_, i) => 1 + i));
     expect(next.every((m) => m.blob!.equals(bodyOf(m.id)))).toBe(true);
@@ -291,13 +297,7 @@ describe('body read-ahead', () => {
   });
 
   it('a read that failed ahead of time fails the FETCH that takes it, as a direct read would', async () => {
-    const store = new CountingStore();
-    const { index, recovery } = await QueueIndex.open(path.join(dir, 'rf'), { log: quiet });
-    const q = new BackingQueue({ name: 'rf', durable: true, client: store, index, recovered: recovery, nextSeq: 0, onConfirm: () => undefined, log: quiet, syncIntervalMs: 1 });
-    for (let seq = 0; seq < 20; seq++) {
-      const id = idOf(seq, 0);
-      q.publish({ seq, flags: Flags.PERSISTENT, expiry: -1, size: 100, id, blob: bodyOf(id) });
-    }
+    const { q, store } = await filledQueue('rf', 20, 100);
     store.failing.add(idOf(10, 0).toString('hex'));
     await q.fetch(1, FetchMode.NoAck, true);
     await new Promise((r) => setTimeout(r, 10)); // the reads ahead are done, one of them failed
@@ -308,13 +308,7 @@ describe('body read-ahead', () => {
   });
 
   it('reads ahead at most 2 MiB of bodies', async () => {
-    const store = new CountingStore();
-    const { index, recovery } = await QueueIndex.open(path.join(dir, 'rb'), { log: quiet });
-    const q = new BackingQueue({ name: 'rb', durable: true, client: store, index, recovered: recovery, nextSeq: 0, onConfirm: () => undefined, log: quiet, syncIntervalMs: 1 });
-    for (let seq = 0; seq < 100; seq++) {
-      const id = idOf(seq, 0);
-      q.publish({ seq, flags: Flags.PERSISTENT, expiry: -1, size: 256 * 1024, id, blob: bodyOf(id) });
-    }
+    const { q, store } = await filledQueue('rb', 100, 256 * 1024);
     await q.fetch(1, FetchMode.NoAck, true);
     expect(q.memory().bodiesAhead).toBe(8); // 8 × 256 KiB
     await q.terminate();
