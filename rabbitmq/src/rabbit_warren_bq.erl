@@ -57,6 +57,8 @@
 
 -define(PAGE, 256).
 
+-define(BATCH(H), {rabbit_warren_bq_batch, H}).
+
 -record(s, {
     owner,                 %% pid of rabbit_warren_sidecar
     handle,                %% session handle in the sidecar
@@ -335,9 +337,8 @@ take_ahead(S = #s{read_ahead = RA, len = Len, bytes = Bytes}) when RA > 1, Len >
 take_ahead(S) ->
     {none, S}.
 
-hand_out(Entry = {Seq, _, _, _, _, _}, AckRequired, WithBody, S = #s{handle = H}) ->
-    Op = case AckRequired of true -> ?OP_DELIVER; false -> ?OP_ACK end,
-    async(S, noflow, <<Op, 0:32, H:32, 1:32, Seq:64>>),
+hand_out(Entry = {Seq, _, _, _, _, _}, AckRequired, WithBody, S) ->
+    batch(S, case AckRequired of true -> deliver; false -> ack end, [Seq]),
     taken([Entry], AckRequired, WithBody, S).
 
 release(S = #s{ahead = []}) ->
@@ -395,14 +396,13 @@ taken(Entries, AckRequired, WithBody, S = #s{durable = Durable}) ->
 
 ack([], S) ->
     {[], S};
-ack(Tags, S = #s{handle = H}) ->
+ack(Tags, S) ->
     {Ids, Taken, S1} = take_unacked(Tags, S),
     S2 = lists:foldl(fun({_Seq, {_Id, Size, P, _E}}, Acc) ->
                              Acc#s{pcount = Acc#s.pcount - flag(P, 1),
                                    pbytes = Acc#s.pbytes - flag(P, Size)}
                      end, S1, Taken),
-    async(S2, noflow, [<<?OP_ACK, 0:32, H:32, (length(Taken)):32>>,
-                       [<<Seq:64>> || {Seq, _} <- Taken]]),
+    batch(S2, ack, [Seq || {Seq, _} <- Taken]),
     {Ids, S2}.
 
 requeue([], S) ->
@@ -490,12 +490,22 @@ set_ram_duration_target(_Target, S) -> S.
 
 ram_duration(S) -> {infinity, S}.
 
-needs_timeout(_S) -> false.
+%% Batched DELIVER/ACK go out as soon as the queue process has nothing else
+%% to do (timed: RabbitMQ calls timeout/1 when its mailbox is empty).
+needs_timeout(#s{handle = H}) ->
+    case get(?BATCH(H)) of
+        undefined -> false;
+        _ -> timed
+    end.
 
-timeout(S) -> S.
+timeout(S) ->
+    flush_batch(S),
+    S.
 
 %% An idle queue does not keep read-ahead bodies in memory.
-handle_pre_hibernate(S) -> release(S).
+handle_pre_hibernate(S) ->
+    flush_batch(S),
+    release(S).
 
 resume(S) -> S.
 
@@ -546,20 +556,59 @@ owner() ->
         Pid -> Pid
     end.
 
-async(#s{owner = Owner, handle = H}, Flow, Frame) ->
+%% Every frame of a session goes out after the session's batch.
+async(S, Flow, Frame) ->
+    flush_batch(S),
+    send(S, Flow, Frame).
+
+send(#s{owner = Owner, handle = H}, Flow, Frame) ->
     %% A dead owner means our session is gone with it: restart and re-init.
     case is_process_alive(Owner) of
         true -> rabbit_warren_sidecar:cast(Owner, H, Flow, Frame);
         false -> exit({sidecar_down, owner_restarted})
     end.
 
+%% DELIVER and ACK of messages handed out or acked one at a time are batched
+%% per session and sent before any other frame of the session, or when the
+%% queue process goes idle: one frame for many messages. In the process
+%% dictionary, keyed by session, because one queue process holds several
+%% sessions under the priority-queue wrapper. Delaying them is safe: a
+%% crash brings every message back redelivered anyway, and an ack still in a
+%% batch at a crash is an ack in flight.
+batch(#s{handle = H}, Kind, Seqs) ->
+    {D, A} = case get(?BATCH(H)) of
+                 undefined -> {[], []};
+                 V -> V
+             end,
+    put(?BATCH(H), case Kind of
+                       deliver -> {lists:reverse(Seqs, D), A};
+                       ack -> {D, lists:reverse(Seqs, A)}
+                   end),
+    ok.
+
+%% Deliveries first: a message acked in the same batch was delivered before.
+flush_batch(S = #s{handle = H}) ->
+    case erase(?BATCH(H)) of
+        undefined ->
+            ok;
+        {D, A} ->
+            D =:= [] orelse send(S, noflow, seqs_frame(?OP_DELIVER, H, lists:reverse(D))),
+            A =:= [] orelse send(S, noflow, seqs_frame(?OP_ACK, H, lists:reverse(A))),
+            ok
+    end.
+
+seqs_frame(Op, H, Seqs) ->
+    [<<Op, 0:32, H:32, (length(Seqs)):32>>, [<<Seq:64>> || Seq <- Seqs]].
+
 sync(S, Op, Body, Timeout) ->
+    flush_batch(S),
     case rabbit_warren_sidecar:call({queue, S#s.handle}, Op, [<<(S#s.handle):32>>, Body], Timeout) of
         {ok, _} -> ok;
         {error, E} -> exit({warren_error, op_name(Op), E})
     end.
 
 sync_reply(S = #s{handle = H}, Op, Body) ->
+    flush_batch(S),
     case rabbit_warren_sidecar:call({queue, H}, Op, [<<H:32>>, Body]) of
         {ok, Reply} -> {ok, Reply};
         {error, E} -> exit({warren_error, op_name(Op), S#s.qname, E})
