@@ -5,7 +5,8 @@
  * bounded number of them in memory. After a clean restart every message comes
  * back, in order, with the right redelivered flags and list_queues figures.
  * Transient messages beyond the windows have their bodies paged out to the
- * vhost's transient store, and come back from it.
+ * vhost's transient store, and come back from it. The deliveries and acks
+ * the plugin batches reach the sidecar once a queue goes idle.
  */
 import * as amqp from 'amqplib';
 import { broker, cleanRestart, connect, listQueues, qname, waitFor } from './harness';
@@ -176,3 +177,35 @@ it('bodies of 20,000 transient messages beyond the windows are paged out to the 
     await conn.close();
   }
 }, 300_000);
+
+it('deliveries and acks the plugin batches reach the sidecar once the queue is idle', async () => {
+  const q = qname('idle-acks');
+  const conn = await connect();
+  try {
+    const ch = await conn.createConfirmChannel();
+    await ch.assertQueue(q, { durable: true });
+    const M = 500;
+    for (let i = 0; i < M; i++) ch.sendToQueue(q, body(i), { persistent: true });
+    await ch.waitForConfirms();
+    const c = await conn.createChannel();
+    await c.prefetch(100);
+    let got = 0;
+    await new Promise<void>((resolve) => {
+      void c.consume(q, (m) => {
+        if (!m) return;
+        c.ack(m);
+        if (++got === M) resolve();
+      });
+    });
+    // Nothing else happens on the queue: only its idle flush can tell the
+    // sidecar about the last acks.
+    const st = await waitFor(async () => {
+      const s = await queueStats(q);
+      return s && s.persistentCount === 0 && s.memory.pendingAcks === 0 ? s : undefined;
+    }, 10_000);
+    expect(st).toMatchObject({ len: 0, unacked: 0, persistentCount: 0 });
+    await c.deleteQueue(q);
+  } finally {
+    await conn.close();
+  }
+});
