@@ -69,6 +69,15 @@ async function consumeInOrder(
   return bad;
 }
 
+/** Publishes messages 0 … n − 1 (messageId i), waiting for confirms every 2,000 and at the end. */
+async function publishConfirmed(ch: amqp.ConfirmChannel, q: string, n: number, bodyOf: (i: number) => Buffer, persistent: boolean): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    ch.sendToQueue(q, bodyOf(i), { persistent, messageId: String(i) });
+    if (i % 2000 === 1999) await ch.waitForConfirms();
+  }
+  await ch.waitForConfirms();
+}
+
 function body(i: number): Buffer {
   return Buffer.from(`backlog:${i}:${'y'.repeat(i % 40)}`);
 }
@@ -78,11 +87,7 @@ it('a 50,000-message backlog lives in the index, survives a clean restart and co
   let conn = await connect();
   const ch = await conn.createConfirmChannel();
   await ch.assertQueue(q, { durable: true });
-  for (let i = 0; i < N; i++) {
-    ch.sendToQueue(q, body(i), { persistent: true, messageId: String(i) });
-    if (i % 2000 === 1999) await ch.waitForConfirms();
-  }
-  await ch.waitForConfirms();
+  await publishConfirmed(ch, q, N, body, true);
 
   // Take ACKED + HELD (prefetch stops the rest), then ack the first ACKED.
   const consumer = await conn.createChannel();
@@ -151,11 +156,7 @@ it('bodies of 20,000 transient messages beyond the windows are paged out to the 
   try {
     const ch = await conn.createConfirmChannel();
     await ch.assertQueue(q, { durable: false });
-    for (let i = 0; i < M; i++) {
-      ch.sendToQueue(q, tbody(i), { persistent: false, messageId: String(i) });
-      if (i % 2000 === 1999) await ch.waitForConfirms();
-    }
-    await ch.waitForConfirms();
+    await publishConfirmed(ch, q, M, tbody, false);
     const st = await queueStats(q);
     expect(st!.len).toBe(M);
     // all but the windows are paged; their bodies are in the transient store
@@ -185,8 +186,7 @@ it('deliveries and acks the plugin batches reach the sidecar once the queue is i
     const ch = await conn.createConfirmChannel();
     await ch.assertQueue(q, { durable: true });
     const M = 500;
-    for (let i = 0; i < M; i++) ch.sendToQueue(q, body(i), { persistent: true });
-    await ch.waitForConfirms();
+    await publishConfirmed(ch, q, M, body, true);
     const c = await conn.createChannel();
     await c.prefetch(100);
     let got = 0;

@@ -58,6 +58,7 @@
 -define(PAGE, 256).
 
 -define(BATCH(H), {rabbit_warren_bq_batch, H}).
+-define(DEFAULT_READ_AHEAD, 64).
 
 -record(s, {
     owner,                 %% pid of rabbit_warren_sidecar
@@ -72,7 +73,7 @@
     pcount = 0,            %% persistent messages (ready + unacked)
     pbytes = 0,
     next_seq = 0,
-    read_ahead = 64,       %% max messages reserved ahead (app env read_ahead; 0/1 = off)
+    read_ahead = ?DEFAULT_READ_AHEAD, %% max messages reserved ahead (app env read_ahead; 0/1 = off)
     ahead = [],            %% reserved entries, in order: ready for RabbitMQ, pending acks in the sidecar
     expiring = 0,          %% ready messages with an expiry (0: dropwhile needs no round trip)
     confirmed = [],        %% lists of confirmed msg ids, drained by drain_confirmed
@@ -121,7 +122,7 @@ init(Q, Recover, AsyncCb) ->
             #s{owner = Owner, handle = Handle, qname = QName, durable = Durable,
                async_cb = AsyncCb, len = Len, bytes = Bytes, pcount = PC, pbytes = PB,
                next_seq = NextSeq, expiring = Expiring,
-               read_ahead = application:get_env(rabbitmq_warren, read_ahead, 64)};
+               read_ahead = application:get_env(rabbitmq_warren, read_ahead, ?DEFAULT_READ_AHEAD)};
         {ok, Other} ->
             exit({warren_bad_reply, init, Other});
         {error, E} ->
@@ -344,8 +345,7 @@ hand_out(Entry = {Seq, _, _, _, _, _}, AckRequired, WithBody, S) ->
 release(S = #s{ahead = []}) ->
     S;
 release(S = #s{ahead = Ahead, handle = H}) ->
-    async(S, noflow, [<<?OP_RELEASE, 0:32, H:32, (length(Ahead)):32>>,
-                      [<<Seq:64>> || {Seq, _, _, _, _, _} <- Ahead]]),
+    async(S, noflow, seqs_frame(?OP_RELEASE, H, [Seq || {Seq, _, _, _, _, _} <- Ahead])),
     S#s{ahead = []}.
 
 read_ahead_bytes() ->
@@ -414,8 +414,7 @@ requeue(Tags, S0) ->
                              Acc#s{len = Acc#s.len + 1, bytes = Acc#s.bytes + Size,
                                    expiring = Acc#s.expiring + flag(E, 1)}
                      end, S1, Taken),
-    async(S2, noflow, [<<?OP_REQUEUE, 0:32, H:32, (length(Taken)):32>>,
-                       [<<Seq:64>> || {Seq, _} <- Taken]]),
+    async(S2, noflow, seqs_frame(?OP_REQUEUE, H, [Seq || {Seq, _} <- Taken])),
     {Ids, S2}.
 
 %% Removes the tags from the pending acks: {MsgIds in tag order,

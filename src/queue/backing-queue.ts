@@ -238,6 +238,12 @@ export class BackingQueue {
     };
   }
 
+  /** A message joins (+1) or leaves (−1) the ready messages: their bytes and expiry count. */
+  private countReady(m: Message, sign: 1 | -1): void {
+    this.readyBytes += sign * m.size;
+    if (m.expiry >= 0) this.readyExpiring += sign;
+  }
+
   private isStored(m: Message): boolean {
     return (m.flags & Flags.PERSISTENT) !== 0;
   }
@@ -274,8 +280,7 @@ export class BackingQueue {
       this.unacked.set(m.seq, m);
       this.unackedBytes += m.size;
     } else {
-      this.readyBytes += m.size;
-      if (m.expiry >= 0) this.readyExpiring++;
+      this.countReady(m, 1);
       if (this.deltaEmpty() && this.tail.length === 0 && this.head.length < this.headWindow) {
         this.head.push(m);
       } else {
@@ -392,8 +397,7 @@ export class BackingQueue {
       while (batch.length < max - res.length) {
         const m = await this.shiftReady();
         if (!m) break;
-        this.readyBytes -= m.size;
-        if (m.expiry >= 0) this.readyExpiring--;
+        this.countReady(m, -1);
         batch.push(m);
       }
       if (batch.length === 0) break;
@@ -520,8 +524,7 @@ export class BackingQueue {
     const toDelta: Message[] = [];
     const d = this.delta;
     for (const m of ms) {
-      this.readyBytes += m.size;
-      if (m.expiry >= 0) this.readyExpiring++;
+      this.countReady(m, 1);
       if (!this.deltaEmpty()) {
         if (m.seq < d.lo) toHead.push(m);
         else if (m.seq >= d.hi) toTail.push(m);
