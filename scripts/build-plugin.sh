@@ -5,6 +5,8 @@
 # of the sidecar entry. Idempotent: only changed modules are recompiled.
 # Warnings are errors.
 set -euo pipefail
+# The broker may run as another user (Debian's rabbitmq): what we build must be readable by it.
+umask 022
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
@@ -84,4 +86,5 @@ if ! cmp -s "$TMP" "$APP"; then
   cp "$TMP" "$APP"
   echo "build-plugin: wrote ${APP#$ROOT/}"
 fi
+chmod 0644 "$APP"  # mktemp made it 0600
 echo "build-plugin: $NAME $VSN ready in ${OUT#$ROOT/} (node $NODE_BIN, sidecar $ENTRY)"

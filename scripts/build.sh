@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the TypeScript (dist/) and the Erlang plugin (build/plugins/).
 set -euo pipefail
+umask 022  # the broker may run as another user (Debian's rabbitmq): the build must be readable by it
 cd "$(dirname "$0")/.."
 npx tsc -p tsconfig.json
 npx tsc -p examples/tsconfig.json

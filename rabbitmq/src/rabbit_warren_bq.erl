@@ -28,7 +28,7 @@
          zip_msgs_and_acks/4, handle_info/2]).
 
 %% for the owner's confirm funs, operators and tests
--export([confirmed/4, queue_key/2]).
+-export([confirmed/4, queue_key/2, queue_identity/1]).
 
 -define(OP_START, 1).
 -define(OP_INIT, 2).
@@ -76,6 +76,7 @@
     read_ahead = ?DEFAULT_READ_AHEAD, %% max messages reserved ahead (app env read_ahead; 0/1 = off)
     ahead = [],            %% reserved entries, in order: ready for RabbitMQ, pending acks in the sidecar
     expiring = 0,          %% ready messages with an expiry (0: dropwhile needs no round trip)
+    max_frame,             %% the link's frame limit (rabbit_warren_sidecar:max_frame/0)
     confirmed = [],        %% lists of confirmed msg ids, drained by drain_confirmed
     disk_reads = 0,
     disk_writes = 0
@@ -84,18 +85,25 @@
 %%----------------------------------------------------------------------------
 %% lifecycle
 
+%% start/2 gets names only (the priority wrapper's sub-queues as <<Name,0,P>>),
+%% so each name is matched against the durable queue records to find the
+%% queue(s) it stands for: a name that is both a plain queue's and a priority
+%% sub-queue's stands for both, and is clean only if both are.
 start(VHost, QNames) ->
     Dir = vhost_dir(VHost),
-    Keys = [queue_key(VHost, N) || #resource{name = N} <- QNames],
-    Body = [str(VHost), str(Dir), <<(length(Keys)):32>>, [str(K) || K <- Keys]],
+    Cands = [start_identities(VHost, QName) || QName <- QNames],
+    Pairs = lists:ukeysort(1, lists:append(Cands)),
+    Body = [str(VHost), str(Dir), <<(length(Pairs)):32>>,
+            [[str(K), str(L)] || {K, L} <- Pairs]],
     case rabbit_warren_sidecar:call(global, ?OP_START, Body, long_timeout()) of
-        {ok, <<N:32, Clean/binary>>} when N =:= length(Keys), byte_size(Clean) =:= N ->
-            Terms = [case C of
-                         1 -> [{warren_clean, true}];
-                         _ -> non_clean_shutdown
-                     end || <<C:8>> <= Clean],
+        {ok, <<N:32, Clean/binary>>} when N =:= length(Pairs), byte_size(Clean) =:= N ->
+            IsClean = maps:from_list(lists:zip([K || {K, _} <- Pairs], [C =:= 1 || <<C:8>> <= Clean])),
+            Terms = [case lists:all(fun({K, _}) -> maps:get(K, IsClean) end, C) of
+                         true -> [{warren_clean, true}];
+                         false -> non_clean_shutdown
+                     end || C <- Cands],
             rabbit_log:info("Warren: vhost '~ts' started with ~b durable queues (~b clean)",
-                            [VHost, N, length([T || T = [_] <- Terms])]),
+                            [VHost, length(Terms), length([T || T = [_] <- Terms])]),
             {ok, Terms};
         {ok, Other} ->
             error({warren_bad_reply, start, Other});
@@ -107,21 +115,22 @@ stop(_VHost) ->
     ok.
 
 init(Q, Recover, AsyncCb) ->
-    QName = #resource{virtual_host = VHost, name = Name} = amqqueue:get_name(Q),
+    QName = #resource{virtual_host = VHost} = amqqueue:get_name(Q),
     Durable = amqqueue:is_durable(Q),
     Mode = case Recover of
                new -> 0;
                non_clean_shutdown -> 2;
                Terms when is_list(Terms) -> 1
            end,
-    Body = [str(VHost), str(vhost_dir(VHost)), str(queue_key(VHost, Name)),
-            str(printable_name(Name)), <<(bool(Durable)):8, Mode:8>>],
+    Body = [str(VHost), str(vhost_dir(VHost)), str(queue_key(VHost, queue_identity(Q))),
+            str(printable_name(Q)), <<(bool(Durable)):8, Mode:8>>],
     Owner = owner(),
     case rabbit_warren_sidecar:call({init, AsyncCb}, ?OP_INIT, Body, long_timeout()) of
         {ok, <<Handle:32, Len:32, Bytes:64, PC:32, PB:64, NextSeq:64, Expiring:32>>} ->
             #s{owner = Owner, handle = Handle, qname = QName, durable = Durable,
                async_cb = AsyncCb, len = Len, bytes = Bytes, pcount = PC, pbytes = PB,
                next_seq = NextSeq, expiring = Expiring,
+               max_frame = rabbit_warren_sidecar:max_frame(),
                read_ahead = application:get_env(rabbitmq_warren, read_ahead, ?DEFAULT_READ_AHEAD)};
         {ok, Other} ->
             exit({warren_bad_reply, init, Other});
@@ -140,8 +149,8 @@ delete_and_terminate(_Reason, S) ->
     S#s{len = 0, bytes = 0, expiring = 0, unacked = #{}, unacked_bytes = 0, pcount = 0, pbytes = 0}.
 
 delete_crashed(Q) ->
-    #resource{virtual_host = VHost, name = Name} = amqqueue:get_name(Q),
-    Body = [str(VHost), str(vhost_dir(VHost)), str(queue_key(VHost, Name))],
+    #resource{virtual_host = VHost} = amqqueue:get_name(Q),
+    Body = [str(VHost), str(vhost_dir(VHost)), str(queue_key(VHost, queue_identity(Q)))],
     case rabbit_warren_sidecar:call(global, ?OP_DELETE_CRASHED, Body, long_timeout()) of
         {ok, _} -> ok;
         {error, E} -> error({warren_error, delete_crashed, E})
@@ -178,6 +187,10 @@ publish1(Msg = #basic_message{id = MsgId, is_persistent = IsPersistent},
         bor flag(IsDelivered =:= true, ?F_DELIVERED) bor flag(Unacked, ?F_UNACKED),
     Frame = [<<?OP_PUBLISH, 0:32, H:32, 1:32, Seq:64, Flags:8, (expiry(Expiry)):64/signed,
                Size:32>>, msg_id(MsgId), <<(byte_size(Blob)):32>>, Blob],
+    %% The sidecar would drop the whole connection (every queue) for an
+    %% oversized frame: fail this queue alone, before anything is counted.
+    byte_size(Blob) + 64 =< S#s.max_frame orelse
+        error({warren_message_too_large, S#s.qname, byte_size(Blob), S#s.max_frame}),
     Flow =:= flow andalso credit_flow:send(Owner),
     async(S, Flow, Frame),
     Persistent = Durable andalso IsPersistent =:= true,
@@ -266,7 +279,12 @@ remove_while1(Pred, Mode, Fun, Acc, S0 = #s{len = Len}, Page) ->
     Max = min(Len, Page),
     {ok, <<N:32, Heads/binary>>} = sync_reply(S, ?OP_PEEK, <<Max:32>>),
     Props = [{props(E, Sz, F)} || <<E:64/signed, Sz:32, F:8>> <= Heads],
-    {Pass, Stop} = take_while(Pred, Props, 0),
+    %% Bodies come back in one reply: fetch no more than a frame holds.
+    Budget = case Mode of
+                 fetch -> reply_budget(S);
+                 drop -> infinity
+             end,
+    {Pass, Stop} = take_while(Pred, Props, 0, 0, Budget),
     {Acc1, S1} = case Pass of
                      0 -> {Acc, S};
                      _ when Mode =:= drop ->
@@ -283,10 +301,15 @@ remove_while1(Pred, Mode, Fun, Acc, S0 = #s{len = Len}, Page) ->
         none -> remove_while1(Pred, Mode, Fun, Acc1, S1, min(?PAGE, Page * 4))
     end.
 
-take_while(_Pred, [], N) -> {N, none};
-take_while(Pred, [{P} | Rest], N) ->
+%% The predicate is not called on a message past the byte budget: the next
+%% page starts with it.
+take_while(_Pred, [], N, _Bytes, _Budget) -> {N, none};
+take_while(_Pred, [{#message_properties{size = Sz}} | _], N, Bytes, Budget)
+  when N > 0, Budget =/= infinity, Bytes + Sz > Budget ->
+    {N, none};
+take_while(Pred, [{P = #message_properties{size = Sz}} | Rest], N, Bytes, Budget) ->
     case Pred(P) of
-        true -> take_while(Pred, Rest, N + 1);
+        true -> take_while(Pred, Rest, N + 1, Bytes + Sz, Budget);
         false -> {N, {stop, P}}
     end.
 
@@ -437,11 +460,31 @@ ackfold(Fun, Acc, S, Tags) ->
 ackfold1(_Fun, Acc, S, []) ->
     {Acc, S};
 ackfold1(Fun, Acc, S, Tags) ->
-    {Page, Rest} = split(?PAGE, Tags),
+    {Page, Rest} = read_page(Tags, S#s.unacked, 0, 0, reply_budget(S), []),
     {ok, Reply} = sync_reply(S, ?OP_READ, [<<(length(Page)):32>>, [<<T:64>> || T <- Page]]),
     Acc1 = lists:foldl(fun({Seq, _F, _E, _Sz, _Id, Blob}, A) -> Fun(from_blob(Blob), Seq, A) end,
                        Acc, entries(Reply)),
     ackfold1(Fun, Acc1, S, Rest).
+
+%% Up to ?PAGE tags whose messages fit in one reply (at least one tag).
+read_page([], _U, _N, _Bytes, _Budget, Acc) ->
+    {lists:reverse(Acc), []};
+read_page(Tags, _U, ?PAGE, _Bytes, _Budget, Acc) ->
+    {lists:reverse(Acc), Tags};
+read_page(Tags = [T | Rest], U, N, Bytes, Budget, Acc) ->
+    Sz = case maps:find(T, U) of
+             {ok, {_Id, Size, _, _}} -> Size;
+             error -> 0
+         end,
+    case N > 0 andalso Bytes + Sz > Budget of
+        true -> {lists:reverse(Acc), Tags};
+        false -> read_page(Rest, U, N + 1, Bytes + Sz, Budget, [T | Acc])
+    end.
+
+%% Bytes of message sizes one reply with bodies may carry, as the sidecar
+%% counts them: half the frame limit, leaving room for properties.
+reply_budget(#s{max_frame = MaxFrame}) ->
+    MaxFrame div 2.
 
 fold(Fun, Acc, S) ->
     fold1(Fun, Acc, release(S), -1).
@@ -648,24 +691,99 @@ bool(false) -> 0.
 str(S) when is_list(S) -> str(unicode:characters_to_binary(S));
 str(B) when is_binary(B), byte_size(B) < 65536 -> [<<(byte_size(B)):16>>, B].
 
-split(N, L) when length(L) =< N -> {L, []};
-split(N, L) -> lists:split(N, L).
+
+%% What a queue is, unambiguously: {plain, Name}, or {priority, Name, P} for
+%% sub-queue P of priority queue Name. The priority wrapper hands us
+%% sub-queues named <<Name,0,P>> with the queue's own arguments, so the
+%% arguments, not the name, tell which it is: a plain queue may well be
+%% called <<"victim",0,1>>.
+queue_identity(Q) ->
+    #resource{name = Name} = amqqueue:get_name(Q),
+    case {is_priority_queue(Q), split_priority(Name)} of
+        {true, {Base, P}} -> {priority, Base, P};
+        _ -> {plain, Name}
+    end.
+
+%% At start/2: the identities a recovered name can stand for, with their keys
+%% and the key an earlier Warren gave that name.
+start_identities(VHost, QName = #resource{name = Name}) ->
+    Plain = case durable_queue(QName) of
+                {ok, Q} -> not is_priority_queue(Q);
+                _ -> false
+            end,
+    Prio = case split_priority(Name) of
+               {Base, P} ->
+                   case durable_queue(QName#resource{name = Base}) of
+                       {ok, BQ} -> case is_priority_queue(BQ) of
+                                       true -> [{priority, Base, P}];
+                                       false -> []
+                                   end;
+                       _ -> []
+                   end;
+               none -> []
+           end,
+    Ids = case {Plain, Prio} of
+              {false, []} -> [{plain, Name}];
+              _ -> [{plain, Name} || Plain] ++ Prio
+          end,
+    Legacy = legacy_queue_key(VHost, Name),
+    [{queue_key(VHost, Id), Legacy} || Id <- Ids].
+
+split_priority(Name) when byte_size(Name) >= 2 ->
+    Sz = byte_size(Name) - 2,
+    case Name of
+        <<Base:Sz/binary, 0, P:8>> -> {Base, P};
+        _ -> none
+    end;
+split_priority(_) ->
+    none.
+
+%% As rabbit_priority_queue decides (an integer x-max-priority argument).
+is_priority_queue(Q) ->
+    Ints = [long, short, signedint, byte, unsignedbyte, unsignedshort, unsignedint],
+    case rabbit_misc:table_lookup(amqqueue:get_arguments(Q), <<"x-max-priority">>) of
+        {Type, _} -> lists:member(Type, Ints);
+        _ -> false
+    end.
+
+durable_queue(QName) ->
+    _ = code:ensure_loaded(rabbit_amqqueue),
+    case erlang:function_exported(rabbit_amqqueue, lookup_durable_queue, 1) of
+        true -> rabbit_amqqueue:lookup_durable_queue(QName);
+        false -> rabbit_misc:dirty_read({rabbit_durable_queue, QName})
+    end.
 
 %% The key of a queue in the sidecar (PROTOCOL.md): lowercase hex of the first
-%% 16 bytes of sha256(<<VHostLen:16, VHost, Name>>).
-queue_key(VHost, Name) ->
-    <<K:16/binary, _/binary>> = crypto:hash(sha256, <<(byte_size(VHost)):16, VHost/binary, Name/binary>>),
+%% 16 bytes of sha256 of a length-prefixed encoding of (vhost, identity).
+queue_key(VHost, Id) ->
+    Enc = case Id of
+              {plain, N} -> <<0, (byte_size(N)):32, N/binary>>;
+              {priority, N, P} -> <<1, (byte_size(N)):32, N/binary, P:8>>
+          end,
+    hex_key(<<"warren queue key 1", (byte_size(VHost)):32, VHost/binary, Enc/binary>>).
+
+%% Before 0.2 a key hashed <<VHostLen:16, VHost, Name>> with the sub-queue's
+%% name, ambiguous; START sends it so the sidecar can move old state.
+legacy_queue_key(VHost, Name) ->
+    hex_key(<<(byte_size(VHost)):16, VHost/binary, Name/binary>>).
+
+hex_key(Bin) ->
+    <<K:16/binary, _/binary>> = crypto:hash(sha256, Bin),
     << <<(hex(D))>> || <<D:4>> <= K >>.
 
 hex(D) when D < 10 -> $0 + D;
 hex(D) -> $a + D - 10.
 
-%% Priority sub-queues are named <<Name, 0, P>>; show them readably.
-printable_name(Name) ->
-    case binary:split(Name, <<0>>) of
-        [Base, <<P:8>>] -> <<Base/binary, " [priority ", (integer_to_binary(P))/binary, "]">>;
-        _ -> Name
+%% Priority sub-queues are named <<Name, 0, P>>; show them readably. Other
+%% NUL bytes (a plain queue may have them) are shown escaped.
+printable_name(Q) ->
+    case queue_identity(Q) of
+        {priority, Base, P} -> <<(escape_nul(Base))/binary, " [priority ", (integer_to_binary(P))/binary, "]">>;
+        {plain, Name} -> escape_nul(Name)
     end.
+
+escape_nul(Name) ->
+    binary:replace(Name, <<0>>, <<"\\0">>, [global]).
 
 vhost_dir(VHost) ->
     unicode:characters_to_binary(rabbit_vhost:msg_store_dir_path(VHost)).

@@ -11,6 +11,18 @@
 %%   holds a session is killed with {sidecar_down, Reason} (so it restarts and
 %%   recovers), the sidecar is restarted, and new calls wait until it is back.
 %%
+%% The link is the broker's alone (docs/RELIABILITY.md, "Security"):
+%% - the socket lives in a directory only the broker's user can enter (0700):
+%%   <data dir>/warren/, or, when that path is too long for a Unix socket, a
+%%   directory with a random name made afresh under /tmp and checked to be
+%%   ours and empty after its mode is set;
+%% - each sidecar start gets a new random token on its stdin (never on its
+%%   command line or in its environment); our first frame on a connection is
+%%   AUTH with it, and the sidecar refuses any connection that does not;
+%% - before sending anything we check (SO_PEERCRED) that the process on the
+%%   other end of the socket is the sidecar we started;
+%% - frames are limited both ways (max_frame/0), refused before buffering.
+%%
 %% It is a restartable child of rabbit_sup, started before queue recovery, so
 %% it stops after the queues. Queue processes are never linked to anything
 %% here and never receive raw messages from us (only exit signals and the
@@ -19,15 +31,22 @@
 -behaviour(gen_server).
 
 -export([start_link/0, call/3, call/4, cast/4, stats/0, os_pid/0, status/0,
-         socket_path/0]).
+         socket_path/0, max_frame/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2,
          code_change/3]).
+
+-include_lib("kernel/include/file.hrl").
 
 -define(SERVER, ?MODULE).
 -define(OP_SHUTDOWN, 16).
 -define(OP_STATS, 17).
 -define(OP_TERMINATE, 3).
 -define(OP_DELETE_AND_TERMINATE, 4).
+-define(OP_AUTH, 20).
+-define(TOKEN_BYTES, 32).
+-define(SOL_SOCKET, 1).
+-define(SO_PEERCRED, 17).
+-define(MAX_SOCKET_PATH, 100).
 -define(REPLY, 100).
 -define(CONFIRM, 101).
 -define(CONNECT_EVERY_MS, 50).
@@ -39,6 +58,8 @@
     os_pid = undefined,
     sock = undefined,          %% gen_tcp socket once connected
     sock_path,
+    sock_tmp_dir = undefined,  %% the random /tmp directory holding the socket, if one was needed
+    token = undefined,         %% this sidecar start's connection token
     line = [],                 %% partial stdout line of the port (noeol chunks)
     connect_deadline = 0,      %% monotonic ms: give up connecting and restart
     next_req = 1,
@@ -85,23 +106,92 @@ status() ->
     gen_server:call(?SERVER, status).
 
 socket_path() ->
-    Dir = data_dir(),
-    P = filename:join([Dir, "warren", "sidecar.sock"]),
-    case length(P) > 100 of
-        false -> P;
-        true ->
-            <<H:64, _/binary>> = crypto:hash(sha256, unicode:characters_to_binary(P)),
-            lists:flatten(io_lib:format("/tmp/warren-~16.16.0b.sock", [H]))
-    end.
+    proplists:get_value(socket, status()).
+
+%% The largest frame either side accepts: a message of the broker's
+%% max_message_size with properties up to frame_max, and room to spare.
+max_frame() ->
+    MaxMsg = case application:get_env(rabbit, max_message_size) of
+                 {ok, M} when is_integer(M), M > 0 -> M;
+                 _ -> 134217728
+             end,
+    FrameMax = case application:get_env(rabbit, frame_max) of
+                   {ok, F} when is_integer(F), F > 0 -> F;
+                   _ -> 131072
+               end,
+    max(1048576, min(805306368, MaxMsg + FrameMax + 65536)).
 
 %%----------------------------------------------------------------------------
 
 init([]) ->
     process_flag(trap_exit, true),
-    Path = socket_path(),
-    ok = filelib:ensure_dir(Path),
-    St = start_port(#st{sock_path = Path}),
+    {Path, TmpDir} = private_socket_path(),
+    St = start_port(#st{sock_path = Path, sock_tmp_dir = TmpDir}),
     {ok, St}.
+
+%% The socket's path, in a directory that only our user can enter.
+private_socket_path() ->
+    Dir = filename:join(data_dir(), "warren"),
+    P = filename:join(Dir, "sidecar.sock"),
+    case length(P) > ?MAX_SOCKET_PATH of
+        false ->
+            ok = private_dir(Dir, existing_ok),
+            {P, undefined};
+        true ->
+            TmpDir = random_tmp_dir(5),
+            rabbit_log:info("Warren: ~ts is too long for a Unix socket; the socket lives in "
+                            "the private directory ~ts", [P, TmpDir]),
+            {filename:join(TmpDir, "s.sock"), TmpDir}
+    end.
+
+random_tmp_dir(0) ->
+    error({warren, cannot_make_private_socket_dir});
+random_tmp_dir(Tries) ->
+    Name = "warren-" ++ binary_to_list(string:lowercase(binary:encode_hex(crypto:strong_rand_bytes(12)))),
+    Dir = filename:join("/tmp", Name),
+    case private_dir(Dir, must_be_new) of
+        ok -> Dir;
+        {error, Why} ->
+            rabbit_log:warning("Warren: private socket directory ~ts refused (~p); another name",
+                               [Dir, Why]),
+            random_tmp_dir(Tries - 1)
+    end.
+
+%% Makes Dir 0700 and checks it is a real directory owned by the user of the
+%% data dir (the broker's). A directory that must be new must be created
+%% here, and still be empty once its mode is 0700 (nothing could slip in
+%% while the umask's mode applied).
+private_dir(Dir, Mode) ->
+    Made = case file:make_dir(Dir) of
+               ok -> ok;
+               {error, eexist} when Mode =:= existing_ok -> ok;
+               {error, MkErr} -> {error, {make_dir, MkErr}}
+           end,
+    {ok, #file_info{uid = Me}} = file:read_file_info(data_dir()),
+    case Made of
+        ok ->
+            case file:read_link_info(Dir) of
+                {ok, #file_info{type = directory, uid = Me}} ->
+                    ok = file:change_mode(Dir, 8#700),
+                    case {Mode, file:list_dir(Dir)} of
+                        {must_be_new, {ok, []}} -> ok;
+                        {must_be_new, {ok, Other}} -> {error, {not_empty, Other}};
+                        {existing_ok, {ok, _}} -> ok;
+                        {_, {error, LsErr}} -> {error, {list_dir, LsErr}}
+                    end;
+                {ok, #file_info{type = directory, uid = Uid}} ->
+                    rabbit_log:error("Warren: ~ts belongs to uid ~b, not to the broker's user "
+                                     "(uid ~b); refusing to put the sidecar's socket there",
+                                     [Dir, Uid, Me]),
+                    {error, {owner, Uid}};
+                {ok, #file_info{type = T}} ->
+                    {error, {not_a_directory, T}};
+                {error, StatErr} ->
+                    {error, {stat, StatErr}}
+            end;
+        Err ->
+            Err
+    end.
 
 handle_call({req, Kind, Op, Body}, From, St) ->
     {noreply, request(From, Kind, Op, Body, St)};
@@ -217,6 +307,10 @@ terminate(Reason, St) ->
                 catch port_close(Port),
                 kill_os_pid(St#st.os_pid)
             end
+    end,
+    case St#st.sock_tmp_dir of
+        undefined -> ok;
+        TmpDir -> _ = file:del_dir_r(TmpDir), ok
     end,
     ok.
 
@@ -348,17 +442,21 @@ start_port(St = #st{sock_path = Path, starts = N}) ->
               absolute -> Node;
               _ -> os:find_executable(Node)
           end,
-    Args = [Entry, "--socket", Path] ++ env(sidecar_args, []),
+    Args = [Entry, "--socket", Path, "--data-dir", data_dir(),
+            "--max-frame", integer_to_list(max_frame())] ++ env(sidecar_args, []),
+    Token = crypto:strong_rand_bytes(?TOKEN_BYTES),
     try
         true = is_list(Exe) andalso is_list(Entry),
         Port = open_port({spawn_executable, Exe},
                          [{args, Args}, {line, 16384}, use_stdio, stderr_to_stdout,
                           exit_status, binary, hide]),
         {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+        %% The token goes down the sidecar's stdin, a pipe only it reads.
+        true = port_command(Port, [string:lowercase(binary:encode_hex(Token)), $\n]),
         rabbit_log:info("Warren: started sidecar ~ts ~ts (pid ~b)",
                         [Exe, Entry, OsPid]),
         self() ! connect,
-        St#st{port = Port, os_pid = OsPid, line = [], starts = N + 1,
+        St#st{port = Port, os_pid = OsPid, line = [], starts = N + 1, token = Token,
               connect_deadline = erlang:monotonic_time(millisecond) +
                   timeout(connect_timeout, 60000)}
     catch C:E ->
@@ -373,23 +471,43 @@ schedule_restart(St = #st{restart_timer = undefined, failures = N}) ->
 schedule_restart(St) ->
     St.
 
-try_connect(St = #st{sock_path = Path}) ->
-    Opts = [binary, {packet, 4}, {packet_size, 0}, {active, true}],
+try_connect(St = #st{sock_path = Path, os_pid = OsPid, token = Token}) ->
+    Opts = [binary, {packet, 4}, {packet_size, max_frame()}, {active, false}],
     case gen_tcp:connect({local, Path}, 0, Opts, 1000) of
         {ok, Sock} ->
-            connected(St#st{sock = Sock});
+            case peer_pid(Sock) of
+                {ok, OsPid} ->
+                    ok = gen_tcp:send(Sock, <<?OP_AUTH, 0:32, Token/binary>>),
+                    ok = inet:setopts(Sock, [{active, true}]),
+                    connected(St#st{sock = Sock});
+                Other ->
+                    rabbit_log:error("Warren: the process on ~ts is not the sidecar we started "
+                                     "(pid ~p): ~p; not talking to it", [Path, OsPid, Other]),
+                    gen_tcp:close(Sock),
+                    retry_connect(St)
+            end;
         {error, _} ->
-            case erlang:monotonic_time(millisecond) > St#st.connect_deadline of
-                true ->
-                    rabbit_log:error("Warren: the sidecar (pid ~p) did not open ~ts in time; "
-                                     "killing it", [St#st.os_pid, Path]),
-                    kill_os_pid(St#st.os_pid),
-                    %% its exit_status follows and restarts it
-                    St;
-                false ->
-                    erlang:send_after(?CONNECT_EVERY_MS, self(), connect),
-                    St
-            end
+            retry_connect(St)
+    end.
+
+%% The pid that listens on the other end of a Unix socket (SO_PEERCRED).
+peer_pid(Sock) ->
+    case inet:getopts(Sock, [{raw, ?SOL_SOCKET, ?SO_PEERCRED, 12}]) of
+        {ok, [{raw, _, _, <<Pid:32/native, _Uid:32/native, _Gid:32/native>>}]} -> {ok, Pid};
+        Other -> {no_peer_credentials, Other}
+    end.
+
+retry_connect(St = #st{sock_path = Path}) ->
+    case erlang:monotonic_time(millisecond) > St#st.connect_deadline of
+        true ->
+            rabbit_log:error("Warren: the sidecar (pid ~p) did not open ~ts in time; "
+                             "killing it", [St#st.os_pid, Path]),
+            kill_os_pid(St#st.os_pid),
+            %% its exit_status follows and restarts it
+            St;
+        false ->
+            erlang:send_after(?CONNECT_EVERY_MS, self(), connect),
+            St
     end.
 
 connected(St = #st{held = Held}) ->
@@ -467,8 +585,12 @@ env(Key, Default) ->
 timeout(Key, Default) ->
     env(Key, Default).
 
+%% The broker's data dir: vhost directories are <this>/msg_stores/vhosts/<hash>.
 data_dir() ->
-    rabbit_mnesia:dir().
+    case erlang:function_exported(rabbit, data_dir, 0) of
+        true -> rabbit:data_dir();
+        false -> rabbit_mnesia:dir()
+    end.
 
 rabbit_vhost_dir_base() ->
     filename:dirname(rabbit_vhost:msg_store_dir_path(<<"/">>)).

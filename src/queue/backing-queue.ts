@@ -377,8 +377,14 @@ export class BackingQueue {
   }
 
   private async shiftReady(): Promise<Message | undefined> {
-    if (this.head.length === 0) await this.refill();
+    await this.headReady();
     return this.head.shift();
+  }
+
+  /** The first ready message, left in place. */
+  private async headReady(): Promise<Message | undefined> {
+    if (this.head.length === 0) await this.refill();
+    return this.head.at(0);
   }
 
   /**
@@ -387,16 +393,21 @@ export class BackingQueue {
    * (the broker's read-ahead: `markDelivered` or `requeue` follows); with NoAck
    * they leave the queue. Flags are returned as they were before the fetch.
    * A stored message whose body cannot be read (missing or failing its
-   * checksum) is reported and dropped, never returned.
+   * checksum) is reported and dropped, never returned. At most `maxBytes` of
+   * message sizes are taken, but always at least one message (so a reply
+   * fits its frame).
    */
-  async fetch(max: number, mode: FetchMode, withBody: boolean): Promise<MessageOut[]> {
+  async fetch(max: number, mode: FetchMode, withBody: boolean, maxBytes = Infinity): Promise<MessageOut[]> {
     this.checkOpen();
     const res: MessageOut[] = [];
+    let bytes = 0;
     while (res.length < max) {
       const batch: Message[] = [];
       while (batch.length < max - res.length) {
-        const m = await this.shiftReady();
-        if (!m) break;
+        const next = await this.headReady();
+        if (!next || (bytes > 0 && bytes + next.size > maxBytes)) break;
+        const m = (await this.shiftReady())!;
+        bytes += m.size;
         this.countReady(m, -1);
         batch.push(m);
       }
@@ -575,8 +586,11 @@ export class BackingQueue {
     return res;
   }
 
-  /** Ready and unacked messages with seq > afterSeq, in seq order, at most `max`, with bodies. */
-  async fold(afterSeq: number, max: number): Promise<MessageOut[]> {
+  /**
+   * Ready and unacked messages with seq > afterSeq, in seq order, at most
+   * `max` and at most `maxBytes` of message sizes (at least one), with bodies.
+   */
+  async fold(afterSeq: number, max: number, maxBytes = Infinity): Promise<MessageOut[]> {
     this.checkOpen();
     const picked: { m: Message; unacked: boolean }[] = [];
     const fromList = (l: ReadyList<Message>) => {
@@ -598,7 +612,10 @@ export class BackingQueue {
     for (const m of this.unacked.values()) if (m.seq > afterSeq) picked.push({ m, unacked: true });
     picked.sort((a, b) => a.m.seq - b.m.seq);
     const res: MessageOut[] = [];
+    let bytes = 0;
     for (const { m, unacked } of picked.slice(0, max)) {
+      if (bytes > 0 && bytes + m.size > maxBytes) break;
+      bytes += m.size;
       const blob = await this.body(m);
       if (blob === undefined) continue;
       res.push(out(m, blob, unacked));

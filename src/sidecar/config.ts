@@ -1,11 +1,13 @@
 /**
  * Sidecar settings: defaults from plugin.json, overridden by command-line
- * flags (`--socket PATH --index leveldb --file-size-limit N --sync-interval-ms N`,
- * and the queue-index sizes `--queue-window N --queue-segment-entries N
- * --queue-journal-entries N`).
+ * flags (`--socket PATH --data-dir DIR --index leveldb --file-size-limit N
+ * --sync-interval-ms N --max-frame N`, and the queue-index sizes
+ * `--queue-window N --queue-segment-entries N --queue-journal-entries N`).
+ * The connection token is not a flag: it comes on stdin (see main.ts).
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { DEFAULT_MAX_FRAME, MAX_MAX_FRAME, MIN_MAX_FRAME } from './frames';
 import { Level } from './log';
 
 /** Queue-index and window sizes (sidecar flags); unset = the queue module's defaults. */
@@ -17,6 +19,13 @@ export interface QueueLayout {
 
 export interface SidecarConfig {
   socket: string;
+  /**
+   * The broker's data directory (RabbitMQ's mnesia dir). Every vhost
+   * directory a request names must be `<dataDir>/msg_stores/vhosts/<name>`.
+   */
+  dataDir: string;
+  /** Largest frame accepted from an authenticated connection, and largest reply sent. */
+  maxFrame: number;
   index: string;
   fileSizeLimit: number;
   syncIntervalMs: number;
@@ -55,6 +64,8 @@ export function parseArgs(argv: readonly string[]): SidecarConfig {
   const d = pluginDefaults();
   const cfg: SidecarConfig = {
     socket: '',
+    dataDir: '',
+    maxFrame: DEFAULT_MAX_FRAME,
     index: d.index ?? 'leveldb',
     fileSizeLimit: d.fileSizeLimit ?? 16 * 1024 * 1024,
     syncIntervalMs: d.syncIntervalMs ?? 5,
@@ -69,6 +80,16 @@ export function parseArgs(argv: readonly string[]): SidecarConfig {
       case '--socket':
         cfg.socket = v;
         break;
+      case '--data-dir':
+        if (!path.isAbsolute(v)) throw new ConfigError(`--data-dir must be an absolute path, got ${JSON.stringify(v)}`);
+        cfg.dataDir = path.resolve(v);
+        break;
+      case '--max-frame': {
+        const n = positiveInt(flag, v);
+        if (n < MIN_MAX_FRAME || n > MAX_MAX_FRAME) throw new ConfigError(`--max-frame must be between ${MIN_MAX_FRAME} and ${MAX_MAX_FRAME} bytes, got ${n}`);
+        cfg.maxFrame = n;
+        break;
+      }
       case '--index':
         cfg.index = v;
         break;
@@ -96,5 +117,6 @@ export function parseArgs(argv: readonly string[]): SidecarConfig {
     }
   }
   if (!cfg.socket) throw new ConfigError('--socket PATH is required');
+  if (!cfg.dataDir) throw new ConfigError('--data-dir DIR is required');
   return cfg;
 }

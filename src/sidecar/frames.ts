@@ -3,7 +3,16 @@
  * the protocol is built from. See docs/PROTOCOL.md.
  */
 
-export const MAX_FRAME = 1 << 30;
+/**
+ * Default frame limit after authentication: RabbitMQ's default
+ * max_message_size (128 MiB) plus room for the message's properties. The
+ * plugin passes its own (`--max-frame`, from the broker's max_message_size
+ * and frame_max); a frame over the limit is refused before it is buffered.
+ */
+export const DEFAULT_MAX_FRAME = 128 * 1024 * 1024 + 256 * 1024;
+/** Frame limits a sidecar accepts at all (`--max-frame`). */
+export const MIN_MAX_FRAME = 1024 * 1024;
+export const MAX_MAX_FRAME = 768 * 1024 * 1024;
 
 export class ProtocolError extends Error {
   readonly code = 'EPROTOCOL';
@@ -13,26 +22,42 @@ export class ProtocolError extends Error {
   }
 }
 
-/** Splits a byte stream into frame payloads. */
+/**
+ * Splits a byte stream into frame payloads. The limit is checked against each
+ * frame's length header before its bytes are kept, and may change between
+ * frames (a connection's first frame, before authentication, gets a small one).
+ */
 export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
 
+  constructor(public limit: number = DEFAULT_MAX_FRAME) {}
+
   /** Feeds bytes; returns every complete payload. Throws ProtocolError on an oversized frame. */
   push(chunk: Buffer): Buffer[] {
+    this.feed(chunk);
+    const out: Buffer[] = [];
+    for (let f = this.next(); f !== undefined; f = this.next()) out.push(f);
+    return out;
+  }
+
+  /** Adds bytes without decoding them; `next()` takes the frames out one at a time. */
+  feed(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
-    const out: Buffer[] = [];
-    for (;;) {
-      if (this.buffered < 4) break;
-      const head = this.peek(4);
-      const len = head.readUInt32BE(0);
-      if (len > MAX_FRAME) throw new ProtocolError(`frame of ${len} bytes exceeds the ${MAX_FRAME}-byte limit`);
-      if (this.buffered < 4 + len) break;
-      const all = this.take(4 + len);
-      out.push(all.subarray(4));
+  }
+
+  /** The next complete payload, or undefined. Throws ProtocolError when the next frame is over the limit. */
+  next(): Buffer | undefined {
+    if (this.buffered < 4) return undefined;
+    const len = this.peek(4).readUInt32BE(0);
+    if (len > this.limit) {
+      this.chunks = [];
+      this.buffered = 0;
+      throw new ProtocolError(`frame of ${len} bytes exceeds the ${this.limit}-byte limit`);
     }
-    return out;
+    if (this.buffered < 4 + len) return undefined;
+    return this.take(4 + len).subarray(4);
   }
 
   /** Bytes held of an incomplete frame. */

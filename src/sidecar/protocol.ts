@@ -24,7 +24,11 @@ export const Op = {
   STATS: 17,
   DELIVER: 18,
   RELEASE: 19,
+  AUTH: 20,
 } as const;
+
+/** AUTH's token: random bytes the plugin hands the sidecar on its stdin at each start. */
+export const TOKEN_BYTES = 32;
 
 export const Push = { REPLY: 100, CONFIRM: 101 } as const;
 
@@ -44,7 +48,7 @@ export type { PublishInput as Publish, MessageOut as Entry } from '../queue/back
 import type { MessageOut as Entry, PublishInput as Publish } from '../queue/backing-queue';
 
 export type Request =
-  | { op: typeof Op.START; vhost: string; dir: string; keys: string[] }
+  | { op: typeof Op.START; vhost: string; dir: string; keys: string[]; legacyKeys: string[] }
   | { op: typeof Op.INIT; vhost: string; dir: string; key: string; name: string; durable: boolean; recover: RecoverMode }
   | { op: typeof Op.TERMINATE | typeof Op.DELETE_AND_TERMINATE | typeof Op.PURGE | typeof Op.PURGE_ACKS | typeof Op.SYNC; handle: number }
   | { op: typeof Op.DELETE_CRASHED; vhost: string; dir: string; key: string }
@@ -53,7 +57,8 @@ export type Request =
   | { op: typeof Op.ACK | typeof Op.REQUEUE | typeof Op.READ | typeof Op.DELIVER | typeof Op.RELEASE; handle: number; seqs: number[] }
   | { op: typeof Op.PEEK; handle: number; max: number }
   | { op: typeof Op.FOLD; handle: number; afterSeq: number; max: number }
-  | { op: typeof Op.SHUTDOWN | typeof Op.STATS };
+  | { op: typeof Op.SHUTDOWN | typeof Op.STATS }
+  | { op: typeof Op.AUTH; token: Buffer };
 
 export interface Frame {
   reqId: number;
@@ -85,10 +90,14 @@ export function decodeRequest(payload: Buffer): Frame {
     case Op.START: {
       const vhost = r.str('vhost');
       const dir = r.str('dir');
-      const n = r.count(2, 'queue count');
+      const n = r.count(4, 'queue count');
       const keys: string[] = [];
-      for (let i = 0; i < n; i++) keys.push(checkKey(r.str('queue key')));
-      req = { op, vhost, dir, keys };
+      const legacyKeys: string[] = [];
+      for (let i = 0; i < n; i++) {
+        keys.push(checkKey(r.str('queue key')));
+        legacyKeys.push(checkKey(r.str('legacy queue key')));
+      }
+      req = { op, vhost, dir, keys, legacyKeys };
       break;
     }
     case Op.INIT: {
@@ -152,6 +161,9 @@ export function decodeRequest(payload: Buffer): Frame {
     case Op.SHUTDOWN:
     case Op.STATS:
       req = { op };
+      break;
+    case Op.AUTH:
+      req = { op, token: Buffer.from(r.bytes(TOKEN_BYTES, 'token')) };
       break;
     default:
       throw new ProtocolError(`unknown op ${op}`);

@@ -1,15 +1,24 @@
 /**
  * The sidecar's socket server: decodes frames, routes per-queue requests to
  * their session (in order), answers synchronous ones and pushes confirms.
+ *
+ * The link is the broker's alone (docs/RELIABILITY.md, "Security"): the socket
+ * lives in a directory only the broker's user can enter; a connection's first
+ * frame must be AUTH with the token the plugin handed this process on stdin
+ * (until then frames are limited to a few bytes); a session handle is valid
+ * only on the connection that opened it; and every directory a request names
+ * must be a vhost directory under the broker's data directory.
  */
+import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 import { scanQueueIndex } from '../queue/queue-index';
+import { pathExists } from '../store/fs-util';
 import { SidecarConfig } from './config';
 import { FrameDecoder, ProtocolError, Writer } from './frames';
 import { log } from './log';
-import { Entry, Frame, Op, RecoverMode, Request, decodeRequest, encodeConfirm, encodeError, encodeReply, writeEntries } from './protocol';
+import { Entry, FetchMode, Frame, Op, RecoverMode, Request, TOKEN_BYTES, decodeRequest, encodeConfirm, encodeError, encodeReply, writeEntries } from './protocol';
 import { Session, openQueue } from './session';
 import { Vhosts } from './vhosts';
 
@@ -21,9 +30,25 @@ export class UnknownHandleError extends Error {
   }
 }
 
+/** A request naming a directory outside the broker's data dir, or otherwise refused. */
+export class RefusedError extends Error {
+  readonly code = 'EREFUSED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'RefusedError';
+  }
+}
+
+/** Frames before AUTH: AUTH itself is 37 bytes; nothing larger is buffered for an unauthenticated peer. */
+const PRE_AUTH_MAX_FRAME = 64;
+/** An unauthenticated connection is closed after this long. */
+const AUTH_TIMEOUT_MS = 10_000;
+
 class Connection {
   readonly handles = new Set<number>();
-  private decoder = new FrameDecoder();
+  readonly decoder = new FrameDecoder(PRE_AUTH_MAX_FRAME);
+  authenticated = false;
+  authTimer: NodeJS.Timeout | null = null;
   closed = false;
 
   constructor(
@@ -40,9 +65,6 @@ class Connection {
     }
   }
 
-  frames(chunk: Buffer): Buffer[] {
-    return this.decoder.push(chunk);
-  }
 }
 
 export class SidecarServer {
@@ -54,16 +76,22 @@ export class SidecarServer {
   private server: net.Server | null = null;
   private shuttingDown = false;
 
+  /** Vhost directories must be `<vhostsDir>/<name>` (rabbit_vhost:msg_store_dir_path/1). */
+  private readonly vhostsDir: string;
+
   constructor(
     private readonly cfg: SidecarConfig,
+    private readonly token: Buffer,
     private readonly onShutdown: () => void,
   ) {
+    if (token.length !== TOKEN_BYTES) throw new RangeError(`the connection token must be ${TOKEN_BYTES} bytes`);
+    this.vhostsDir = path.join(path.resolve(cfg.dataDir), 'msg_stores', 'vhosts');
     this.vhosts = new Vhosts({ index: cfg.index, fileSizeLimit: cfg.fileSizeLimit, syncIntervalMs: cfg.syncIntervalMs });
   }
 
   listen(): Promise<void> {
     const sockPath = this.cfg.socket;
-    fs.mkdirSync(path.dirname(sockPath), { recursive: true });
+    privateDir(path.dirname(sockPath));
     fs.rmSync(sockPath, { force: true });
     return new Promise((resolve, reject) => {
       const server = net.createServer((sock) => this.accept(sock));
@@ -71,6 +99,7 @@ export class SidecarServer {
       server.listen(sockPath, () => {
         server.off('error', reject);
         server.on('error', (e) => log('error', `socket server: ${e.message}`));
+        fs.chmodSync(sockPath, 0o600);
         this.server = server;
         resolve();
       });
@@ -79,32 +108,53 @@ export class SidecarServer {
 
   private accept(sock: net.Socket): void {
     const conn = new Connection(this.nextConn++, sock);
-    log('info', `connection ${conn.id} from the broker`);
+    log('info', `connection ${conn.id} opened; waiting for its token`);
+    conn.authTimer = setTimeout(() => this.refuse(conn, `no token within ${AUTH_TIMEOUT_MS} ms`), AUTH_TIMEOUT_MS);
     sock.on('data', (chunk: Buffer) => {
-      let frames: Buffer[];
-      try {
-        frames = conn.frames(chunk);
-      } catch (e) {
-        this.protocolFailure(conn, e as Error);
-        return;
-      }
-      for (const payload of frames) {
+      conn.decoder.feed(chunk);
+      for (;;) {
+        if (conn.closed) return;
         let frame: Frame;
         try {
+          const payload = conn.decoder.next();
+          if (payload === undefined) return;
           frame = decodeRequest(payload);
         } catch (e) {
-          this.protocolFailure(conn, e as Error);
+          if (conn.authenticated) this.protocolFailure(conn, e as Error);
+          else this.refuse(conn, (e as Error).message);
           return;
         }
-        this.handle(conn, frame);
+        if (conn.authenticated) this.handle(conn, frame);
+        else this.authenticate(conn, frame);
       }
     });
     sock.on('error', (e) => log('warn', `connection ${conn.id}: ${e.message}`));
     sock.on('close', () => {
       conn.closed = true;
+      if (conn.authTimer) clearTimeout(conn.authTimer);
+      if (!conn.authenticated) return;
       log('info', `connection ${conn.id} closed; ${conn.handles.size} open queue sessions are dropped as crashed`);
       void this.dropSessions([...conn.handles]);
     });
+  }
+
+  /** The first frame of a connection: AUTH with this boot's token, or the connection is refused. */
+  private authenticate(conn: Connection, { reqId, req }: Frame): void {
+    if (req.op !== Op.AUTH) return this.refuse(conn, `first frame is op ${req.op}, not AUTH`);
+    if (!crypto.timingSafeEqual(req.token, this.token)) return this.refuse(conn, 'wrong token');
+    conn.authenticated = true;
+    if (conn.authTimer) clearTimeout(conn.authTimer);
+    conn.authTimer = null;
+    conn.decoder.limit = this.cfg.maxFrame;
+    log('info', `connection ${conn.id} from the broker authenticated`);
+    if (reqId !== 0) conn.send(encodeReply(reqId, Buffer.alloc(0)));
+  }
+
+  private refuse(conn: Connection, why: string): void {
+    if (conn.closed) return;
+    log('warn', `connection ${conn.id} refused: ${why}`);
+    conn.closed = true;
+    conn.sock.destroy();
   }
 
   private protocolFailure(conn: Connection, e: Error): void {
@@ -122,7 +172,12 @@ export class SidecarServer {
     }
     result.then(
       (body) => {
-        if (reqId !== 0) conn.send(encodeReply(reqId, body ?? Buffer.alloc(0)));
+        if (reqId !== 0) {
+          const b = body ?? Buffer.alloc(0);
+          // The plugin refuses frames over the limit (packet_size): answer with an error it can read instead.
+          if (b.length + 10 > this.cfg.maxFrame) conn.send(encodeError(reqId, `reply of ${b.length} bytes exceeds the ${this.cfg.maxFrame}-byte frame limit`));
+          else conn.send(encodeReply(reqId, b));
+        }
         if (req.op === Op.SHUTDOWN) conn.sock.end(() => this.onShutdown());
       },
       (e: Error) => {
@@ -134,26 +189,53 @@ export class SidecarServer {
     );
   }
 
-  private session(handle: number): Session {
+  /** A session of this connection: handles of other connections are unknown here. */
+  private session(conn: Connection, handle: number): Session {
     const s = this.sessions.get(handle);
-    if (!s) throw new UnknownHandleError(handle);
+    if (!s || s.conn !== conn) {
+      if (s) log('warn', `connection ${conn.id} used queue handle ${handle} of connection ${s.conn.id}; refused`);
+      throw new UnknownHandleError(handle);
+    }
     return s.session;
+  }
+
+  /** `dir` as a vhost directory under the broker's data dir, or a RefusedError. */
+  private vhostDir(dir: string): string {
+    const resolved = path.resolve(dir);
+    if (!path.isAbsolute(dir) || path.dirname(resolved) !== this.vhostsDir || !/^[A-Za-z0-9]+$/.test(path.basename(resolved))) {
+      log('warn', `refused a request for directory ${JSON.stringify(dir)}: not a vhost directory under ${this.vhostsDir}`);
+      throw new RefusedError(`directory ${JSON.stringify(dir)} is not a vhost directory under ${this.vhostsDir}`);
+    }
+    return resolved;
+  }
+
+  /** Bytes of message sizes one reply may carry when it can stop early (FOLD, read-ahead FETCH); half the frame limit leaves room for properties. */
+  private get replyBudget(): number {
+    return Math.floor(this.cfg.maxFrame / 2);
   }
 
   private dispatch(conn: Connection, req: Request): Promise<Buffer | undefined> {
     switch (req.op) {
-      case Op.START:
+      case Op.AUTH:
+        return Promise.reject(new ProtocolError('AUTH on a connection already authenticated'));
+      case Op.START: {
+        const dir = this.vhostDir(req.dir);
         return this.vhosts.serial(req.vhost, async () => {
           await this.resetVhost(req.vhost);
-          const clean = await this.vhosts.start(req.vhost, req.dir, req.keys);
+          const clean = await this.vhosts.start(req.vhost, dir, req.keys, req.legacyKeys);
           const w = new Writer().u32(clean.length);
           for (const c of clean) w.u8(c ? 1 : 0);
           return w.finish();
         });
-      case Op.INIT:
-        return this.vhosts.serial(req.vhost, () => this.init(conn, req));
-      case Op.DELETE_CRASHED:
-        return this.vhosts.serial(req.vhost, () => this.deleteCrashed(req.vhost, req.dir, req.key));
+      }
+      case Op.INIT: {
+        const dir = this.vhostDir(req.dir);
+        return this.vhosts.serial(req.vhost, () => this.init(conn, { ...req, dir }));
+      }
+      case Op.DELETE_CRASHED: {
+        const dir = this.vhostDir(req.dir);
+        return this.vhosts.serial(req.vhost, () => this.deleteCrashed(req.vhost, dir, req.key));
+      }
       case Op.SHUTDOWN:
         return this.shutdown().then(() => undefined);
       case Op.STATS:
@@ -161,7 +243,7 @@ export class SidecarServer {
       default:
         break;
     }
-    const s = this.session(req.handle);
+    const s = this.session(conn, req.handle);
     const q = s.queue;
     switch (req.op) {
       case Op.PUBLISH:
@@ -180,7 +262,8 @@ export class SidecarServer {
           return undefined;
         });
       case Op.FETCH:
-        return s.exec.run(async () => entries(await q.fetch(req.max, req.mode, req.withBody)));
+        // A read-ahead reservation may come back short; every other FETCH takes exactly what the plugin asked for.
+        return s.exec.run(async () => entries(await q.fetch(req.max, req.mode, req.withBody, req.mode === FetchMode.Reserve ? this.replyBudget : Infinity)));
       case Op.DELIVER:
         return s.exec.run(() => {
           q.markDelivered(req.seqs);
@@ -201,7 +284,7 @@ export class SidecarServer {
       case Op.READ:
         return s.exec.run(async () => entries(await q.read(req.seqs)));
       case Op.FOLD:
-        return s.exec.run(async () => entries(await q.fold(req.afterSeq, req.max)));
+        return s.exec.run(async () => entries(await q.fold(req.afterSeq, req.max, this.replyBudget)));
       case Op.PURGE:
         return s.exec.run(async () => {
           const r = await q.purge();
@@ -234,6 +317,13 @@ export class SidecarServer {
 
   private async init(conn: Connection, req: Extract<Request, { op: typeof Op.INIT }>): Promise<Buffer> {
     const keyId = `${req.vhost}\0${req.key}`;
+    const qdir = path.join(req.dir, 'warren', 'queues', req.key);
+    if (req.durable && req.recover === RecoverMode.New && (await pathExists(qdir))) {
+      // As RabbitMQ's own queue index asserts: a new queue never takes over state that is there
+      // (another queue's, or a leftover). Refused before any session is touched.
+      log('error', `queue '${req.name}' in vhost '${req.vhost}': refusing to create it, its index directory ${qdir} already exists (left untouched)`);
+      throw new RefusedError(`queue '${req.name}' in vhost '${req.vhost}': its index directory ${qdir} already exists; a new queue never takes over existing state`);
+    }
     const old = this.byKey.get(keyId);
     if (old !== undefined) {
       log('warn', `queue ${req.name}: init while a session is open (the queue process restarted); the old session is dropped as crashed`);
@@ -330,6 +420,20 @@ export class SidecarServer {
     }
     this.server?.close();
   }
+}
+
+/**
+ * Makes `dir` (the socket's directory) private: created 0700 if missing, and
+ * refused unless it is a real directory owned by this process's user; its
+ * mode is then forced to 0700.
+ */
+function privateDir(dir: string): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = fs.lstatSync(dir);
+  const uid = process.getuid?.();
+  if (!st.isDirectory()) throw new RefusedError(`socket directory ${dir} is not a directory`);
+  if (uid !== undefined && st.uid !== uid) throw new RefusedError(`socket directory ${dir} belongs to uid ${st.uid}, not to this process (uid ${uid})`);
+  fs.chmodSync(dir, 0o700);
 }
 
 function entries(list: Entry[]): Buffer {

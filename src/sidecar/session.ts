@@ -83,10 +83,7 @@ export async function openQueue(a: OpenQueueArgs): Promise<BackingQueue> {
   if (!a.durable) {
     return new BackingQueue({ name: a.name, durable: false, onConfirm: a.onConfirm, log: qlog, syncIntervalMs: a.syncIntervalMs, ...windows });
   }
-  if (a.fresh) {
-    const { rm } = await import('fs/promises');
-    await rm(qdir, { recursive: true, force: true });
-  }
+  // A fresh durable queue has no directory yet: the server refuses INIT new over an existing one.
   const terms = a.vh.cleanKeys.get(a.key);
   a.vh.cleanKeys.delete(a.key);
   const clean = a.fresh || (terms !== undefined && a.vh.storeClean);

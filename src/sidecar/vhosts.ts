@@ -11,6 +11,7 @@
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
+import { pathExists } from '../store/fs-util';
 import { MessageStore } from '../store';
 import { CleanTerms, consumeCleanMarker } from '../queue/queue-index';
 import { indexRefDeltas } from '../queue/ref-deltas';
@@ -43,6 +44,28 @@ async function listDirs(dir: string): Promise<string[]> {
   }
 }
 
+/**
+ * Queue keys before 0.2 hashed (vhost, name) with the priority wrapper's
+ * `<<Name,0,P>>` sub-queue names, so two queues could share one. The plugin
+ * sends each queue's old key beside its new one; a directory under the old
+ * key is renamed to the new key when the new one does not exist yet (the
+ * first queue listed with that old key gets it). The store then sees client
+ * refs it did not know and rebuilds its ref counts from the queue indexes,
+ * once.
+ */
+async function migrateLegacyKeys(vhost: string, queuesDir: string, keys: readonly string[], legacyKeys: readonly string[], listed: Set<string>): Promise<void> {
+  for (let i = 0; i < legacyKeys.length; i++) {
+    const [key, old] = [keys[i], legacyKeys[i]];
+    if (old === key || listed.has(old)) continue;
+    const from = path.join(queuesDir, old);
+    const to = path.join(queuesDir, key);
+    if (!(await pathExists(from)) || (await pathExists(to))) continue;
+    await fsp.rename(from, to);
+    log('info', `vhost ${vhost}: queue state ${old} moved to its new key ${key}`);
+  }
+}
+
+
 export class Vhosts {
   private readonly open = new Map<string, VhostState>();
   /** Serializes START/INIT/close per vhost. */
@@ -68,14 +91,18 @@ export class Vhosts {
   /**
    * Opens the vhost's store for the given durable queues. Returns, per key,
    * whether that queue left clean recovery state. Queue state of queues not
-   * listed is deleted (when `pruneUnlisted`).
+   * listed is deleted (when `pruneUnlisted`). `legacyKeys[i]` is the key an
+   * earlier Warren gave queue `keys[i]`: its directory is renamed first.
    */
-  async start(vhost: string, dir: string, keys: readonly string[], pruneUnlisted = true): Promise<boolean[]> {
+  async start(vhost: string, dir: string, keys: readonly string[], legacyKeys: readonly string[] = [], pruneUnlisted = true): Promise<boolean[]> {
     const warrenDir = path.join(dir, 'warren');
     const queuesDir = path.join(warrenDir, 'queues');
     const storeDir = path.join(warrenDir, 'store');
-    await fsp.mkdir(queuesDir, { recursive: true });
+    // 0700: nothing under a vhost's warren/ is for other users (the sidecar's umask makes its files 0600).
+    await fsp.mkdir(queuesDir, { recursive: true, mode: 0o700 });
+    await fsp.chmod(warrenDir, 0o700);
     const listed = new Set(keys);
+    await migrateLegacyKeys(vhost, queuesDir, keys, legacyKeys, listed);
     if (pruneUnlisted) {
       for (const k of await listDirs(queuesDir)) {
         if (!listed.has(k)) {
@@ -125,7 +152,7 @@ export class Vhosts {
     const queuesDir = path.join(dir, 'warren', 'queues');
     const keys = await listDirs(queuesDir);
     log('warn', `vhost ${vhost}: queue init before vhost start; opening the store with the ${keys.length} queues found on disk`);
-    await this.start(vhost, dir, keys, false);
+    await this.start(vhost, dir, keys, [], false);
     return this.open.get(vhost)!;
   }
 

@@ -26,6 +26,17 @@ export async function writeFileAtomic(file: string, data: Buffer | string): Prom
   await fsyncDir(path.dirname(file));
 }
 
+/** True if something (file, directory, link) is at `p`; only ENOENT means no. */
+export async function pathExists(p: string): Promise<boolean> {
+  try {
+    await fsp.lstat(p);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+}
+
 /** Reads a file and deletes it (state that must be trusted at most once). undefined if absent. */
 export async function takeFile(file: string): Promise<Buffer | undefined> {
   let data: Buffer;

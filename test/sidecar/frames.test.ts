@@ -1,4 +1,4 @@
-import { FrameDecoder, MAX_FRAME, ProtocolError, Reader, Writer, encodeFrame } from '../../src/sidecar/frames';
+import { DEFAULT_MAX_FRAME, FrameDecoder, ProtocolError, Reader, Writer, encodeFrame } from '../../src/sidecar/frames';
 import { Op, decodeRequest, encodeConfirm, Push } from '../../src/sidecar/protocol';
 
 const id = (n: number) => Buffer.alloc(16, n);
@@ -33,9 +33,22 @@ describe('FrameDecoder', () => {
   it('rejects an oversized frame with a clear error', () => {
     const d = new FrameDecoder();
     const head = Buffer.alloc(4);
-    head.writeUInt32BE(MAX_FRAME + 1);
+    head.writeUInt32BE(DEFAULT_MAX_FRAME + 1);
     expect(() => d.push(head)).toThrow(ProtocolError);
     expect(() => new FrameDecoder().push(head)).toThrow(/exceeds/);
+    expect(d.pending).toBe(0); // nothing of it is kept
+  });
+
+  it('applies a limit changed between frames to the frames after it (pre-authentication limit)', () => {
+    const small = encodeFrame(Buffer.alloc(10, 1));
+    const big = encodeFrame(Buffer.alloc(5000, 2));
+    const d = new FrameDecoder(64);
+    d.feed(Buffer.concat([small, big]));
+    expect(d.next()?.length).toBe(10);
+    expect(() => new FrameDecoder(64).push(Buffer.concat([small, big]))).toThrow(/5000 bytes exceeds the 64-byte limit/);
+    d.limit = 1 << 20;
+    expect(d.next()?.length).toBe(5000);
+    expect(d.next()).toBeUndefined();
   });
 });
 
@@ -81,8 +94,9 @@ describe('decodeRequest', () => {
 
   it('decodes START and INIT', () => {
     const key = 'a'.repeat(32);
-    const start = decodeRequest(new Writer().u8(Op.START).u32(9).str('/').str('/var/x').u32(1).str(key).finish());
-    expect(start).toEqual({ reqId: 9, req: { op: Op.START, vhost: '/', dir: '/var/x', keys: [key] } });
+    const legacy = 'b'.repeat(32);
+    const start = decodeRequest(new Writer().u8(Op.START).u32(9).str('/').str('/var/x').u32(1).str(key).str(legacy).finish());
+    expect(start).toEqual({ reqId: 9, req: { op: Op.START, vhost: '/', dir: '/var/x', keys: [key], legacyKeys: [legacy] } });
     const init = decodeRequest(new Writer().u8(Op.INIT).u32(10).str('/').str('/d').str(key).str('q1').u8(1).u8(2).finish());
     expect(init.req).toEqual({ op: Op.INIT, vhost: '/', dir: '/d', key, name: 'q1', durable: true, recover: 2 });
   });
@@ -96,6 +110,7 @@ describe('decodeRequest', () => {
     ['a bad boolean', new Writer().u8(Op.FETCH).u32(3).u32(1).u32(1).u8(1).u8(2).finish(), /must be 0 or 1/],
     ['a bad fetch mode', new Writer().u8(Op.FETCH).u32(3).u32(1).u32(1).u8(3).u8(1).finish(), /must be 0, 1 or 2/],
     ['a bad queue key', new Writer().u8(Op.DELETE_CRASHED).u32(3).str('/').str('/d').str('../etc').finish(), /not 32 lowercase hex/],
+    ['a short token', new Writer().u8(Op.AUTH).u32(0).bytes(Buffer.alloc(31)).finish(), /token needs 32 bytes/],
     ['an absurd count', new Writer().u8(Op.ACK).u32(0).u32(1).u32(1_000_000).finish(), /does not fit/],
   ];
   it.each(bad)('rejects %s with a clear ProtocolError', (_what, payload, msg) => {

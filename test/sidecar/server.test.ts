@@ -1,26 +1,32 @@
 /**
  * The sidecar's socket server driven over a real Unix socket, as the Erlang
  * plugin drives it: malformed frames close only that connection; queues keep
- * their messages across a clean shutdown; confirms arrive after publishes.
+ * their messages across a clean shutdown; confirms arrive after publishes;
+ * and the link is the broker's alone (token, per-connection handles, vhost
+ * directories under the data dir, frame limits, no new queue over old state).
  */
 import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
+import * as crypto from 'crypto';
+import type { SidecarConfig } from '../../src/sidecar/config';
 import { FrameDecoder, Reader, Writer } from '../../src/sidecar/frames';
-import { Op, Push } from '../../src/sidecar/protocol';
+import { Op, Push, TOKEN_BYTES } from '../../src/sidecar/protocol';
 import { setLogLevel } from '../../src/sidecar/log';
 import { SidecarServer } from '../../src/sidecar/server';
 
 setLogLevel('error');
 
 const KEY = '0123456789abcdef0123456789abcdef';
+const TOKEN = crypto.randomBytes(TOKEN_BYTES);
 
 class Client {
   private decoder = new FrameDecoder();
   private nextReq = 1;
   private waiting = new Map<number, (r: { status: number; body: Buffer }) => void>();
   readonly confirms: Buffer[] = [];
+  private confirmWaiters: (() => void)[] = [];
   closed: Promise<void>;
 
   constructor(readonly sock: net.Socket) {
@@ -38,16 +44,25 @@ class Client {
           r.u32();
           const n = r.u32();
           for (let i = 0; i < n; i++) this.confirms.push(Buffer.from(r.bytes(16)));
+          for (const w of this.confirmWaiters.splice(0)) w();
         }
       }
     });
   }
 
-  static connect(p: string): Promise<Client> {
-    return new Promise((resolve, reject) => {
+  /** A connection that has presented `token` (the broker's, by default). */
+  static async connect(p: string, token: Buffer | null = TOKEN): Promise<Client> {
+    const c = await new Promise<Client>((resolve, reject) => {
       const s = net.connect(p, () => resolve(new Client(s)));
       s.once('error', reject);
     });
+    if (token) await c.call(Op.AUTH, (w) => w.bytes(token));
+    return c;
+  }
+
+  /** Resolves once `n` confirms have arrived on this connection. */
+  async confirmed(n: number): Promise<void> {
+    while (this.confirms.length < n) await new Promise<void>((r) => this.confirmWaiters.push(r));
   }
 
   cast(op: number, fill: (w: Writer) => void): void {
@@ -72,11 +87,21 @@ let server: SidecarServer;
 let sock: string;
 let shutdowns = 0;
 
+/** A sidecar on `sock` for the data dir `dir`, as the plugin starts it. */
+async function newServer(extra: Partial<SidecarConfig> = {}): Promise<SidecarServer> {
+  const s = new SidecarServer(
+    { socket: sock, dataDir: dir, maxFrame: 1 << 20, index: 'memory', fileSizeLimit: 1 << 20, syncIntervalMs: 2, logLevel: 'error', ...extra },
+    TOKEN,
+    () => shutdowns++,
+  );
+  await s.listen();
+  return s;
+}
+
 beforeEach(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-sc-'));
-  sock = path.join(dir, 's.sock');
-  server = new SidecarServer({ socket: sock, index: 'memory', fileSizeLimit: 1 << 20, syncIntervalMs: 2, logLevel: 'error' }, () => shutdowns++);
-  await server.listen();
+  sock = path.join(dir, 'run', 's.sock');
+  server = await newServer();
 });
 
 afterEach(async () => {
@@ -84,12 +109,13 @@ afterEach(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-const vdir = () => path.join(dir, 'vhost');
+const vdir = () => path.join(dir, 'msg_stores', 'vhosts', 'VHOST1');
 
-async function start(c: Client, keys: string[]): Promise<number[]> {
+/** START with `keys`, each with the legacy key of the same index (or its own). */
+async function start(c: Client, keys: string[], legacy: string[] = keys, at = vdir()): Promise<number[]> {
   const r = await c.call(Op.START, (w) => {
-    w.str('/').str(vdir()).u32(keys.length);
-    keys.forEach((k) => w.str(k));
+    w.str('/').str(at).u32(keys.length);
+    keys.forEach((k, i) => w.str(k).str(legacy[i]));
   });
   const n = r.u32();
   return Array.from({ length: n }, () => r.u8());
@@ -151,8 +177,7 @@ it('confirms persistent publishes, keeps them across a clean restart, and redeli
   c.sock.destroy();
   await server.shutdown();
 
-  server = new SidecarServer({ socket: sock, index: 'memory', fileSizeLimit: 1 << 20, syncIntervalMs: 2, logLevel: 'error' }, () => shutdowns++);
-  await server.listen();
+  server = await newServer();
   c = await Client.connect(sock);
   expect(await start(c, [KEY])).toEqual([1]);
   const again = await init(c, 1);
@@ -199,11 +224,7 @@ it('read-ahead: reserved messages are not delivered until DELIVER, and RELEASE p
 
 it('with windows of 4 messages: PEEK and FETCH read the index past the window, PURGE streams it, figures stay exact', async () => {
   await server.shutdown();
-  server = new SidecarServer(
-    { socket: sock, index: 'memory', fileSizeLimit: 1 << 20, syncIntervalMs: 2, logLevel: 'error', queue: { window: 4, segmentEntries: 8, journalEntries: 16 } },
-    () => shutdowns++,
-  );
-  await server.listen();
+  server = await newServer({ queue: { window: 4, segmentEntries: 8, journalEntries: 16 } });
   let c = await Client.connect(sock);
   await start(c, []);
   const q = await init(c, 0);
@@ -218,11 +239,7 @@ it('with windows of 4 messages: PEEK and FETCH read the index past the window, P
   c.sock.destroy();
   await server.shutdown();
 
-  server = new SidecarServer(
-    { socket: sock, index: 'memory', fileSizeLimit: 1 << 20, syncIntervalMs: 2, logLevel: 'error', queue: { window: 4, segmentEntries: 8, journalEntries: 16 } },
-    () => shutdowns++,
-  );
-  await server.listen();
+  server = await newServer({ queue: { window: 4, segmentEntries: 8, journalEntries: 16 } });
   c = await Client.connect(sock);
   expect(await start(c, [KEY])).toEqual([1]);
   const again = await init(c, 1);
@@ -234,4 +251,154 @@ it('with windows of 4 messages: PEEK and FETCH read the index past the window, P
   const stats = server.stats() as { vhosts: Record<string, { queues: Record<string, { len: number; unacked: number; persistentCount: number }> }> };
   expect(stats.vhosts['/'].queues.q).toMatchObject({ len: 0, unacked: 10, persistentCount: 10 });
   c.sock.destroy();
+});
+
+describe('the link is the broker\'s alone', () => {
+  /** Resolves with the log lines the sidecar writes while `fn` runs. */
+  async function logged(fn: () => Promise<void>): Promise<string> {
+    setLogLevel('info');
+    const lines: string[] = [];
+    const write = process.stdout.write.bind(process.stdout);
+    const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      lines.push(String(chunk));
+      return true;
+    });
+    try {
+      await fn();
+    } finally {
+      spy.mockRestore();
+      setLogLevel('error');
+      void write;
+    }
+    return lines.join('');
+  }
+
+  it('puts its socket (0600) in a private directory (0700), and refuses a directory of another user', async () => {
+    expect(fs.statSync(path.dirname(sock)).mode & 0o777).toBe(0o700);
+    expect(fs.statSync(sock).mode & 0o777).toBe(0o600);
+    await server.shutdown();
+    const theirs = path.join(dir, 'theirs');
+    fs.mkdirSync(theirs, { mode: 0o777 });
+    fs.chownSync(theirs, 65534, 65534);
+    sock = path.join(theirs, 's.sock');
+    await expect(newServer()).rejects.toThrow(/belongs to uid 65534/);
+    expect(fs.existsSync(sock)).toBe(false);
+    sock = path.join(dir, 'run', 's.sock');
+    server = await newServer();
+  });
+
+  it('refuses (and logs) a peer without the token, with a wrong token, or announcing a large frame before it', async () => {
+    const out = await logged(async () => {
+      const none = await Client.connect(sock, null);
+      none.sock.write(new Writer().u8(Op.STATS).u32(1).finish(true));
+      await none.closed;
+      const wrong = await Client.connect(sock, null);
+      wrong.sock.write(new Writer().u8(Op.AUTH).u32(1).bytes(crypto.randomBytes(TOKEN_BYTES)).finish(true));
+      await wrong.closed;
+      const big = await Client.connect(sock, null);
+      const head = Buffer.alloc(4);
+      head.writeUInt32BE(1 << 30); // 1 GiB announced: refused on the header, nothing buffered
+      big.sock.write(head);
+      await big.closed;
+    });
+    expect(out).toMatch(/connection \d+ refused: first frame is op 17, not AUTH/);
+    expect(out).toMatch(/connection \d+ refused: wrong token/);
+    expect(out).toMatch(/connection \d+ refused: frame of 1073741824 bytes exceeds the 64-byte limit/);
+    // The broker's connection is still served.
+    const good = await Client.connect(sock);
+    expect(await start(good, [])).toEqual([]);
+    // After AUTH, frames are limited to the configured maximum (1 MiB here), checked on the header.
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE((1 << 20) + 1);
+    good.sock.write(head);
+    await good.closed;
+  });
+
+  it('serves a handle only on the connection that opened it', async () => {
+    const owner = await Client.connect(sock);
+    await start(owner, []);
+    const q = await init(owner, 0);
+    publish(owner, q.handle, [0], 1 | 2);
+    await owner.confirmed(1);
+    const other = await Client.connect(sock);
+    await expect(other.call(Op.FETCH, (w) => w.u32(q.handle).u32(1).u8(0).u8(1))).rejects.toThrow(new RegExp(`unknown queue handle ${q.handle}`));
+    await expect(other.call(Op.TERMINATE, (w) => w.u32(q.handle))).rejects.toThrow(/unknown queue handle/);
+    // The owner's message is untouched.
+    expect(await fetch(owner, q.handle, false)).toEqual({ seq: 0, flags: 1, body: 'body-0' });
+    owner.sock.destroy();
+    other.sock.destroy();
+  });
+
+  it('refuses START, INIT and DELETE_CRASHED for directories that are not vhost directories under the data dir', async () => {
+    const c = await Client.connect(sock);
+    // Somebody else's data, shaped like a vhost's.
+    const victim = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-victim-'));
+    const planted = path.join(victim, 'warren', 'queues', KEY);
+    fs.mkdirSync(planted, { recursive: true });
+    fs.writeFileSync(path.join(planted, 'journal'), 'precious');
+    const outside = [victim, path.join(dir, 'msg_stores', 'vhosts', '..', '..', '..', path.basename(victim)), path.join(dir, 'msg_stores'), 'relative/dir'];
+    for (const d of outside) {
+      await expect(start(c, [], [], d)).rejects.toThrow(/is not a vhost directory under/);
+      await expect(c.call(Op.INIT, (w) => w.str('/').str(d).str(KEY).str('q').u8(1).u8(0))).rejects.toThrow(/is not a vhost directory/);
+      await expect(c.call(Op.DELETE_CRASHED, (w) => w.str('/').str(d).str(KEY))).rejects.toThrow(/is not a vhost directory/);
+    }
+    expect(fs.readFileSync(path.join(planted, 'journal'), 'utf8')).toBe('precious');
+    fs.rmSync(victim, { recursive: true, force: true });
+    c.sock.destroy();
+  });
+
+  it('refuses a new queue over an existing queue directory, leaving that queue and its session intact', async () => {
+    const c = await Client.connect(sock);
+    await start(c, []);
+    const q = await init(c, 0);
+    publish(c, q.handle, [0, 1], 1 | 2);
+    await c.confirmed(2);
+    await expect(init(c, 0)).rejects.toThrow(/already exists; a new queue never takes over existing state/);
+    // The first session still works and still has both messages.
+    expect(await fetch(c, q.handle, false)).toEqual({ seq: 0, flags: 1, body: 'body-0' });
+    expect(await fetch(c, q.handle, false)).toEqual({ seq: 1, flags: 1, body: 'body-1' });
+    c.sock.destroy();
+  });
+
+  it('moves a queue\'s state from its legacy key to its new one at START', async () => {
+    const LEGACY = 'fedcba9876543210fedcba9876543210';
+    let c = await Client.connect(sock);
+    await start(c, []);
+    const old = await c.call(Op.INIT, (w) => w.str('/').str(vdir()).str(LEGACY).str('q').u8(1).u8(0));
+    const handle = old.u32();
+    publish(c, handle, [0, 1, 2], 1 | 2);
+    await c.confirmed(3);
+    await c.call(Op.TERMINATE, (w) => w.u32(handle));
+    c.sock.destroy();
+    await server.shutdown();
+
+    server = await newServer();
+    c = await Client.connect(sock);
+    await start(c, [KEY], [LEGACY]);
+    expect(fs.existsSync(path.join(vdir(), 'warren', 'queues', LEGACY))).toBe(false);
+    const again = await init(c, 1);
+    expect(again).toMatchObject({ len: 3, pcount: 3 });
+    // The store knew the queue by its old key, so it rebuilt its ref counts: recovered as after a crash, redelivered.
+    expect(await fetch(c, again.handle, false)).toEqual({ seq: 0, flags: 1 | 4, body: 'body-0' });
+    c.sock.destroy();
+  });
+
+  it('keeps replies within the frame limit: read-ahead FETCH and FOLD stop at half of it, at least one message', async () => {
+    const c = await Client.connect(sock);
+    await start(c, []);
+    const q = await init(c, 0);
+    // Messages of 200 KiB (their size as RabbitMQ counts it) under a 1 MiB limit: 2 fit in the 512 KiB budget.
+    c.cast(Op.PUBLISH, (w) => {
+      w.u32(q.handle).u32(5);
+      for (let s = 0; s < 5; s++) {
+        const blob = Buffer.alloc(200 * 1024, s);
+        w.u64(s).u8(1).i64(-1).u32(blob.length).bytes(Buffer.alloc(16, s)).u32(blob.length).bytes(blob);
+      }
+    });
+    const fold = await c.call(Op.FOLD, (w) => w.u32(q.handle).i64(-1).u32(256));
+    expect(fold.u32()).toBe(2);
+    const reserve = await c.call(Op.FETCH, (w) => w.u32(q.handle).u32(5).u8(2).u8(1));
+    expect(reserve.u32()).toBe(2);
+    c.sock.destroy();
+  });
 });
