@@ -55,6 +55,52 @@ export interface BrokerOptions {
    * message store (for benchmarks side by side). Default true.
    */
   warren?: boolean;
+  /**
+   * Run the node (and rabbitmqctl) as this local user, e.g. Debian's
+   * `rabbitmq`, as an installed broker runs; the data dir is given to it.
+   * Default: the current user.
+   */
+  user?: string;
+  /**
+   * Where Warren is installed for this node: a directory laid out as by
+   * `stageInstall` (plugins/, dist/, node_modules/, plugin.json). Default:
+   * this checkout (build/plugins, dist/).
+   */
+  installDir?: string;
+}
+
+/** uid and gid of a local user, from /etc/passwd. */
+export function localUser(name: string): { uid: number; gid: number; home: string } {
+  for (const line of fs.readFileSync('/etc/passwd', 'utf8').split('\n')) {
+    const f = line.split(':');
+    if (f[0] === name && f.length >= 7) return { uid: Number(f[2]), gid: Number(f[3]), home: f[5] };
+  }
+  throw new BrokerError(`no local user ${JSON.stringify(name)} (is rabbitmq-server installed?)`, 'ESTART');
+}
+
+/**
+ * Installs Warren's runtime (the built plugin, dist/, plugin.json and the
+ * production npm packages) into `dest`, readable by every user, as an
+ * operator would install it for a broker that runs as its own user. Returns
+ * `dest`. The plugin's sidecar_entry must then point into it (Broker's
+ * `installDir` does that).
+ */
+export function stageInstall(dest: string): string {
+  const root = repoRoot();
+  const manifest = JSON.parse(fs.readFileSync(path.join(root, 'plugin.json'), 'utf8')) as { name: string; version: string };
+  const plugin = `${manifest.name}-${manifest.version}`;
+  fs.mkdirSync(dest, { recursive: true });
+  fs.cpSync(path.join(root, 'build', 'plugins', plugin), path.join(dest, 'plugins', plugin), { recursive: true });
+  fs.cpSync(path.join(root, 'dist'), path.join(dest, 'dist'), { recursive: true });
+  for (const f of ['plugin.json', 'package.json']) fs.copyFileSync(path.join(root, f), path.join(dest, f));
+  const r = spawnSync('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: root, encoding: 'utf8' });
+  if (r.status !== 0) throw new BrokerError(`npm ls failed: ${r.stderr}`, 'EBUILD');
+  for (const dir of r.stdout.split('\n').filter((d) => d.startsWith(path.join(root, 'node_modules') + path.sep))) {
+    fs.cpSync(dir, path.join(dest, path.relative(root, dir)), { recursive: true });
+  }
+  spawnSync('chmod', ['-R', 'a+rX', dest]);
+  for (let d = dest; d !== path.dirname(d); d = path.dirname(d)) fs.chmodSync(d, fs.statSync(d).mode | 0o111);
+  return dest;
 }
 
 function erlTerm(v: string | number | boolean | string[]): string {
@@ -176,8 +222,10 @@ export class Broker {
   private readonly startTimeoutMs: number;
   private readonly extraPluginDirs: string[];
   private readonly sidecarArgs: string[];
-  private readonly pluginEnv: Record<string, string | number | boolean | string[]>;
+  private pluginEnv: Record<string, string | number | boolean | string[]>;
   private readonly warren: boolean;
+  private readonly user: { name: string; uid: number; gid: number } | undefined;
+  private readonly installDir: string | undefined;
   private child: ChildProcess | null = null;
   private childExit: Promise<string> | null = null;
 
@@ -194,6 +242,9 @@ export class Broker {
     }
     this.sidecarArgs = opts.sidecarArgs ?? (process.env.WARREN_SIDECAR_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
     this.warren = opts.warren ?? true;
+    this.user = opts.user !== undefined ? { name: opts.user, ...localUser(opts.user) } : undefined;
+    this.installDir = opts.installDir !== undefined ? path.resolve(opts.installDir) : undefined;
+    if (this.installDir) this.pluginEnv = { sidecar_entry: path.join(this.installDir, 'dist', 'sidecar', 'main.js'), ...this.pluginEnv };
     if (!this.nodeName.includes('@')) throw new BrokerError(`node name ${JSON.stringify(this.nodeName)} needs a host part (name@localhost)`, 'ESTART');
   }
 
@@ -261,8 +312,8 @@ export class Broker {
     for (const [k, v] of Object.entries(process.env)) {
       if (!k.startsWith('RABBITMQ_') && !k.startsWith('ERL_')) env[k] = v;
     }
-    const root = repoRoot();
-    const pluginDirs = [...this.extraPluginDirs, path.join(root, 'build', 'plugins'), ...SYSTEM_PLUGIN_DIRS.filter((d) => fs.existsSync(d))];
+    const ours = this.installDir ? path.join(this.installDir, 'plugins') : path.join(repoRoot(), 'build', 'plugins');
+    const pluginDirs = [...this.extraPluginDirs, ours, ...SYSTEM_PLUGIN_DIRS.filter((d) => fs.existsSync(d))];
     Object.assign(env, {
       HOME: this.homeDir,
       RABBITMQ_NODENAME: this.nodeName,
@@ -325,6 +376,16 @@ export class Broker {
       fs.writeFileSync(cookie, crypto.randomBytes(20).toString('hex').toUpperCase(), { mode: 0o400 });
     }
     fs.chmodSync(cookie, 0o400);
+    if (this.user) {
+      // The node's user owns everything it keeps; a mkdtemp parent (0700, root's) must let it in.
+      spawnSync('chown', ['-R', `${this.user.uid}:${this.user.gid}`, this.dataDir]);
+      fs.chmodSync(this.dataDir, 0o755);
+    }
+  }
+
+  /** spawn/execFile options that run a process as the node's user. */
+  private asUser(): { uid?: number; gid?: number } {
+    return this.user ? { uid: this.user.uid, gid: this.user.gid } : {};
   }
 
   /** Builds the Erlang plugin if it is missing or older than its sources. */
@@ -379,6 +440,7 @@ export class Broker {
     fs.rmSync(this.pidFile, { force: true });
     const out = fs.openSync(this.consoleLogFile, 'a');
     const child = spawn(path.join(RMQ_BIN, 'rabbitmq-server'), [], {
+      ...this.asUser(),
       cwd: this.dataDir,
       env: this.env(),
       stdio: ['ignore', out, out],
@@ -516,7 +578,7 @@ export class Broker {
       execFile(
         path.join(RMQ_BIN, 'rabbitmqctl'),
         ['-n', this.nodeName, ...args],
-        { env: this.env(), cwd: this.dataDir, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
+        { ...this.asUser(), env: this.env(), cwd: this.dataDir, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
         (err, stdout, stderr) => {
           if (err) {
             reject(new BrokerError(`rabbitmqctl ${args.join(' ')}: ${err.message.split('\n')[0]}\n${stderr || stdout}`.trim(), 'ECTL'));
