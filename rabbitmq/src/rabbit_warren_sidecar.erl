@@ -49,6 +49,7 @@
 -define(MAX_SOCKET_PATH, 100).
 -define(REPLY, 100).
 -define(CONFIRM, 101).
+-define(FAILED, 102).
 -define(CONNECT_EVERY_MS, 50).
 -define(SHUTDOWN_WAIT_MS, 25000).
 -define(HELD_CHECK_MS, 1000).
@@ -387,6 +388,18 @@ frame(<<?CONFIRM, Handle:32, N:32, Ids/binary>>, St = #st{handles = Hs}) when by
             ok
     end,
     St;
+frame(<<?FAILED, Handle:32, Msg/binary>>, St = #st{handles = Hs}) ->
+    %% The queue's journal or store failed for good: end its process, so that
+    %% RabbitMQ nacks what it has not confirmed and restarts it (non-clean).
+    case maps:find(Handle, Hs) of
+        {ok, {QPid, _}} ->
+            rabbit_log:error("Warren: ~ts; stopping queue process ~p (its publishers get nacks "
+                             "for what was not confirmed, and RabbitMQ restarts it)", [Msg, QPid]),
+            exit(QPid, {warren_queue_failed, Msg}),
+            St#st{handles = maps:remove(Handle, Hs)};
+        error ->
+            St
+    end;
 frame(Other, St) ->
     rabbit_log:error("Warren: malformed frame from the sidecar (~b bytes); reconnecting",
                      [byte_size(Other)]),

@@ -96,6 +96,13 @@ export interface BackingQueueOptions {
   nextSeq?: number;
   /** Called with ids whose confirms are due. */
   onConfirm: (ids: Buffer[]) => void;
+  /**
+   * Called once when the queue fails for good (its journal or the store could
+   * not write or fsync): nothing more will be confirmed, every later request
+   * is refused, and the owner must end the queue process so that RabbitMQ
+   * nacks what is unconfirmed and restarts it (non-clean).
+   */
+  onFailure?: (e: Error) => void;
   log: Logger;
   /** Group-commit interval. */
   syncIntervalMs: number;
@@ -185,6 +192,9 @@ export class BackingQueue {
   private readonly onConfirm: (ids: Buffer[]) => void;
   private readonly log: Logger;
   private readonly syncIntervalMs: number;
+  private readonly onFailure: ((e: Error) => void) | undefined;
+  /** Set once a commit failed: sticky. */
+  private failure: Error | null = null;
 
   constructor(opts: BackingQueueOptions) {
     this.name = opts.name;
@@ -193,6 +203,7 @@ export class BackingQueue {
     this.index = opts.index;
     this.pager = opts.pager;
     this.onConfirm = opts.onConfirm;
+    this.onFailure = opts.onFailure;
     this.log = opts.log;
     this.syncIntervalMs = opts.syncIntervalMs;
     this.headWindow = Math.max(1, opts.headWindow ?? DEFAULT_WINDOW);
@@ -249,7 +260,23 @@ export class BackingQueue {
   }
 
   private checkOpen(): void {
+    if (this.failure) throw this.failure;
     if (this.closed) throw new BackingQueueError('ECLOSED', `queue ${this.name} is closed`);
+  }
+
+  /**
+   * The queue failed for good (a commit, a store write, or a request its owner
+   * had counted on): no more commits or confirms, every later request is
+   * refused, and the owner is told once (onFailure).
+   */
+  fail(e: Error): void {
+    if (this.failure) return;
+    const code = (e as NodeJS.ErrnoException).code;
+    this.failure = new BackingQueueError('EFAILED', `queue ${this.name} failed: ${e.message}${code && !e.message.includes(code) ? ` (${code})` : ''}`);
+    this.log('error', `${this.failure.message}; nothing more is confirmed, the queue process must restart`);
+    if (this.commitTimer) clearTimeout(this.commitTimer);
+    this.commitTimer = null;
+    this.onFailure?.(this.failure);
   }
 
   private deltaEmpty(): boolean {
@@ -680,7 +707,7 @@ export class BackingQueue {
     const delay = waiting >= EAGER_CONFIRMS || (waiting > 0 && this.confirmDurable.length === 0) ? 0 : this.syncIntervalMs;
     this.commitTimer = setTimeout(() => {
       this.commitTimer = null;
-      this.commit().catch((e: unknown) => this.log('error', `queue ${this.name}: group commit failed: ${(e as Error).message}`));
+      this.commit().catch(() => undefined); // commit() fails the queue itself
     }, delay);
   }
 
@@ -698,17 +725,24 @@ export class BackingQueue {
     this.confirmDurable = [];
     this.confirmNow = [];
     const run = async (): Promise<void> => {
-      if (durable.length > 0) {
-        await Promise.all([this.index!.sync(), this.client!.sync(durable)]);
-      } else if (this.index) {
-        await this.index.write();
+      if (this.failure) throw this.failure;
+      try {
+        if (durable.length > 0) {
+          await Promise.all([this.index!.sync(), this.client!.sync(durable)]);
+        } else if (this.index) {
+          await this.index.write();
+        }
+      } catch (e) {
+        // Its confirms are never sent: the publishers get nacks when the queue process ends.
+        this.fail(e as Error);
+        throw this.failure!;
       }
       const ids = now.length ? durable.concat(now) : durable;
       if (ids.length) this.onConfirm(ids);
     };
     this.committing = run().finally(() => {
       this.committing = null;
-      this.scheduleCommit();
+      if (!this.failure) this.scheduleCommit();
     });
     return this.committing;
   }

@@ -4,7 +4,9 @@
  *
  *     PayloadLen:32, CRC32C(payload):32, Payload
  *
- * so a torn tail or a flipped bit is detected and replay stops there.
+ * so a torn tail or a flipped bit is detected. A damaged record is skipped
+ * and decoding resynchronises on the next valid record (every record is
+ * CRC-framed), so one bad record never hides the good ones behind it.
  */
 import { crc32c } from '../store/crc32c';
 
@@ -80,28 +82,75 @@ function decodePayload(p: Buffer): JournalRecord | undefined {
   return undefined;
 }
 
-export interface DecodeResult {
-  records: JournalRecord[];
-  /** Bytes of `buf` made of whole, valid records. */
-  validBytes: number;
-  /** Why decoding stopped early, if it did. */
-  stop?: 'torn' | 'checksum' | 'malformed';
+export type Damage = 'torn' | 'checksum' | 'malformed';
+
+/** A stretch of bytes that holds no valid record. */
+export interface DamagedRange {
+  offset: number;
+  bytes: number;
+  reason: Damage;
 }
 
-/** Decodes records from the start of `buf`, stopping at the first bad one. */
+export interface DecodeResult {
+  records: JournalRecord[];
+  /** Bytes of `buf` up to the end of the last valid record: what a reader keeps. */
+  validBytes: number;
+  /** Damaged ranges between valid records, skipped. */
+  skipped: DamagedRange[];
+  /** Damage after the last valid record (a torn or corrupt tail), cut by a reader. */
+  tail?: DamagedRange;
+}
+
+/** The record at `pos`, or why there is none. */
+function recordAt(buf: Buffer, pos: number): { rec: JournalRecord; next: number } | Damage {
+  if (pos + HEADER > buf.length) return 'torn';
+  const len = buf.readUInt32BE(pos);
+  if (pos + HEADER + len > buf.length) return 'torn';
+  const payload = buf.subarray(pos + HEADER, pos + HEADER + len);
+  if (crc32c(payload) !== buf.readUInt32BE(pos + 4)) return 'checksum';
+  const rec = decodePayload(payload);
+  if (!rec) return 'malformed';
+  return { rec, next: pos + HEADER + len };
+}
+
+/** Could a record start at `pos`? A cheap test of the length and type before the checksum. */
+function plausible(buf: Buffer, pos: number): boolean {
+  if (pos + HEADER + 1 > buf.length) return false;
+  const len = buf.readUInt32BE(pos);
+  if (pos + HEADER + len > buf.length) return false;
+  const type = buf.readUInt8(pos + HEADER);
+  if (type === RecordType.PUBLISH) return len === PUBLISH_LEN;
+  if (type === RecordType.DELIVER || type === RecordType.ACK) return len >= 5 && pos + HEADER + 5 <= buf.length && len === 5 + 8 * buf.readUInt32BE(pos + HEADER + 1);
+  return false;
+}
+
+/**
+ * Decodes every valid record of `buf`. Damaged bytes are skipped up to the
+ * next offset where a whole record passes its checksum; damage with no valid
+ * record after it is the tail.
+ */
 export function decodeRecords(buf: Buffer): DecodeResult {
   const records: JournalRecord[] = [];
+  const skipped: DamagedRange[] = [];
   let pos = 0;
+  let validBytes = 0;
   while (pos < buf.length) {
-    if (pos + HEADER > buf.length) return { records, validBytes: pos, stop: 'torn' };
-    const len = buf.readUInt32BE(pos);
-    if (pos + HEADER + len > buf.length) return { records, validBytes: pos, stop: 'torn' };
-    const payload = buf.subarray(pos + HEADER, pos + HEADER + len);
-    if (crc32c(payload) !== buf.readUInt32BE(pos + 4)) return { records, validBytes: pos, stop: 'checksum' };
-    const rec = decodePayload(payload);
-    if (!rec) return { records, validBytes: pos, stop: 'malformed' };
-    records.push(rec);
-    pos += HEADER + len;
+    const r = recordAt(buf, pos);
+    if (typeof r !== 'string') {
+      records.push(r.rec);
+      pos = validBytes = r.next;
+      continue;
+    }
+    let next = -1;
+    for (let q = pos + 1; q + HEADER < buf.length; q++) {
+      if (plausible(buf, q) && typeof recordAt(buf, q) !== 'string') {
+        next = q;
+        break;
+      }
+    }
+    if (next < 0) return { records, validBytes, skipped, tail: { offset: pos, bytes: buf.length - pos, reason: r } };
+    skipped.push({ offset: pos, bytes: next - pos, reason: r });
+    pos = next;
   }
-  return { records, validBytes: pos };
+  return { records, validBytes, skipped };
 }

@@ -14,11 +14,22 @@
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { fsyncDir } from '../store/fs-util';
-import { DecodeResult, JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from './journal-codec';
+import { DamagedRange, JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from './journal-codec';
 import { DELIVERED, JournalState, overlay } from './journal-state';
 import { SegmentSummary, listSegments, readLayout, readSegment, summarize, writeLayout, writeSegment } from './segment-files';
 
 const JOURNAL = 'journal';
+
+/** The index failed a write, fsync or fold: it refuses everything after. `code` is the system error's (ENOSPC, EIO, ...). */
+export class QueueIndexFailedError extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+  ) {
+    super(message);
+    this.name = 'QueueIndexFailedError';
+  }
+}
 const CLEAN = 'clean.json';
 export const DEFAULT_SEGMENT_ENTRIES = 16384;
 export const DEFAULT_JOURNAL_ENTRIES = 16384;
@@ -74,7 +85,9 @@ interface LoadedJournal {
   state: JournalState;
   validBytes: number;
   fileBytes: number;
-  truncated?: { bytes: number; reason: NonNullable<DecodeResult['stop']> };
+  /** Damaged ranges between good records (skipped), and a damaged tail (cut). */
+  skipped: DamagedRange[];
+  tail?: DamagedRange;
   maxSeq: number;
 }
 
@@ -84,7 +97,7 @@ async function loadJournal(dir: string, segmentEntries: number): Promise<LoadedJ
   try {
     buf = await fsp.readFile(path.join(dir, JOURNAL));
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { state, validBytes: 0, fileBytes: 0, maxSeq: -1 };
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { state, validBytes: 0, fileBytes: 0, skipped: [], maxSeq: -1 };
     throw e;
   }
   const res = decodeRecords(buf);
@@ -94,9 +107,7 @@ async function loadJournal(dir: string, segmentEntries: number): Promise<LoadedJ
     if (rec.type === RecordType.PUBLISH) maxSeq = Math.max(maxSeq, rec.entry.seq);
     else for (const s of rec.seqs) maxSeq = Math.max(maxSeq, s);
   }
-  const out: LoadedJournal = { state, validBytes: res.validBytes, fileBytes: buf.length, maxSeq };
-  if (res.stop) out.truncated = { bytes: buf.length - res.validBytes, reason: res.stop };
-  return out;
+  return { state, validBytes: res.validBytes, fileBytes: buf.length, skipped: res.skipped, tail: res.tail, maxSeq };
 }
 
 /**
@@ -210,8 +221,12 @@ export class QueueIndex {
     }
     const loaded = await loadJournal(dir, segmentEntries);
     const file = path.join(dir, JOURNAL);
-    if (loaded.truncated) {
-      opts.log('warn', `queue journal ${file}: cut ${loaded.truncated.bytes} bytes at offset ${loaded.validBytes} (${loaded.truncated.reason})`);
+    for (const d of loaded.skipped) {
+      opts.log('error', `queue journal ${file}: ${d.reason} record at offset ${d.offset}, ${d.bytes} bytes skipped; the records after it are kept`);
+    }
+    if (loaded.tail) {
+      // Cut before anything is appended, so no new record ever follows a damaged one.
+      opts.log('warn', `queue journal ${file}: cut ${loaded.tail.bytes} bytes at offset ${loaded.tail.offset} (${loaded.tail.reason} tail)`);
       await fsp.truncate(file, loaded.validBytes);
     }
     const fh = await fsp.open(file, 'a');
@@ -225,7 +240,7 @@ export class QueueIndex {
       terms?.segments !== undefined &&
       terms.bytes !== undefined &&
       terms.expiring !== undefined &&
-      loaded.validBytes === 0 &&
+      loaded.fileBytes === 0 &&
       terms.segments.length === files.length &&
       terms.segments.every(([n], i) => files[i] === n);
     let redeliverBelow = terms?.redeliverBelow ?? 0;
@@ -262,7 +277,9 @@ export class QueueIndex {
     }
     index.redeliverBelow = redeliverBelow;
     index.opening = false;
-    index.maybeFold();
+    // Damage inside the journal: fold now, so the damaged bytes are gone from disk.
+    if (loaded.skipped.length) await index.fold();
+    else index.maybeFold();
     return { index, recovery };
   }
 
@@ -301,15 +318,37 @@ export class QueueIndex {
     return this.enqueue(() => this.writePending());
   }
 
-  /** Writes buffered records and fsyncs: what was recorded before this call is durable when it resolves. */
+  /**
+   * Writes buffered records and fsyncs: what was recorded before this call is
+   * durable when it resolves. A failed fsync fails the index for good: the
+   * kernel may have dropped the pages it could not write, so no later fsync
+   * could prove them durable (the fsyncgate lesson).
+   */
   sync(): Promise<void> {
     return this.enqueue(async () => {
       await this.writePending();
-      if (this.dirty) {
-        this.dirty = false;
+      if (!this.dirty) return;
+      try {
         await this.fh.datasync();
+      } catch (e) {
+        throw this.fail(e as Error, 'fsync');
       }
+      this.dirty = false;
     });
+  }
+
+  /** Makes the index fail for good with `e`; returns the error to throw. */
+  private fail(e: Error, what: string): Error {
+    if (!this.failed) {
+      this.failed = new QueueIndexFailedError(`queue index ${this.dir}: ${what} failed: ${e.message}`, (e as NodeJS.ErrnoException).code);
+      this.log('error', this.failed.message);
+    }
+    return this.failed;
+  }
+
+  /** The error that failed the index, if one did. */
+  get failure(): Error | null {
+    return this.failed;
   }
 
   private maybeFold(): void {
@@ -347,8 +386,7 @@ export class QueueIndex {
         await this.fh.datasync();
         this.dirty = false;
       } catch (e) {
-        this.failed = e as Error;
-        throw e;
+        throw this.fail(e as Error, 'fold');
       }
     });
   }
@@ -439,7 +477,7 @@ export class QueueIndex {
 
   private enqueue<T>(task: () => Promise<T>): Promise<T> {
     const p = this.io.then(() => {
-      if (this.failed) throw new Error(`queue index ${this.dir} failed earlier: ${this.failed.message}`);
+      if (this.failed) throw this.failed;
       return task();
     });
     this.io = p.then(
@@ -449,16 +487,28 @@ export class QueueIndex {
     return p;
   }
 
+  /**
+   * Appends the buffered records. They stay buffered until the write
+   * succeeded; a failed write (which may have left part of a record in the
+   * file) fails the index, so nothing is ever appended behind a torn record
+   * in this session, and the next open cuts it.
+   */
   private async writePending(): Promise<void> {
     if (this.pendingBytes === 0) return;
+    const n = this.pending.length;
     const buf = Buffer.concat(this.pending, this.pendingBytes);
-    this.pending = [];
-    this.pendingBytes = 0;
     let off = 0;
-    while (off < buf.length) {
-      const { bytesWritten } = await this.fh.write(buf, off, buf.length - off);
-      off += bytesWritten;
+    try {
+      while (off < buf.length) {
+        const { bytesWritten } = await this.fh.write(buf, off, buf.length - off);
+        off += bytesWritten;
+      }
+    } catch (e) {
+      if (off > 0) this.dirty = true;
+      throw this.fail(e as Error, `journal write (${off} of ${buf.length} bytes written)`);
     }
+    this.pending.splice(0, n);
+    this.pendingBytes -= buf.length;
     this.dirty = true;
   }
 }

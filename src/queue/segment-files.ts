@@ -54,7 +54,8 @@ export async function listSegments(dir: string, clean = false): Promise<number[]
 
 /**
  * Live entries of segment n keyed by seq; empty if the file is absent. A bad
- * record (the file was damaged after its fsync) is reported and ends the read.
+ * record (the file was damaged after its fsync) is reported with its offset
+ * and skipped; the records after it are read.
  */
 export async function readSegment(dir: string, n: number, report?: (msg: string) => void): Promise<Map<number, JournalEntry>> {
   const live = new Map<number, JournalEntry>();
@@ -67,7 +68,9 @@ export async function readSegment(dir: string, n: number, report?: (msg: string)
   }
   const res = decodeRecords(buf);
   for (const rec of res.records) if (rec.type === RecordType.PUBLISH) live.set(rec.entry.seq, rec.entry);
-  if (res.stop) report?.(`queue index segment ${segmentFile(dir, n)}: ${res.stop} record at offset ${res.validBytes}; ${buf.length - res.validBytes} bytes ignored`);
+  for (const d of [...res.skipped, ...(res.tail ? [res.tail] : [])]) {
+    report?.(`queue index segment ${segmentFile(dir, n)}: ${d.reason} record at offset ${d.offset}; ${d.bytes} bytes skipped`);
+  }
   return live;
 }
 

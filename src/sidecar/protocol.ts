@@ -30,7 +30,7 @@ export const Op = {
 /** AUTH's token: random bytes the plugin hands the sidecar on its stdin at each start. */
 export const TOKEN_BYTES = 32;
 
-export const Push = { REPLY: 100, CONFIRM: 101 } as const;
+export const Push = { REPLY: 100, CONFIRM: 101, FAILED: 102 } as const;
 
 // Message flags and FETCH's AckRequired byte are the queue's own vocabulary.
 export { FetchMode, Flags } from '../queue/backing-queue';
@@ -190,6 +190,11 @@ export function encodeConfirm(handle: number, ids: readonly Buffer[]): Buffer {
   const w = new Writer(16 + ids.length * ID_BYTES).u8(Push.CONFIRM).u32(handle).u32(ids.length);
   for (const id of ids) w.bytes(id);
   return w.finish(true);
+}
+
+/** A queue failed for good in the sidecar (its journal or the store could not write): the plugin ends its process. */
+export function encodeFailed(handle: number, message: string): Buffer {
+  return new Writer(64).u8(Push.FAILED).u32(handle).bytes(Buffer.from(message, 'utf8')).finish(true);
 }
 
 export function writeEntries(w: Writer, entries: readonly Entry[]): Writer {

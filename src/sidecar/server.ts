@@ -18,7 +18,7 @@ import { pathExists } from '../store/fs-util';
 import { SidecarConfig } from './config';
 import { FrameDecoder, ProtocolError, Writer } from './frames';
 import { log } from './log';
-import { Entry, FetchMode, Frame, Op, RecoverMode, Request, TOKEN_BYTES, decodeRequest, encodeConfirm, encodeError, encodeReply, writeEntries } from './protocol';
+import { Entry, FetchMode, Frame, Op, RecoverMode, Request, TOKEN_BYTES, decodeRequest, encodeConfirm, encodeError, encodeFailed, encodeReply, writeEntries } from './protocol';
 import { Session, openQueue } from './session';
 import { Vhosts } from './vhosts';
 
@@ -183,10 +183,28 @@ export class SidecarServer {
       (e: Error) => {
         const msg = e instanceof Error ? e.message : String(e);
         if (reqId !== 0) conn.send(encodeError(reqId, msg));
+        else if ('handle' in req) this.asyncFailed(conn, req.handle, req.op, e);
         else log('error', `async op ${req.op} failed: ${msg}`);
         if (e instanceof ProtocolError) this.protocolFailure(conn, e);
       },
     );
+  }
+
+  /**
+   * An asynchronous request of a queue failed (a store write after the disk
+   * filled, an ack the queue cannot apply): the queue process has counted on
+   * it and nobody will answer, so its queue fails and the owner is told
+   * (FAILED), which ends the process: RabbitMQ nacks what is unconfirmed and
+   * restarts it.
+   */
+  private asyncFailed(conn: Connection, handle: number, op: number, e: Error): void {
+    const s = this.sessions.get(handle);
+    if (s && s.conn === conn) {
+      s.session.queue.fail(new Error(`op ${op} failed: ${e.message}`));
+    } else {
+      log('error', `async op ${op} for unknown queue handle ${handle} on connection ${conn.id}: ${e.message}`);
+      conn.send(encodeFailed(handle, `queue handle ${handle}: op ${op} failed: ${e.message}`));
+    }
   }
 
   /** A session of this connection: handles of other connections are unknown here. */
@@ -329,6 +347,7 @@ export class SidecarServer {
       log('warn', `queue ${req.name}: init while a session is open (the queue process restarted); the old session is dropped as crashed`);
       await this.dropSessions([old]);
     }
+    await this.reopenFailedStore(req.vhost);
     const vh = await this.vhosts.ensure(req.vhost, req.dir);
     const handle = this.nextHandle++;
     const queue = await openQueue({
@@ -340,6 +359,7 @@ export class SidecarServer {
       syncIntervalMs: this.cfg.syncIntervalMs,
       layout: this.cfg.queue,
       onConfirm: (ids) => conn.send(encodeConfirm(handle, ids)),
+      onFailure: (e) => conn.send(encodeFailed(handle, e.message)),
     });
     const session = new Session({ handle, vhost: req.vhost, key: req.key, name: req.name }, queue);
     this.sessions.set(handle, { session, conn });
@@ -368,6 +388,25 @@ export class SidecarServer {
         await s.session.exec.run(() => s.session.queue.abandon()).catch((e: Error) => log('error', `dropping session ${h}: ${e.message}`));
       }),
     );
+  }
+
+  /**
+   * A vhost store that failed (a write or fsync error: a full disk, EIO)
+   * accepts no writes until it is reopened. At the first INIT after it failed
+   * (a failed queue restarting), every queue of the vhost fails (their
+   * processes restart too), the store is closed without clean state and is
+   * opened again, non-clean, from the queue indexes on disk: once there is
+   * space again, the queues work without a broker restart.
+   */
+  private async reopenFailedStore(vhost: string): Promise<void> {
+    const vh = this.vhosts.get(vhost);
+    const why = vh?.store.failed ?? vh?.transient.failed;
+    if (!vh || !why) return;
+    const handles = [...this.sessions.entries()].filter(([, s]) => s.session.info.vhost === vhost).map(([h]) => h);
+    log('error', `vhost ${vhost}: its store failed (${why.message}); ending its ${handles.length} queue sessions and reopening the store from the queue indexes`);
+    for (const h of handles) this.sessions.get(h)?.session.queue.fail(new Error(`the store of vhost '${vhost}' failed: ${why.message}`));
+    await this.dropSessions(handles);
+    await this.vhosts.close(vhost);
   }
 
   /** A vhost START while its store is open (vhost restarted): its old sessions crashed with it. */

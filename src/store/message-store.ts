@@ -192,7 +192,19 @@ export class MessageStore {
   ) {
     this.clientRefs = new Set(clientRefs);
     this.handles = new HandleCache(dir, maxOpenFiles);
-    this.batcher = new SyncBatcher(async () => void (await this.writer.sync()), opts.syncIntervalMs, opts.syncBatchSize);
+    // A failed group commit fails the store: the writer's chain is failed for good, and no later fsync may confirm.
+    this.batcher = new SyncBatcher(
+      async () => {
+        try {
+          await this.writer.sync();
+        } catch (e) {
+          this.fail(e);
+          throw e;
+        }
+      },
+      opts.syncIntervalMs,
+      opts.syncBatchSize,
+    );
   }
 
   static async open(options: MessageStoreOptions): Promise<MessageStore> {
@@ -744,6 +756,12 @@ export class MessageStore {
     this.checkOpen();
   }
 
+  /** The error that failed the store (a write or fsync), if one did: it accepts no writes after it. */
+  get failed(): Error | undefined {
+    if (this.failure === undefined) return undefined;
+    return this.failure instanceof Error ? this.failure : new Error(String(this.failure));
+  }
+
   /**
    * Clean shutdown: applies pending operations, lets a running compaction
    * finish, fsyncs, and writes the file summary, the index and the recovery
@@ -777,6 +795,8 @@ export class MessageStore {
       await storeRecoveryTerms(this.dir, { clientRefs: [...this.clientRefs].sort(), indexKind: this.index.kind });
       this.log('info', `closed cleanly: ${this.summaries.size} files, ${this.index.size()} messages`);
     } else {
+      // Nothing of it is trusted at the next open; the index only has to let go of its files.
+      await this.index.abandon().catch((e: Error) => this.log('warn', `index not released cleanly: ${e.message}`));
       this.log('warn', 'closed after a failure: the next start will rebuild');
     }
     this.closed = true;

@@ -373,3 +373,56 @@ describe('bounded memory', () => {
     expect(fs.readdirSync(qdir).filter((f) => f.endsWith('.seg'))).toEqual([]);
   }, 120_000);
 });
+
+describe('a failed commit', () => {
+  class FailingSyncStore extends FakeStore {
+    fail = false;
+    override async sync(): Promise<void> {
+      if (this.fail) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    }
+  }
+
+  it('fails the queue for good: what it covered is never confirmed, the owner is told once with the queue and the cause, and every later request is refused', async () => {
+    const store = new FailingSyncStore();
+    const { index, recovery } = await QueueIndex.open(path.join(dir, 'fails'), { log: quiet });
+    const confirmed: string[] = [];
+    const failures: Error[] = [];
+    let failed!: () => void;
+    const failure = new Promise<void>((r) => (failed = r));
+    const q = new BackingQueue({
+      name: "'orders' in vhost '/'",
+      durable: true,
+      client: store,
+      index,
+      recovered: recovery,
+      nextSeq: 0,
+      onConfirm: (ids) => confirmed.push(...ids.map((i) => i.readUInt32BE(0).toString())),
+      onFailure: (e) => {
+        failures.push(e);
+        failed();
+      },
+      log: quiet,
+      syncIntervalMs: 1,
+    });
+    const pub = (seq: number) => {
+      const id = idOf(seq, 0);
+      q.publish({ seq, flags: Flags.PERSISTENT | Flags.NEEDS_CONFIRMING, expiry: -1, size: 10, id, blob: bodyOf(id) });
+    };
+    pub(0);
+    await q.commit();
+    expect(confirmed).toEqual(['0']);
+    store.fail = true;
+    pub(1);
+    pub(2);
+    await failure;
+    expect(failures.map((e) => e.message)).toEqual(["queue 'orders' in vhost '/' failed: ENOSPC: no space left on device, write"]);
+    expect(failures[0]).toMatchObject({ code: 'EFAILED' });
+    store.fail = false; // space is back: the queue still refuses, its process must restart
+    expect(() => pub(3)).toThrow(/failed: ENOSPC/);
+    await expect(q.fetch(1, FetchMode.Ack, true)).rejects.toThrow(/failed: ENOSPC/);
+    await expect(q.commit()).rejects.toThrow(/failed: ENOSPC/);
+    expect(confirmed).toEqual(['0']);
+    expect(failures.length).toBe(1);
+    await q.abandon();
+  });
+});

@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import sinon from 'sinon';
 import { JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from '../../src/queue/journal-codec';
 import { CleanTerms, OpenOptions, QueueIndex, consumeCleanMarker, scanQueueIndex } from '../../src/queue/queue-index';
 import { rng } from '../random';
@@ -41,7 +42,7 @@ describe('journal codec', () => {
   it('round-trips publish, deliver and ack records', () => {
     const buf = Buffer.concat([encodePublish(entry(1)), encodeSeqs(RecordType.DELIVER, [1]), encodeSeqs(RecordType.ACK, [1, 2 ** 40])]);
     const r = decodeRecords(buf);
-    expect(r.stop).toBeUndefined();
+    expect([r.skipped, r.tail]).toEqual([[], undefined]);
     expect(r.validBytes).toBe(buf.length);
     expect(r.records).toEqual([
       { type: RecordType.PUBLISH, entry: entry(1) },
@@ -50,15 +51,36 @@ describe('journal codec', () => {
     ]);
   });
 
-  it('stops at a torn tail and at a flipped bit', () => {
+  it('reports a torn tail and a flipped bit at the end as the tail', () => {
     const good = encodePublish(entry(1));
     const next = encodePublish(entry(2));
     const torn = decodeRecords(Buffer.concat([good, next.subarray(0, next.length - 3)]));
-    expect([torn.records.length, torn.validBytes, torn.stop]).toEqual([1, good.length, 'torn']);
+    expect([torn.records.length, torn.validBytes, torn.tail]).toEqual([1, good.length, { offset: good.length, bytes: next.length - 3, reason: 'torn' }]);
     const flipped = Buffer.concat([good, next]);
     flipped[good.length + 20] ^= 0x10;
     const bad = decodeRecords(flipped);
-    expect([bad.records.length, bad.validBytes, bad.stop]).toEqual([1, good.length, 'checksum']);
+    expect([bad.records.length, bad.validBytes, bad.tail?.reason, bad.skipped]).toEqual([1, good.length, 'checksum', []]);
+  });
+
+  it('skips a damaged record and keeps every good one after it: a flipped bit, and a torn write with records appended behind it', () => {
+    const recs = Array.from({ length: 1000 }, (_, i) => (i % 3 === 2 ? encodeSeqs(RecordType.ACK, [i - 1, i - 2]) : encodePublish(entry(i))));
+    const buf = Buffer.concat(recs);
+    const at = recs.slice(0, 250).reduce((n, r) => n + r.length, 0);
+    buf[at + 13] ^= 0x04; // a bit in record 250 (a quarter of the way in)
+    const r = decodeRecords(buf);
+    expect(r.records.length).toBe(999);
+    expect(r.skipped).toEqual([{ offset: at, bytes: recs[250].length, reason: 'checksum' }]);
+    expect([r.tail, r.validBytes]).toEqual([undefined, buf.length]);
+
+    // A write that failed half way (ENOSPC), then more records appended and fsynced after it.
+    const torn = Buffer.concat([encodePublish(entry(1)), encodePublish(entry(2)).subarray(0, 17), encodePublish(entry(3)), encodeSeqs(RecordType.DELIVER, [3])]);
+    const t = decodeRecords(torn);
+    expect(t.records).toEqual([
+      { type: RecordType.PUBLISH, entry: entry(1) },
+      { type: RecordType.PUBLISH, entry: entry(3) },
+      { type: RecordType.DELIVER, seqs: [3] },
+    ]);
+    expect(t.skipped).toEqual([{ offset: encodePublish(entry(1)).length, bytes: 17, reason: 'checksum' }]);
   });
 });
 
@@ -279,5 +301,87 @@ describe('fold and replay against a model', () => {
     expect(c.recovery.scanned).toBe(false);
     await expectModel(await readAll(c.index));
     await c.index.close();
+  });
+});
+
+describe('QueueIndex under write and fsync failures', () => {
+  const enospc = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  /** The prototype of fs.promises FileHandle, whose methods the journal calls. */
+  async function fileHandleProto(): Promise<Record<string, (...a: unknown[]) => Promise<unknown>>> {
+    const fh = await fs.promises.open(path.join(dir, 'probe'), 'w');
+    await fh.close();
+    return Object.getPrototypeOf(fh) as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  }
+
+  it('a journal write that fails half way fails the index for good; nothing is appended behind the torn record; the next open cuts it', async () => {
+    const { index } = await open(dir);
+    for (let s = 0; s < 10; s++) index.publish(entry(s));
+    await index.sync();
+    const journal = path.join(dir, 'journal');
+    const proto = await fileHandleProto();
+    const write = proto.write;
+    const stub = sinon.stub(proto, 'write').callsFake(async function (this: unknown, ...args: unknown[]) {
+      const [buf, off, len] = args as [Buffer, number, number];
+      await write.call(this, buf, off, len / 2 + 5); // record 10 and 5 bytes of record 11 reach the file
+      throw enospc();
+    });
+    index.publish(entry(10));
+    index.publish(entry(11));
+    try {
+      await expect(index.sync()).rejects.toThrow(/journal write \(0 of \d+ bytes written\) failed: ENOSPC/);
+    } finally {
+      stub.restore();
+    }
+    // Space is back, yet the index stays failed: no record ever follows the torn one.
+    const size = fs.statSync(journal).size;
+    index.publish(entry(12));
+    await expect(index.sync()).rejects.toThrow(/ENOSPC/);
+    await expect(index.write()).rejects.toMatchObject({ code: 'ENOSPC' });
+    expect(fs.statSync(journal).size).toBe(size);
+    await index.close();
+
+    const logged: string[] = [];
+    const again = await open(dir, { log: (_l, m) => logged.push(m) });
+    expect(again.recovery.count).toBe(11);
+    expect((await readAll(again.index)).map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(logged.join('\n')).toMatch(/cut 5 bytes at offset \d+ \(torn tail\)/);
+    again.index.publish(entry(11));
+    await again.index.sync();
+    await again.index.close();
+    const after = decodeRecords(fs.readFileSync(journal));
+    expect([after.records.length, after.skipped, after.tail]).toEqual([12, [], undefined]);
+  });
+
+  it('a failed fsync fails the index: no later sync reports success for the records it covered', async () => {
+    const { index } = await open(dir);
+    index.publish(entry(0));
+    const proto = await fileHandleProto();
+    const stub = sinon.stub(proto, 'datasync').rejects(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+    try {
+      await expect(index.sync()).rejects.toThrow(/fsync failed: EIO/);
+    } finally {
+      stub.restore();
+    }
+    await expect(index.sync()).rejects.toMatchObject({ code: 'EIO' });
+    expect(index.failure?.message).toMatch(/fsync failed/);
+    await index.close();
+  });
+
+  it('a damaged record inside the journal is skipped and reported, the records after it are kept, and the journal is folded clean', async () => {
+    const { index } = await open(dir);
+    for (let s = 0; s < 40; s++) index.publish(entry(s));
+    await index.sync();
+    await index.close();
+    const journal = path.join(dir, 'journal');
+    const buf = fs.readFileSync(journal);
+    const rec = encodePublish(entry(0)).length;
+    buf[10 * rec + 12] ^= 0x01; // seq 10's record
+    fs.writeFileSync(journal, buf);
+    const logged: string[] = [];
+    const again = await open(dir, { log: (_l, m) => logged.push(m) });
+    expect(logged.join('\n')).toContain(`queue journal ${journal}: checksum record at offset ${10 * rec}, ${rec} bytes skipped; the records after it are kept`);
+    expect((await readAll(again.index)).map((e) => e.seq)).toEqual([...Array.from({ length: 10 }, (_, i) => i), ...Array.from({ length: 29 }, (_, i) => i + 11)]);
+    expect(fs.statSync(journal).size).toBe(0); // folded into the segments: the damage is gone from disk
+    await again.index.close();
   });
 });

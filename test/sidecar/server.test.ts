@@ -10,6 +10,7 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import * as crypto from 'crypto';
+import sinon from 'sinon';
 import type { SidecarConfig } from '../../src/sidecar/config';
 import { FrameDecoder, Reader, Writer } from '../../src/sidecar/frames';
 import { Op, Push, TOKEN_BYTES } from '../../src/sidecar/protocol';
@@ -27,6 +28,17 @@ class Client {
   private waiting = new Map<number, (r: { status: number; body: Buffer }) => void>();
   readonly confirms: Buffer[] = [];
   private confirmWaiters: (() => void)[] = [];
+  readonly failures: { handle: number; message: string }[] = [];
+  private failureWaiters: (() => void)[] = [];
+
+  /** Resolves once a FAILED push for `handle` has arrived. */
+  async failed(handle: number): Promise<string> {
+    for (;;) {
+      const f = this.failures.find((x) => x.handle === handle);
+      if (f) return f.message;
+      await new Promise<void>((r) => this.failureWaiters.push(r));
+    }
+  }
   closed: Promise<void>;
 
   constructor(readonly sock: net.Socket) {
@@ -45,6 +57,9 @@ class Client {
           const n = r.u32();
           for (let i = 0; i < n; i++) this.confirms.push(Buffer.from(r.bytes(16)));
           for (const w of this.confirmWaiters.splice(0)) w();
+        } else if (kind === Push.FAILED) {
+          this.failures.push({ handle: r.u32(), message: f.subarray(5).toString() });
+          for (const w of this.failureWaiters.splice(0)) w();
         }
       }
     });
@@ -399,6 +414,41 @@ describe('the link is the broker\'s alone', () => {
     expect(fold.u32()).toBe(2);
     const reserve = await c.call(Op.FETCH, (w) => w.u32(q.handle).u32(5).u8(2).u8(1));
     expect(reserve.u32()).toBe(2);
+    c.sock.destroy();
+  });
+});
+
+describe('a full disk', () => {
+  it('fails the queue with a FAILED push naming it and the cause, confirms nothing more, and once space is back the restarted queue works with every confirmed message', async () => {
+    const c = await Client.connect(sock);
+    await start(c, []);
+    const q = await init(c, 0);
+    publish(c, q.handle, [0, 1], 1 | 2);
+    await c.confirmed(2);
+    // Every write fails as on a full disk: the store's segment writer and the queue's journal.
+    const fh = await fs.promises.open(path.join(dir, 'probe'), 'w');
+    await fh.close();
+    const proto = Object.getPrototypeOf(fh) as Record<string, unknown>;
+    const stub = sinon.stub(proto, 'write').rejects(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+    let message: string;
+    try {
+      publish(c, q.handle, [2], 1 | 2);
+      message = await c.failed(q.handle);
+    } finally {
+      stub.restore();
+    }
+    expect(message).toMatch(/^queue 'q' in vhost '\/' failed: .*ENOSPC/);
+    expect(c.confirms.map((b) => b[0])).toEqual([0, 1]);
+    await expect(fetch(c, q.handle, false)).rejects.toThrow(/ENOSPC/);
+
+    // Space is back; RabbitMQ restarts the queue process (non-clean INIT): the store is reopened from the queue indexes.
+    const again = await init(c, 2);
+    expect(again.len).toBeGreaterThanOrEqual(2);
+    expect(await fetch(c, again.handle, false)).toMatchObject({ seq: 0, body: 'body-0' });
+    expect(await fetch(c, again.handle, false)).toMatchObject({ seq: 1, body: 'body-1' });
+    publish(c, again.handle, [again.nextSeq], 1 | 2);
+    await c.confirmed(3);
+    expect(c.confirms[2][0]).toBe(again.nextSeq);
     c.sock.destroy();
   });
 });
