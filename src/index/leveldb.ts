@@ -21,6 +21,7 @@
  * consumes both, so a crash afterwards is never mistaken for a clean state.
  */
 import { promises as fsp } from 'fs';
+import * as crypto from 'crypto';
 import * as path from 'path';
 import { Level } from 'level';
 import { GrowingBloomFilter } from './bloom-filter';
@@ -33,6 +34,14 @@ const BLOOM = 'leveldb-bloom.bin';
 const VALUE_BYTES = 18;
 const KEY_FIRST = Buffer.from([0x6d]); // 'm'
 const KEY_END = Buffer.from([0x6e]);
+/**
+ * Written (synced) inside LevelDB at a clean stop, with the same generation
+ * as the marker file beside it: the index is trusted only if both are there
+ * and agree, so a deleted, emptied or swapped LevelDB directory is rebuilt.
+ */
+const META_CLEAN = Buffer.from('!clean');
+/** A failed batch is retried this many times, 50 ms apart and doubling, before the index fails for good. */
+const BATCH_ATTEMPTS = 5;
 /** Keys read at a time while rebuilding the Bloom filter. */
 const REBUILD_STEP = 10_000;
 /** Layers of a growing Bloom filter before a fresh one is built (each full one adds ~0.8% false positives). */
@@ -62,6 +71,21 @@ const keyOf = (id: MsgId) => id.toString('latin1');
 
 export class LevelDbIndexError extends Error {
   readonly code = 'ELEVELDB';
+}
+
+interface CleanMeta {
+  count: number;
+  generation: string;
+}
+
+function parseMeta(b: Buffer | undefined): CleanMeta | undefined {
+  try {
+    const m = JSON.parse(b?.toString('utf8') ?? 'null') as Partial<CleanMeta> | null;
+    if (typeof m?.count === 'number' && typeof m.generation === 'string') return { count: m.count, generation: m.generation };
+  } catch {
+    // garbled: not trusted
+  }
+  return undefined;
 }
 
 export interface LevelDbIndexOptions {
@@ -113,7 +137,12 @@ export class LevelDbIndex implements Index {
   private nextBloom: GrowingBloomFilter | undefined;
   private rebuild: Promise<void> | null = null;
   private stopRebuild = false;
-  private readonly counters = { batches: 0, batchOps: 0, diskReads: 0, readBatches: 0, bloomRebuilds: 0 };
+  private readonly counters = { batches: 0, batchOps: 0, diskReads: 0, readBatches: 0, bloomRebuilds: 0, batchFailures: 0 };
+  /** Consecutive failed batches; at BATCH_ATTEMPTS the index fails. */
+  private attempts = 0;
+  private retryTimer: NodeJS.Timeout | null = null;
+  /** Set when LevelDB kept refusing batches: sticky, every later write throws it. */
+  private failure: LevelDbIndexError | undefined;
   /** Disk reads asked for in this turn of the event loop, sent as one getMany. */
   private reads: Array<{ key: Buffer; resolve: (v: Buffer | undefined) => void; reject: (e: unknown) => void }> = [];
 
@@ -179,6 +208,7 @@ export class LevelDbIndex implements Index {
       this.cache.delete(k);
       return;
     }
+    if (this.failure) throw this.failure;
     this.pending.set(k, l);
     if (l) this.cache.set(k, l);
     else this.cache.delete(k);
@@ -186,6 +216,7 @@ export class LevelDbIndex implements Index {
   }
 
   private scheduleFlush(): void {
+    if (this.failure || this.retryTimer) return;
     if (this.pending.size >= this.t.maxPendingWrites) {
       if (this.flushSoon) return;
       this.flushSoon = true;
@@ -258,6 +289,7 @@ export class LevelDbIndex implements Index {
 
   /** Writes pending changes to LevelDB in one batch (no sync). */
   async flush(): Promise<void> {
+    if (this.failure) throw this.failure;
     while (this.flushing) await this.flushing;
     if (this.idleTimer) {
       clearTimeout(this.idleTimer);
@@ -283,17 +315,34 @@ export class LevelDbIndex implements Index {
     }
     this.counters.batches++;
     this.counters.batchOps += ops.length;
-    this.flushing = this.db.batch(ops).catch((e: unknown) => {
-      // Not written: put it back under any newer writes, and try again later.
-      for (const [k, v] of batch) {
-        if (this.pending.has(k)) continue;
-        this.pending.set(k, v);
-        if (fresh.has(k)) this.fresh.add(k);
-      }
-      this.t.warn(`LevelDB index batch of ${ops.length} writes failed (${(e as Error).message}); it will be retried`);
-      this.scheduleFlush();
-      throw e;
-    });
+    this.flushing = this.db.batch(ops).then(
+      () => {
+        this.attempts = 0;
+      },
+      (e: unknown) => {
+        // Not written: put it back under any newer writes, and try again later, a bounded number of times.
+        for (const [k, v] of batch) {
+          if (this.pending.has(k)) continue;
+          this.pending.set(k, v);
+          if (fresh.has(k)) this.fresh.add(k);
+        }
+        this.counters.batchFailures++;
+        const msg = (e as Error).message;
+        if (++this.attempts >= BATCH_ATTEMPTS) {
+          this.failure = new LevelDbIndexError(`LevelDB index at ${this.dir} failed: ${this.attempts} batches in a row were refused, the last with: ${msg}`);
+          this.t.warn(this.failure.message);
+          throw this.failure;
+        }
+        const delay = 50 * 2 ** (this.attempts - 1);
+        this.t.warn(`LevelDB index batch of ${ops.length} writes failed (${msg}); retry ${this.attempts} of ${BATCH_ATTEMPTS - 1} in ${delay} ms`);
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = null;
+          void this.flush().catch(() => undefined);
+        }, delay);
+        this.retryTimer.unref();
+        throw e;
+      },
+    );
     try {
       await this.flushing;
     } finally {
@@ -347,18 +396,29 @@ export class LevelDbIndex implements Index {
     this.nextBloom = undefined;
   }
 
+  /**
+   * Clean stop: the last batch, then the clean meta key written with sync
+   * (which makes LevelDB fsync its log, and so every batch before it), then
+   * the marker file with the same generation, fsynced. The store writes its
+   * own clean state only after this resolves.
+   */
   async terminate(): Promise<void> {
     await this.endRebuild();
     await this.flush();
+    const meta: CleanMeta = { count: this.count, generation: crypto.randomBytes(16).toString('hex') };
+    const json = Buffer.from(JSON.stringify(meta));
+    await this.db.put(META_CLEAN, json, { sync: true });
     await this.db.close();
     // an unfinished first build leaves no filter: the next open builds it
     if (this.bloom) await writeFileAtomic(path.join(this.dir, BLOOM), this.bloom.serialize());
-    await writeFileAtomic(path.join(this.dir, MARKER), Buffer.from(JSON.stringify({ count: this.count })));
+    await writeFileAtomic(path.join(this.dir, MARKER), json);
   }
 
   async abandon(): Promise<void> {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = null;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     this.pending = new Map();
     this.fresh = new Set();
     await this.endRebuild();
@@ -415,9 +475,23 @@ function definedFields(f: MsgLocationFields): MsgLocationFields {
   return out;
 }
 
+/** Write, fsync, rename, fsync the directory: a crash leaves the old file or the new one, durable. */
 async function writeFileAtomic(file: string, data: Buffer): Promise<void> {
-  await fsp.writeFile(`${file}.tmp`, data);
-  await fsp.rename(`${file}.tmp`, file);
+  const tmp = `${file}.tmp`;
+  const fh = await fsp.open(tmp, 'w');
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fsp.rename(tmp, file);
+  const d = await fsp.open(path.dirname(file), 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
 }
 
 async function readAndRemove(file: string): Promise<Buffer | undefined> {
@@ -438,14 +512,14 @@ export function levelDbIndexFactory(opts: LevelDbIndexOptions = {}): IndexFactor
     bloomMinCapacity: opts.bloomMinCapacity ?? 65_536,
     warn: opts.warn ?? ((msg: string) => process.emitWarning(msg, 'WarrenLevelDbIndex')),
   };
-  const openDb = async (dbDir: string): Promise<Db> => {
+  const openDb = async (dbDir: string, createIfMissing: boolean): Promise<Db> => {
     const db = new Level<Buffer, Buffer>(dbDir, {
       keyEncoding: 'buffer',
       valueEncoding: 'buffer',
       writeBufferSize: opts.writeBufferSize ?? 2 * 1024 * 1024,
       cacheSize: opts.blockCacheSize ?? 4 * 1024 * 1024,
     });
-    await db.open();
+    await db.open({ createIfMissing });
     return db;
   };
   return {
@@ -456,25 +530,26 @@ export function levelDbIndexFactory(opts: LevelDbIndexOptions = {}): IndexFactor
       // Both consumed now, so that a crash from here on is never taken for a clean state.
       const marker = await readAndRemove(path.join(dir, MARKER));
       const bloomBytes = await readAndRemove(path.join(dir, BLOOM));
-      let count: number | undefined;
-      try {
-        const m = JSON.parse(marker?.toString('utf8') ?? 'null') as { count?: unknown } | null;
-        if (typeof m?.count === 'number') count = m.count;
-      } catch {
-        count = undefined;
-      }
-      if (clean && count !== undefined) {
+      const fileMeta = parseMeta(marker);
+      if (clean && fileMeta) {
+        let db: Db | undefined;
         try {
-          const db = await openDb(dbDir);
+          db = await openDb(dbDir, false);
+          const inDb = parseMeta(await db.get(META_CLEAN));
+          if (!inDb || inDb.generation !== fileMeta.generation || inDb.count !== fileMeta.count) {
+            throw new LevelDbIndexError(`its contents are not those its clean marker describes (${inDb ? `generation ${inDb.generation}, ${inDb.count} entries` : 'no clean record inside'})`);
+          }
+          await db.del(META_CLEAN);
           const bloom = bloomBytes && GrowingBloomFilter.deserialize(bloomBytes);
-          return { index: new LevelDbIndex(db, dir, count, bloom, t), recovered: true };
+          return { index: new LevelDbIndex(db, dir, fileMeta.count, bloom, t), recovered: true };
         } catch (e) {
-          t.warn(`LevelDB index at ${dbDir} cannot be opened (${(e as Error).message}); rebuilding it`);
+          await db?.close().catch(() => undefined);
+          t.warn(`LevelDB index at ${dbDir} cannot be trusted (${(e as Error).message}); rebuilding it`);
         }
       }
       // Not trusted: start from an empty directory; the store rebuilds the index.
       await fsp.rm(dbDir, { recursive: true, force: true });
-      const db = await openDb(dbDir);
+      const db = await openDb(dbDir, true);
       return { index: new LevelDbIndex(db, dir, 0, GrowingBloomFilter.forCapacity(t.bloomMinCapacity), t), recovered: false };
     },
   };

@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import sinon from 'sinon';
 import { LevelDbIndex, levelDbIndexFactory, leveldbIndexFactory } from '../../src/index/leveldb';
 import { describeIndexConformance } from './index-conformance';
 
@@ -37,7 +38,7 @@ describe('LevelDB index', () => {
     const warnings: string[] = [];
     const again = await levelDbIndexFactory({ warn: (m) => warnings.push(m) }).open(dir, true);
     expect(again.recovered).toBe(false);
-    expect(warnings.join()).toMatch(/cannot be opened.*rebuilding/);
+    expect(warnings.join()).toMatch(/cannot be trusted.*rebuilding/);
     expect(await again.index.lookup(id(1))).toBeUndefined();
     again.index.insert(id(2), { refCount: 1, file: 0, offset: 0, totalSize: 1 });
     expect(await again.index.lookup(id(2))).toBeDefined();
@@ -171,7 +172,7 @@ describe('LevelDB index', () => {
     db.batch = (ops: unknown[]) => (fail ? Promise.reject(new Error('disk full')) : real(ops));
     for (let i = 0; i < 10; i++) index.insert(id(i), { refCount: 1, file: 0, offset: i, totalSize: 1 });
     await expect(index.flush()).rejects.toThrow('disk full');
-    expect(warnings.join()).toMatch(/failed \(disk full\); it will be retried/);
+    expect(warnings.join()).toMatch(/failed \(disk full\); retry 1 of 4 in 50 ms/);
     index.update(id(3), { refCount: 5, file: 0, offset: 3, totalSize: 1 });
     index.delete(id(4));
     fail = false;
@@ -181,5 +182,61 @@ describe('LevelDB index', () => {
     expect([...all.keys()].sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 5, 6, 7, 8, 9]);
     expect(all.get(3)).toBe(5);
     await index.terminate();
+  });
+
+  it('trusts a clean stop only if LevelDB itself holds its clean record: a deleted or swapped directory is rebuilt', async () => {
+    const warnings: string[] = [];
+    const f = levelDbIndexFactory({ warn: (m) => warnings.push(m) });
+    const first = await f.open(dir, false);
+    for (let i = 0; i < 100; i++) first.index.insert(id(i), { refCount: 1, file: 0, offset: i, totalSize: 1 });
+    await first.index.terminate();
+    // Kept aside: a LevelDB directory of the same index from an earlier clean stop.
+    const dbDir = path.join(dir, 'leveldb');
+    const older = path.join(dir, 'older');
+    fs.cpSync(dbDir, older, { recursive: true });
+    const second = await f.open(dir, true);
+    expect([second.recovered, second.index.size()]).toEqual([true, 100]);
+    second.index.delete(id(0));
+    await second.index.terminate();
+
+    // The directory deleted: never an empty index taken for a clean one.
+    fs.rmSync(dbDir, { recursive: true, force: true });
+    const afterDelete = await f.open(dir, true);
+    expect(afterDelete.recovered).toBe(false);
+    await afterDelete.index.terminate();
+    // A directory from another clean stop put in its place: its generation differs.
+    const marker = fs.readFileSync(path.join(dir, 'leveldb-clean.json'));
+    fs.rmSync(dbDir, { recursive: true, force: true });
+    fs.renameSync(older, dbDir);
+    fs.writeFileSync(path.join(dir, 'leveldb-clean.json'), marker);
+    const swapped = await f.open(dir, true);
+    expect(swapped.recovered).toBe(false);
+    await swapped.index.terminate();
+    expect(warnings.filter((w) => /cannot be trusted/.test(w)).length).toBe(2);
+  });
+
+  it('retries a refused batch a bounded number of times with backoff, then fails for good: every later write throws', async () => {
+    const warnings: string[] = [];
+    const { index } = await levelDbIndexFactory({ warn: (m) => warnings.push(m), idleFlushMs: 1 }).open(dir, false);
+    const db = (index as unknown as { db: { batch: (...a: unknown[]) => Promise<void> } }).db;
+    const stub = sinon.stub(db, 'batch').rejects(Object.assign(new Error('IO error: No space left on device'), { code: 'LEVEL_IO_ERROR' }));
+    index.insert(id(1), { refCount: 1, file: 0, offset: 0, totalSize: 1 });
+    await expect(index.flush()).rejects.toThrow(/No space left/);
+    // The retries run on their own timers; wait for the failure they end in.
+    for (;;) {
+      try {
+        index.insert(id(2), { refCount: 1, file: 0, offset: 1, totalSize: 1 });
+      } catch (e) {
+        expect((e as Error).message).toMatch(/failed: 5 batches in a row were refused, the last with: IO error: No space left on device/);
+        break;
+      }
+      index.delete(id(2));
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(stub.callCount).toBe(5);
+    expect(warnings.filter((w) => /retry \d of 4/.test(w)).length).toBe(4);
+    await expect(index.flush()).rejects.toThrow(/failed: 5 batches/);
+    stub.restore();
+    await index.abandon();
   });
 });

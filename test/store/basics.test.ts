@@ -197,6 +197,30 @@ describe('MessageStore basics', () => {
     await store.close();
   });
 
+  test('a LevelDB directory deleted after a clean stop is not trusted: the store rebuilds from refDeltas and loses nothing', async () => {
+    let store = await MessageStore.open({ dir, fileSizeLimit: 64 * 1024, index: 'leveldb', clientRefs: undefined });
+    const q = store.client('q');
+    for (let i = 0; i < 1000; i++) q.write(mid(i), body(i, 100));
+    await q.sync(Array.from({ length: 1000 }, (_, i) => mid(i)));
+    await store.close();
+    const lvl = (await fsp.readdir(dir, { recursive: true })).map(String).find((p) => path.basename(p) === 'leveldb');
+    expect(lvl).toBeDefined();
+    await fsp.rm(path.join(dir, lvl!), { recursive: true, force: true });
+    store = await MessageStore.open({
+      dir,
+      fileSizeLimit: 64 * 1024,
+      index: 'leveldb',
+      clientRefs: ['q'],
+      refDeltas: () => deltasOf(Array.from({ length: 1000 }, (_, i) => [mid(i), 1] as [Buffer, number])),
+    });
+    expect(store.successfullyRecovered).toBe(false);
+    const again = store.client('q');
+    for (let i = 0; i < 1000; i++) expect(await store.contains(mid(i))).toBe(true);
+    for (let i = 0; i < 1000; i += 37) expect(await again.read(mid(i))).toEqual(body(i, 100));
+    await checkInvariants(store);
+    await store.close();
+  });
+
   test('different client refs: non-clean start, rebuilt from refDeltas', async () => {
     let store = await MessageStore.open({ dir, fileSizeLimit: 1000 });
     const a = store.client('a');
