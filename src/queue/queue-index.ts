@@ -16,7 +16,7 @@ import * as path from 'path';
 import { fsyncDir } from '../store/fs-util';
 import { DamagedRange, JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from './journal-codec';
 import { DELIVERED, JournalState, overlay } from './journal-state';
-import { SegmentSummary, listSegments, readLayout, readSegment, summarize, writeLayout, writeSegment } from './segment-files';
+import { LayoutError, SegmentSummary, layoutsMatchingSegments, listSegments, readLayout, readSegment, summarize, writeLayout, writeSegment } from './segment-files';
 
 const JOURNAL = 'journal';
 
@@ -212,8 +212,19 @@ export class QueueIndex {
    */
   static async open(dir: string, opts: OpenOptions): Promise<{ index: QueueIndex; recovery: Recovery }> {
     await fsp.mkdir(dir, { recursive: true });
-    let segmentEntries = await readLayout(dir);
     const files = await listSegments(dir, true);
+    let segmentEntries: number | undefined;
+    try {
+      segmentEntries = await readLayout(dir);
+    } catch (e) {
+      if (!(e instanceof LayoutError)) throw e;
+      // Damaged: the size is whichever of the configured and the default one every segment file agrees with.
+      const fits = await layoutsMatchingSegments(dir, [opts.segmentEntries ?? DEFAULT_SEGMENT_ENTRIES, DEFAULT_SEGMENT_ENTRIES]);
+      if (fits.length === 0) throw new LayoutError(`${e.message}; no known segment size fits the segment files in ${dir}: not opened`);
+      opts.log('error', `${e.message}; the segment files agree with ${fits[0]} entries a segment, rewritten`);
+      segmentEntries = fits[0];
+      await writeLayout(dir, segmentEntries);
+    }
     if (segmentEntries === undefined) {
       // No layout: a new index, or one written before segments existed (journal only).
       segmentEntries = files.length ? DEFAULT_SEGMENT_ENTRIES : (opts.segmentEntries ?? DEFAULT_SEGMENT_ENTRIES);

@@ -8,6 +8,7 @@
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
+import { writeFileAtomic } from '../store/fs-util';
 import { JournalEntry, RecordType, decodeRecords, encodePublish } from './journal-codec';
 
 const SUFFIX = '.seg';
@@ -94,22 +95,52 @@ export async function writeSegment(dir: string, n: number, entries: readonly Jou
 }
 
 /** The queue's segment size, if its layout was recorded. */
-export async function readLayout(dir: string): Promise<number | undefined> {
-  try {
-    const v = JSON.parse(await fsp.readFile(path.join(dir, LAYOUT), 'utf8')) as { segmentEntries?: unknown };
-    return typeof v.segmentEntries === 'number' && Number.isInteger(v.segmentEntries) && v.segmentEntries > 0 ? v.segmentEntries : undefined;
-  } catch {
-    return undefined;
-  }
+/** layout.json exists but cannot be read as a layout. */
+export class LayoutError extends Error {
+  readonly code = 'ELAYOUT';
 }
 
-export async function writeLayout(dir: string, segmentEntries: number): Promise<void> {
+/**
+ * The queue's segment size from `layout.json`: undefined only if the file is
+ * absent; a file that cannot be read or parsed is a LayoutError (never taken
+ * for a default, which could map seqs to the wrong segments).
+ */
+export async function readLayout(dir: string): Promise<number | undefined> {
   const file = path.join(dir, LAYOUT);
-  const fh = await fsp.open(file, 'w');
+  let text: string;
   try {
-    await fh.writeFile(JSON.stringify({ segmentEntries }));
-    await fh.sync();
-  } finally {
-    await fh.close();
+    text = await fsp.readFile(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new LayoutError(`${file} cannot be read: ${(e as Error).message}`);
   }
+  let v: { segmentEntries?: unknown; version?: unknown };
+  try {
+    v = JSON.parse(text) as { segmentEntries?: unknown };
+  } catch (e) {
+    throw new LayoutError(`${file} is not JSON: ${(e as Error).message}`);
+  }
+  if (typeof v?.segmentEntries !== 'number' || !Number.isInteger(v.segmentEntries) || v.segmentEntries <= 0) {
+    throw new LayoutError(`${file} has no valid segmentEntries: ${text.slice(0, 80)}`);
+  }
+  return v.segmentEntries;
+}
+
+/**
+ * The segment sizes among `candidates` that every segment file agrees with
+ * (each seq of segment n lies in [n × S, (n + 1) × S)): how a damaged
+ * layout.json is recovered from.
+ */
+export async function layoutsMatchingSegments(dir: string, candidates: readonly number[]): Promise<number[]> {
+  let fits = [...new Set(candidates)];
+  for (const n of await listSegments(dir)) {
+    const seqs = [...(await readSegment(dir, n)).keys()];
+    fits = fits.filter((S) => seqs.every((q) => Math.floor(q / S) === n));
+  }
+  return fits;
+}
+
+/** Writes layout.json atomically (temporary file, fsync, rename, directory fsync). */
+export async function writeLayout(dir: string, segmentEntries: number): Promise<void> {
+  await writeFileAtomic(path.join(dir, LAYOUT), JSON.stringify({ segmentEntries }));
 }

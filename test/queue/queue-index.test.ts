@@ -385,3 +385,25 @@ describe('QueueIndex under write and fsync failures', () => {
     await again.index.close();
   });
 });
+
+describe('layout.json', () => {
+  it('a damaged layout is recovered from the segment files (never a default that maps seqs to the wrong segments), or refused', async () => {
+    // segmentEntries 8 (not the default): seqs 0..39 fold into segments 0..4.
+    const { index } = await open(dir, { journalEntries: 10 });
+    for (let s = 0; s < 40; s++) index.publish(entry(s));
+    await index.terminate(40);
+    fs.writeFileSync(path.join(dir, 'layout.json'), '{"segmentEntr');
+    const logged: string[] = [];
+    const again = await open(dir, { log: (_l, m) => logged.push(m) });
+    expect(logged.join('\n')).toMatch(/layout.json is not JSON.*agree with 8 entries a segment, rewritten/);
+    expect((await readAll(again.index)).map((e) => e.seq)).toEqual(Array.from({ length: 40 }, (_, i) => i));
+    await again.index.close();
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'layout.json'), 'utf8'))).toEqual({ segmentEntries: 8 });
+
+    // Opened with another configured size, no candidate fits: refused with the reason, nothing touched.
+    fs.writeFileSync(path.join(dir, 'layout.json'), 'garbage');
+    const before = segFiles(dir);
+    await expect(open(dir, { segmentEntries: 16 })).rejects.toThrow(/no known segment size fits the segment files/);
+    expect(segFiles(dir)).toEqual(before);
+  });
+});
