@@ -78,7 +78,8 @@ interface CleanMeta {
   generation: string;
 }
 
-function parseMeta(b: Buffer | undefined): CleanMeta | undefined {
+/** The clean record of a LevelDB index (marker file or the key inside), or undefined. */
+export function parseMeta(b: Buffer | undefined): CleanMeta | undefined {
   try {
     const m = JSON.parse(b?.toString('utf8') ?? 'null') as Partial<CleanMeta> | null;
     if (typeof m?.count === 'number' && typeof m.generation === 'string') return { count: m.count, generation: m.generation };

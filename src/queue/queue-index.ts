@@ -152,20 +152,28 @@ export async function consumeCleanMarker(dir: string): Promise<CleanTerms | unde
     return undefined;
   }
   await fsp.rm(file, { force: true });
+  return parseCleanTerms(text);
+}
+
+const count = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/** A clean marker's terms, or undefined if the text is not one (garbled, or figures that cannot be). */
+export function parseCleanTerms(text: string): CleanTerms | undefined {
+  let t: Partial<CleanTerms>;
   try {
-    const t = JSON.parse(text) as Partial<CleanTerms>;
-    if (typeof t.nextSeq !== 'number' || typeof t.count !== 'number') return undefined;
-    const terms: CleanTerms = { nextSeq: t.nextSeq, count: t.count };
-    if (typeof t.bytes === 'number') terms.bytes = t.bytes;
-    if (typeof t.expiring === 'number') terms.expiring = t.expiring;
-    if (typeof t.redeliverBelow === 'number') terms.redeliverBelow = t.redeliverBelow;
-    if (Array.isArray(t.segments) && t.segments.every((s) => Array.isArray(s) && s.length === 4 && s.every((x) => typeof x === 'number'))) {
-      terms.segments = t.segments;
-    }
-    return terms;
+    t = JSON.parse(text) as Partial<CleanTerms>;
   } catch {
     return undefined;
   }
+  if (typeof t !== 'object' || t === null || !count(t.nextSeq) || !count(t.count)) return undefined;
+  const terms: CleanTerms = { nextSeq: t.nextSeq, count: t.count };
+  if (count(t.bytes)) terms.bytes = t.bytes;
+  if (count(t.expiring)) terms.expiring = t.expiring;
+  if (count(t.redeliverBelow)) terms.redeliverBelow = t.redeliverBelow;
+  if (Array.isArray(t.segments) && t.segments.every((s) => Array.isArray(s) && s.length === 4 && s.every(count))) {
+    terms.segments = t.segments;
+  }
+  return terms;
 }
 
 export class QueueIndex {

@@ -43,7 +43,11 @@ function isRow(r: unknown): r is Row {
  * inconsistent. Entries come back ascending by file number.
  */
 export async function recoverFileSummary(dir: string): Promise<FileSummary[] | undefined> {
-  const v = unsealJson(await takeFile(path.join(dir, FILE_SUMMARY_NAME)));
+  return parseFileSummary(unsealJson(await takeFile(path.join(dir, FILE_SUMMARY_NAME))));
+}
+
+/** The file summary a sealed state file held, or undefined if it is not a consistent one. */
+export function parseFileSummary(v: unknown): FileSummary[] | undefined {
   if (typeof v !== 'object' || v === null) return undefined;
   const { version, files } = v as { version?: unknown; files?: unknown };
   if (version !== 1 || !Array.isArray(files) || !files.every(isRow)) return undefined;

@@ -33,7 +33,11 @@ export async function storeRecoveryTerms(dir: string, terms: RecoveryTerms): Pro
 
 /** Reads and deletes the recovery terms; undefined if absent or garbled. */
 export async function readRecoveryTerms(dir: string): Promise<RecoveryTerms | undefined> {
-  const v = unsealJson(await takeFile(path.join(dir, RECOVERY_TERMS_NAME)));
+  return parseRecoveryTerms(unsealJson(await takeFile(path.join(dir, RECOVERY_TERMS_NAME))));
+}
+
+/** The recovery terms a sealed state file held, or undefined. */
+export function parseRecoveryTerms(v: unknown): RecoveryTerms | undefined {
   if (typeof v !== 'object' || v === null) return undefined;
   const { version, clientRefs, indexKind } = v as { version?: unknown; clientRefs?: unknown; indexKind?: unknown };
   if (version !== 1 || typeof indexKind !== 'string' || !Array.isArray(clientRefs) || !clientRefs.every((r) => typeof r === 'string')) {
