@@ -506,7 +506,8 @@ fold_entries(Fun, Acc, S, [{Seq, Flags, Expiry, Size, _Id, Blob} | Rest], _After
 
 purge(S0 = #s{len = Len}) ->
     S = release(S0),
-    {ok, <<_Count:32, PC:32, PB:64>>} = sync_reply(S, ?OP_PURGE, <<>>),
+    %% A purge streams the whole queue index: the long timeout, as for terminate.
+    {ok, <<_Count:32, PC:32, PB:64>>} = sync_reply(S, ?OP_PURGE, <<>>, long_timeout()),
     {Len, S#s{len = 0, bytes = 0, expiring = 0, pcount = S#s.pcount - PC, pbytes = S#s.pbytes - PB}}.
 
 purge_acks(S = #s{unacked = U}) when map_size(U) =:= 0 ->
@@ -652,6 +653,13 @@ sync(S, Op, Body, Timeout) ->
 sync_reply(S = #s{handle = H}, Op, Body) ->
     flush_batch(S),
     case rabbit_warren_sidecar:call({queue, H}, Op, [<<H:32>>, Body]) of
+        {ok, Reply} -> {ok, Reply};
+        {error, E} -> exit({warren_error, op_name(Op), S#s.qname, E})
+    end.
+
+sync_reply(S = #s{handle = H}, Op, Body, Timeout) ->
+    flush_batch(S),
+    case rabbit_warren_sidecar:call({queue, H}, Op, [<<H:32>>, Body], Timeout) of
         {ok, Reply} -> {ok, Reply};
         {error, E} -> exit({warren_error, op_name(Op), S#s.qname, E})
     end.

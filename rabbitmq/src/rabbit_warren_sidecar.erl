@@ -51,7 +51,6 @@
 -define(CONFIRM, 101).
 -define(FAILED, 102).
 -define(CONNECT_EVERY_MS, 50).
--define(SHUTDOWN_WAIT_MS, 25000).
 -define(HELD_CHECK_MS, 1000).
 
 -record(st, {
@@ -286,7 +285,7 @@ terminate(Reason, St) ->
             T0 = erlang:monotonic_time(millisecond),
             case gen_tcp:send(Sock, <<?OP_SHUTDOWN, ReqId:32>>) of
                 ok ->
-                    case await_shutdown(Sock, ReqId, St#st.port, T0 + ?SHUTDOWN_WAIT_MS) of
+                    case await_shutdown(Sock, ReqId, St#st.port, T0 + shutdown_wait()) of
                         ok ->
                             rabbit_log:info("Warren: sidecar stores closed cleanly in ~b ms",
                                             [erlang:monotonic_time(millisecond) - T0]);
@@ -576,6 +575,16 @@ await_shutdown(Sock, ReqId, Port, Deadline) ->
     after Left ->
         {error, timeout}
     end.
+
+%% How long terminate waits for the sidecar to close its stores cleanly: our
+%% supervisor allows a worker rabbit's worker_shutdown_timeout (300 s by
+%% default) before it kills it; keep 10 s of it for the rest of terminate.
+shutdown_wait() ->
+    Worker = case application:get_env(rabbit, worker_shutdown_timeout) of
+                 {ok, W} when is_integer(W) -> W;
+                 _ -> 300000
+             end,
+    max(5000, Worker - 10000).
 
 kill_os_pid(undefined) -> ok;
 kill_os_pid(OsPid) ->
