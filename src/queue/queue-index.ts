@@ -14,11 +14,15 @@
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { fsyncDir } from '../store/fs-util';
+import { JournalFile, JournalFiles } from './journal-files';
 import { DamagedRange, JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from './journal-codec';
 import { DELIVERED, JournalState, overlay } from './journal-state';
 import { LayoutError, SegmentSummary, layoutsMatchingSegments, listSegments, readLayout, readSegment, summarize, writeLayout, writeSegment } from './segment-files';
 
 const JOURNAL = 'journal';
+
+/** Journal descriptors of every queue index in the process (`--max-open-journals`). */
+export const sharedJournalFiles = new JournalFiles();
 
 /** The index failed a write, fsync or fold: it refuses everything after. `code` is the system error's (ENOSPC, EIO, ...). */
 export class QueueIndexFailedError extends Error {
@@ -53,6 +57,8 @@ export interface QueueIndexOptions {
   log: Logger;
   /** Seqs per segment, for an index created now (an existing one keeps its own). */
   segmentEntries?: number;
+  /** The descriptor pool of the journal (default: the one shared by the process). */
+  journalFiles?: JournalFiles;
   /** Fold the journal into the segments once it has records for this many seqs. */
   journalEntries?: number;
 }
@@ -181,7 +187,6 @@ export class QueueIndex {
   private pendingBytes = 0;
   /** Serializes every file operation: journal writes, folds, segment reads. */
   private io: Promise<void> = Promise.resolve();
-  private dirty = false;
   private closed = false;
   private foldQueued = false;
   /** Opening: no fold may start while the recovery scan reads the segments. */
@@ -193,7 +198,7 @@ export class QueueIndex {
 
   private constructor(
     readonly dir: string,
-    private fh: fsp.FileHandle,
+    private readonly journalFile: JournalFile,
     private readonly journal: JournalState,
     /** Segment files on disk and what each holds. */
     private readonly segments: Map<number, SegmentSummary>,
@@ -248,8 +253,12 @@ export class QueueIndex {
       opts.log('warn', `queue journal ${file}: cut ${loaded.tail.bytes} bytes at offset ${loaded.tail.offset} (${loaded.tail.reason} tail)`);
       await fsp.truncate(file, loaded.validBytes);
     }
-    const fh = await fsp.open(file, 'a');
-    if (loaded.fileBytes === 0) await fsyncDir(dir);
+    // Created now (its directory entry made durable); its descriptor is opened when it is written.
+    if (loaded.fileBytes === 0) {
+      await (await fsp.open(file, 'a')).close();
+      await fsyncDir(dir);
+    }
+    const fh = (opts.journalFiles ?? sharedJournalFiles).file(file);
 
     const terms = opts.terms;
     const segments = new Map<number, SegmentSummary>();
@@ -346,13 +355,11 @@ export class QueueIndex {
   sync(): Promise<void> {
     return this.enqueue(async () => {
       await this.writePending();
-      if (!this.dirty) return;
       try {
-        await this.fh.datasync();
+        await this.journalFile.datasync();
       } catch (e) {
         throw this.fail(e as Error, 'fsync');
       }
-      this.dirty = false;
     });
   }
 
@@ -401,9 +408,8 @@ export class QueueIndex {
         }
         await fsyncDir(this.dir);
         // Only now is the journal redundant.
-        await this.fh.truncate(0);
-        await this.fh.datasync();
-        this.dirty = false;
+        await this.journalFile.truncate(0);
+        await this.journalFile.datasync();
       } catch (e) {
         throw this.fail(e as Error, 'fold');
       }
@@ -479,7 +485,7 @@ export class QueueIndex {
     await this.write().catch(() => undefined);
     this.closed = true;
     await this.io;
-    await this.fh.close();
+    await this.journalFile.close();
   }
 
   /** Closes and removes the queue's directory. */
@@ -489,7 +495,7 @@ export class QueueIndex {
     if (!this.closed) {
       this.closed = true;
       await this.io;
-      await this.fh.close().catch(() => undefined);
+      await this.journalFile.close().catch(() => undefined);
     }
     await fsp.rm(this.dir, { recursive: true, force: true });
   }
@@ -519,15 +525,13 @@ export class QueueIndex {
     let off = 0;
     try {
       while (off < buf.length) {
-        const { bytesWritten } = await this.fh.write(buf, off, buf.length - off);
+        const { bytesWritten } = await this.journalFile.write(buf, off, buf.length - off);
         off += bytesWritten;
       }
     } catch (e) {
-      if (off > 0) this.dirty = true;
       throw this.fail(e as Error, `journal write (${off} of ${buf.length} bytes written)`);
     }
     this.pending.splice(0, n);
     this.pendingBytes -= buf.length;
-    this.dirty = true;
   }
 }

@@ -1,7 +1,7 @@
 /**
  * Sidecar settings: defaults from plugin.json, overridden by command-line
  * flags (`--socket PATH --data-dir DIR --index leveldb --file-size-limit N
- * --sync-interval-ms N --max-frame N`, and the queue-index sizes
+ * --sync-interval-ms N --max-frame N --max-open-journals N`, and the queue-index sizes
  * `--queue-window N --queue-segment-entries N --queue-journal-entries N`).
  * The connection token is not a flag: it comes on stdin (see main.ts).
  */
@@ -30,6 +30,8 @@ export interface SidecarConfig {
   fileSizeLimit: number;
   syncIntervalMs: number;
   logLevel: Level;
+  /** Queue journals open at once (descriptors; the least recently used idle one is closed). */
+  maxOpenJournals?: number;
   /** Ready messages per queue kept in memory at the head and at the tail; queue-index segment and journal sizes. */
   queue?: QueueLayout;
 }
@@ -98,6 +100,9 @@ export function parseArgs(argv: readonly string[]): SidecarConfig {
         break;
       case '--sync-interval-ms':
         cfg.syncIntervalMs = positiveInt(flag, v);
+        break;
+      case '--max-open-journals':
+        cfg.maxOpenJournals = positiveInt(flag, v);
         break;
       case '--queue-window':
         cfg.queue = { ...cfg.queue, window: positiveInt(flag, v) };

@@ -13,7 +13,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
-import { scanQueueIndex } from '../queue/queue-index';
+import { scanQueueIndex, sharedJournalFiles } from '../queue/queue-index';
 import { pathExists } from '../store/fs-util';
 import { SidecarConfig } from './config';
 import { FrameDecoder, ProtocolError, Writer } from './frames';
@@ -87,6 +87,7 @@ export class SidecarServer {
     if (token.length !== TOKEN_BYTES) throw new RangeError(`the connection token must be ${TOKEN_BYTES} bytes`);
     this.vhostsDir = path.join(path.resolve(cfg.dataDir), 'msg_stores', 'vhosts');
     this.vhosts = new Vhosts({ index: cfg.index, fileSizeLimit: cfg.fileSizeLimit, syncIntervalMs: cfg.syncIntervalMs });
+    if (cfg.maxOpenJournals !== undefined) sharedJournalFiles.limit = cfg.maxOpenJournals;
   }
 
   listen(): Promise<void> {
@@ -443,7 +444,7 @@ export class SidecarServer {
       }
       vhosts[vh.vhost] = { dir: vh.dir, storeClean: vh.storeClean, store: vh.store.stats(), transientStore: vh.transient.stats(), queues };
     }
-    return { pid: process.pid, vhosts };
+    return { pid: process.pid, journalFiles: sharedJournalFiles.stats(), vhosts };
   }
 
   /** Clean shutdown of every store. Sessions still open are left non-clean. */

@@ -3,6 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sinon from 'sinon';
 import { JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from '../../src/queue/journal-codec';
+import { JournalFiles } from '../../src/queue/journal-files';
 import { CleanTerms, OpenOptions, QueueIndex, consumeCleanMarker, scanQueueIndex } from '../../src/queue/queue-index';
 import { rng } from '../random';
 
@@ -405,5 +406,37 @@ describe('layout.json', () => {
     const before = segFiles(dir);
     await expect(open(dir, { segmentEntries: 16 })).rejects.toThrow(/no known segment size fits the segment files/);
     expect(segFiles(dir)).toEqual(before);
+  });
+});
+
+describe('journal descriptors', () => {
+  it('at most the limit are open while queues take turns; a journal closed to make room is fsynced first and nothing is lost', async () => {
+    const pool = new JournalFiles(2);
+    const dirs = Array.from({ length: 6 }, (_, i) => path.join(dir, `q${i}`));
+    const idx = await Promise.all(dirs.map(async (d) => (await open(d, { journalFiles: pool })).index));
+    expect(pool.stats().open).toBe(0); // nothing held until written
+    const fh = await fs.promises.open(path.join(dir, 'probe'), 'w');
+    await fh.close();
+    const datasync = sinon.spy(Object.getPrototypeOf(fh) as { datasync: () => Promise<void> }, 'datasync');
+    try {
+      for (let round = 0; round < 5; round++) {
+        for (let q = 0; q < idx.length; q++) {
+          idx[q].publish(entry(round));
+          await idx[q].write(); // written, not synced: the pool must fsync it before closing it
+        }
+      }
+    } finally {
+      datasync.restore();
+    }
+    expect(pool.stats()).toMatchObject({ open: 2, limit: 2, peak: 2 });
+    expect(pool.stats().closedIdle).toBe(6 * 5 - 2);
+    expect(datasync.callCount).toBeGreaterThanOrEqual(6 * 5 - 2);
+    for (const i of idx) await i.close();
+    expect(pool.stats().open).toBe(0);
+    for (const d of dirs) {
+      const again = await open(d, { journalFiles: pool });
+      expect((await readAll(again.index)).map((e) => e.seq)).toEqual([0, 1, 2, 3, 4]);
+      await again.index.close();
+    }
   });
 });
