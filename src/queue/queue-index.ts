@@ -13,7 +13,7 @@
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
-import { fsyncDir } from '../store/fs-util';
+import { fsyncDir, sealJson, unsealJson, writeFileAtomic } from '../store/fs-util';
 import { JournalFile, JournalFiles } from './journal-files';
 import { DamagedRange, JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from './journal-codec';
 import { DELIVERED, JournalState, overlay } from './journal-state';
@@ -35,6 +35,8 @@ export class QueueIndexFailedError extends Error {
   }
 }
 const CLEAN = 'clean.json';
+/** Version of the sealed clean marker (unversioned, unsealed markers of 0.1 are not trusted: one scan). */
+const CLEAN_VERSION = 2;
 export const DEFAULT_SEGMENT_ENTRIES = 16384;
 export const DEFAULT_JOURNAL_ENTRIES = 16384;
 
@@ -148,30 +150,32 @@ export async function* scanQueueIndex(dir: string): AsyncGenerator<JournalEntry[
   for await (const { entries } of liveBySegment(dir, await listSegments(dir), journal.state)) yield entries;
 }
 
-/** Reads and deletes a queue's clean marker; undefined if there is none or it is unreadable. */
+/**
+ * Reads and deletes a queue's clean marker; undefined if there is none, or it
+ * cannot be read or trusted (the open is then non-clean: the index is scanned).
+ */
 export async function consumeCleanMarker(dir: string): Promise<CleanTerms | undefined> {
   const file = path.join(dir, CLEAN);
-  let text: string;
+  let data: Buffer;
   try {
-    text = await fsp.readFile(file, 'utf8');
+    data = await fsp.readFile(file);
   } catch {
     return undefined;
   }
   await fsp.rm(file, { force: true });
-  return parseCleanTerms(text);
+  return parseCleanTerms(data);
 }
 
 const count = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
-/** A clean marker's terms, or undefined if the text is not one (garbled, or figures that cannot be). */
-export function parseCleanTerms(text: string): CleanTerms | undefined {
-  let t: Partial<CleanTerms>;
-  try {
-    t = JSON.parse(text) as Partial<CleanTerms>;
-  } catch {
-    return undefined;
-  }
-  if (typeof t !== 'object' || t === null || !count(t.nextSeq) || !count(t.count)) return undefined;
+/**
+ * A clean marker's terms, or undefined if the bytes are not one: the marker
+ * is sealed (a SHA-256 line over its JSON, as the store's state files) and
+ * versioned, so a flipped digit is never trusted as a figure.
+ */
+export function parseCleanTerms(data: Buffer): CleanTerms | undefined {
+  const t = unsealJson(data) as (Partial<CleanTerms> & { version?: unknown }) | undefined;
+  if (typeof t !== 'object' || t === null || t.version !== CLEAN_VERSION || !count(t.nextSeq) || !count(t.count)) return undefined;
   const terms: CleanTerms = { nextSeq: t.nextSeq, count: t.count };
   if (count(t.bytes)) terms.bytes = t.bytes;
   if (count(t.expiring)) terms.expiring = t.expiring;
@@ -463,16 +467,7 @@ export class QueueIndex {
         redeliverBelow: this.redeliverBelow,
         segments: [...this.segments.entries()].sort((a, b) => a[0] - b[0]).map(([n, s]) => [n, s.count, s.bytes, s.expiring]),
       };
-      const tmp = path.join(this.dir, CLEAN + '.tmp');
-      const h = await fsp.open(tmp, 'w');
-      try {
-        await h.writeFile(JSON.stringify(t));
-        await h.sync();
-      } finally {
-        await h.close();
-      }
-      await fsp.rename(tmp, path.join(this.dir, CLEAN));
-      await fsyncDir(this.dir);
+      await writeFileAtomic(path.join(this.dir, CLEAN), sealJson({ version: CLEAN_VERSION, ...t }));
       return t;
     });
     await this.close();

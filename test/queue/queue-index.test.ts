@@ -440,3 +440,22 @@ describe('journal descriptors', () => {
     }
   });
 });
+
+describe('the clean marker', () => {
+  it('is sealed: a flipped digit in a figure, or an unsealed marker of 0.1, is not trusted (the index is scanned)', async () => {
+    const { index } = await open(dir);
+    for (let s = 0; s < 5; s++) index.publish(entry(s));
+    await index.terminate(5);
+    const file = path.join(dir, 'clean.json');
+    const sealed = fs.readFileSync(file);
+    const text = sealed.toString();
+    const at = text.indexOf('"count":5');
+    expect(at).toBeGreaterThan(0);
+    fs.writeFileSync(file, text.slice(0, at) + '"count":7' + text.slice(at + 9));
+    expect(await consumeCleanMarker(dir)).toBeUndefined();
+    fs.writeFileSync(file, JSON.stringify({ nextSeq: 5, count: 5 }));
+    expect(await consumeCleanMarker(dir)).toBeUndefined();
+    fs.writeFileSync(file, sealed);
+    expect(await consumeCleanMarker(dir)).toMatchObject({ nextSeq: 5, count: 5 });
+  });
+});
