@@ -6,96 +6,18 @@
  * directories under the data dir, frame limits, no new queue over old state).
  */
 import * as fs from 'fs';
-import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import * as crypto from 'crypto';
 import sinon from 'sinon';
+import { Client, KEY, TOKEN, fetch, initQueue, publish, startVhost } from './client';
 import type { SidecarConfig } from '../../src/sidecar/config';
-import { FrameDecoder, Reader, Writer } from '../../src/sidecar/frames';
-import { Op, Push, TOKEN_BYTES } from '../../src/sidecar/protocol';
+import { Writer } from '../../src/sidecar/frames';
+import { Op, TOKEN_BYTES } from '../../src/sidecar/protocol';
 import { setLogLevel } from '../../src/sidecar/log';
 import { SidecarServer } from '../../src/sidecar/server';
 
 setLogLevel('error');
-
-const KEY = '0123456789abcdef0123456789abcdef';
-const TOKEN = crypto.randomBytes(TOKEN_BYTES);
-
-class Client {
-  private decoder = new FrameDecoder();
-  private nextReq = 1;
-  private waiting = new Map<number, (r: { status: number; body: Buffer }) => void>();
-  readonly confirms: Buffer[] = [];
-  private confirmWaiters: (() => void)[] = [];
-  readonly failures: { handle: number; message: string }[] = [];
-  private failureWaiters: (() => void)[] = [];
-
-  /** Resolves once a FAILED push for `handle` has arrived. */
-  async failed(handle: number): Promise<string> {
-    for (;;) {
-      const f = this.failures.find((x) => x.handle === handle);
-      if (f) return f.message;
-      await new Promise<void>((r) => this.failureWaiters.push(r));
-    }
-  }
-  closed: Promise<void>;
-
-  constructor(readonly sock: net.Socket) {
-    this.closed = new Promise((resolve) => sock.on('close', () => resolve()));
-    sock.on('data', (chunk: Buffer) => {
-      for (const f of this.decoder.push(chunk)) {
-        const r = new Reader(f);
-        const kind = r.u8();
-        if (kind === Push.REPLY) {
-          const req = r.u32();
-          const status = r.u8();
-          this.waiting.get(req)?.({ status, body: f.subarray(6) });
-          this.waiting.delete(req);
-        } else if (kind === Push.CONFIRM) {
-          r.u32();
-          const n = r.u32();
-          for (let i = 0; i < n; i++) this.confirms.push(Buffer.from(r.bytes(16)));
-          for (const w of this.confirmWaiters.splice(0)) w();
-        } else if (kind === Push.FAILED) {
-          this.failures.push({ handle: r.u32(), message: f.subarray(5).toString() });
-          for (const w of this.failureWaiters.splice(0)) w();
-        }
-      }
-    });
-  }
-
-  /** A connection that has presented `token` (the broker's, by default). */
-  static async connect(p: string, token: Buffer | null = TOKEN): Promise<Client> {
-    const c = await new Promise<Client>((resolve, reject) => {
-      const s = net.connect(p, () => resolve(new Client(s)));
-      s.once('error', reject);
-    });
-    if (token) await c.call(Op.AUTH, (w) => w.bytes(token));
-    return c;
-  }
-
-  /** Resolves once `n` confirms have arrived on this connection. */
-  async confirmed(n: number): Promise<void> {
-    while (this.confirms.length < n) await new Promise<void>((r) => this.confirmWaiters.push(r));
-  }
-
-  cast(op: number, fill: (w: Writer) => void): void {
-    const w = new Writer().u8(op).u32(0);
-    fill(w);
-    this.sock.write(w.finish(true));
-  }
-
-  call(op: number, fill: (w: Writer) => void): Promise<Reader> {
-    const id = this.nextReq++;
-    const w = new Writer().u8(op).u32(id);
-    fill(w);
-    this.sock.write(w.finish(true));
-    return new Promise((resolve, reject) => {
-      this.waiting.set(id, ({ status, body }) => (status === 0 ? resolve(new Reader(body)) : reject(new Error(body.toString()))));
-    });
-  }
-}
 
 let dir: string;
 let server: SidecarServer;
@@ -126,42 +48,8 @@ afterEach(async () => {
 
 const vdir = () => path.join(dir, 'msg_stores', 'vhosts', 'VHOST1');
 
-/** START with `keys`, each with the legacy key of the same index (or its own). */
-async function start(c: Client, keys: string[], legacy: string[] = keys, at = vdir()): Promise<number[]> {
-  const r = await c.call(Op.START, (w) => {
-    w.str('/').str(at).u32(keys.length);
-    keys.forEach((k, i) => w.str(k).str(legacy[i]));
-  });
-  const n = r.u32();
-  return Array.from({ length: n }, () => r.u8());
-}
-
-async function init(c: Client, recover: number) {
-  const r = await c.call(Op.INIT, (w) => w.str('/').str(vdir()).str(KEY).str('q').u8(1).u8(recover));
-  return { handle: r.u32(), len: r.u32(), bytes: r.u64(), pcount: r.u32(), pbytes: r.u64(), nextSeq: r.u64(), expiring: r.u32() };
-}
-
-/** Publishes `seqs`; those in `expiring` carry a per-message expiry (an hour from now). */
-function publish(c: Client, handle: number, seqs: number[], flags: number, expiring: number[] = []) {
-  c.cast(Op.PUBLISH, (w) => {
-    w.u32(handle).u32(seqs.length);
-    for (const s of seqs) {
-      const blob = Buffer.from(`body-${s}`);
-      w.u64(s).u8(flags).i64(expiring.includes(s) ? Date.now() + 3_600_000 : -1).u32(blob.length).bytes(Buffer.alloc(16, s)).u32(blob.length).bytes(blob);
-    }
-  });
-}
-
-async function fetch(c: Client, handle: number, ack: boolean) {
-  const r = await c.call(Op.FETCH, (w) => w.u32(handle).u32(1).u8(ack ? 1 : 0).u8(1));
-  if (r.u32() === 0) return undefined;
-  const seq = r.u64();
-  const flags = r.u8();
-  r.i64();
-  r.u32();
-  r.bytes(16);
-  return { seq, flags, body: r.bytes(r.u32()).toString() };
-}
+const start = (c: Client, keys: string[], legacy: string[] = keys, at = vdir()) => startVhost(c, at, keys, legacy);
+const init = (c: Client, recover: number) => initQueue(c, vdir(), recover);
 
 it('closes only the offending connection on a malformed frame, and keeps serving', async () => {
   const bad = await Client.connect(sock);
