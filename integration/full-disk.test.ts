@@ -42,14 +42,16 @@ async function tryPublish(conn: amqp.ChannelModel, q: string, bodies: string[], 
   ch.on('error', () => undefined);
   const closedP = new Promise<'channel-error'>((r) => ch.once('close', () => ((closed = true), r('channel-error'))));
   for (const b of bodies) ch.sendToQueue(q, Buffer.from(b), { persistent: true });
+  let timer: NodeJS.Timeout | undefined;
   const outcome = await Promise.race([
     ch.waitForConfirms().then(
       () => 'confirmed' as const,
       () => 'nacked' as const,
     ),
     closedP,
-    new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeoutMs)),
+    new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs))),
   ]);
+  clearTimeout(timer);
   if (!closed) await ch.close().catch(() => undefined);
   return outcome;
 }
@@ -99,20 +101,22 @@ describe('a full disk under Warren', () => {
     let acked = 0;
     await new Promise<void>((resolve) => {
       const done = setTimeout(resolve, 15_000);
+      const finish = () => {
+        clearTimeout(done);
+        resolve();
+      };
       void consumer.consume(q, (m) => {
-        if (!m) return resolve(); // cancelled: the queue process ended
+        if (!m) return finish(); // cancelled: the queue process ended
         consumer.ack(m);
-        if (++acked >= 2000) {
-          clearTimeout(done);
-          resolve();
-        }
+        if (++acked >= 2000) finish();
       });
     });
     await consumer.close().catch(() => undefined);
 
-    // While full: the publisher hears about it within seconds, it does not wait forever.
+    // While full: the publisher hears about it within seconds, it does not wait forever. (200 KiB: more than the
+    // slack of the pages Warren's files already own, which a few small records could still use legitimately.)
     const t0 = Date.now();
-    const whileFull = await tryPublish(conn, q, ['while-full-0', 'while-full-1'], 30_000);
+    const whileFull = await tryPublish(conn, q, Array.from({ length: 200 }, (_, i) => `while-full-${i}-${pad}`), 30_000);
     const heardIn = Date.now() - t0;
     expect(['nacked', 'channel-error']).toContain(whileFull);
 

@@ -556,7 +556,11 @@ export class Broker {
     }
     const deadline = Date.now() + 30_000;
     while (all.some(alive) && Date.now() < deadline) await sleep(50);
-    if (this.childExit) await Promise.race([this.childExit, sleep(5000)]);
+    if (this.childExit) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.childExit, new Promise<void>((r) => (timer = setTimeout(r, 5000)))]);
+      clearTimeout(timer);
+    }
   }
 
   /** Pids of Warren's sidecar processes (node children of the VM's port helper). */
