@@ -24,6 +24,7 @@ import { promises as fsp } from 'fs';
 import * as crypto from 'crypto';
 import * as path from 'path';
 import { Level } from 'level';
+import { writeFileAtomic } from '../util/durable-file';
 import { GrowingBloomFilter } from './bloom-filter';
 import { RecentCache } from './recent-cache';
 import { Index, IndexFactory, MsgId, MsgLocation, MsgLocationFields } from './types';
@@ -476,24 +477,6 @@ function definedFields(f: MsgLocationFields): MsgLocationFields {
   return out;
 }
 
-/** Write, fsync, rename, fsync the directory: a crash leaves the old file or the new one, durable. */
-async function writeFileAtomic(file: string, data: Buffer): Promise<void> {
-  const tmp = `${file}.tmp`;
-  const fh = await fsp.open(tmp, 'w');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await fsp.rename(tmp, file);
-  const d = await fsp.open(path.dirname(file), 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
-}
 
 async function readAndRemove(file: string): Promise<Buffer | undefined> {
   try {

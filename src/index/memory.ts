@@ -4,6 +4,7 @@
  * start loads it and deletes the file, so it is trusted at most once.
  */
 import { promises as fsp } from 'fs';
+import { writeFileAtomic } from '../util/durable-file';
 import * as path from 'path';
 import { createHash } from 'crypto';
 import { Index, IndexFactory, MsgId, MsgLocation, MsgLocationFields } from './types';
@@ -85,16 +86,7 @@ export class MemoryIndex implements Index {
     }
     createHash('sha256').update(buf.subarray(0, p)).digest().copy(buf, p);
     await fsp.mkdir(this.dir, { recursive: true });
-    const file = path.join(this.dir, FILE_NAME);
-    const tmp = `${file}.tmp`;
-    const fh = await fsp.open(tmp, 'w');
-    try {
-      await fh.writeFile(buf);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, file);
+    await writeFileAtomic(path.join(this.dir, FILE_NAME), buf);
   }
 
   async clear(): Promise<void> {

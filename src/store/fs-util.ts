@@ -1,41 +1,8 @@
 import { promises as fsp } from 'fs';
-import * as path from 'path';
 import { createHash } from 'crypto';
 
-/** fsync a directory so that creations, renames and deletions in it are durable. */
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Writes `data` to `file` so that a crash leaves either the old or the new content. */
-export async function writeFileAtomic(file: string, data: Buffer | string): Promise<void> {
-  const tmp = `${file}.tmp`;
-  const fh = await fsp.open(tmp, 'w');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await fsp.rename(tmp, file);
-  await fsyncDir(path.dirname(file));
-}
-
-/** True if something (file, directory, link) is at `p`; only ENOENT means no. */
-export async function pathExists(p: string): Promise<boolean> {
-  try {
-    await fsp.lstat(p);
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw e;
-  }
-}
+// The durable-file helpers live below every layer; the store's modules take them from here too.
+export { fsyncDir, pathExists, writeFileAtomic } from '../util/durable-file';
 
 /** Reads a file and deletes it (state that must be trusted at most once). undefined if absent. */
 export async function takeFile(file: string): Promise<Buffer | undefined> {

@@ -28,6 +28,8 @@ import { Recorder } from '../crash-recorder';
 import { rng } from '../random';
 
 const quiet = () => undefined;
+// Each seed opens a store or an index a few hundred times: seconds, more on a loaded machine.
+jest.setTimeout(120_000);
 const SEEDS = Number(process.env.WARREN_CRASH_STATE_SEEDS ?? 4);
 const BASE_SEED = Number(process.env.WARREN_CRASH_STATE_SEED ?? 1);
 const id = (n: number) => {

@@ -17,6 +17,8 @@ import { Recorder } from '../crash-recorder';
 import { rng } from '../random';
 import { body, deltasOf, mid } from './helpers';
 
+// Each seed opens a store or an index a few hundred times: seconds, more on a loaded machine.
+jest.setTimeout(120_000);
 const SEEDS = Number(process.env.WARREN_CRASH_STATE_SEEDS ?? 3);
 const BASE_SEED = Number(process.env.WARREN_CRASH_STATE_SEED ?? 1);
 const LIMIT = 4096;
