@@ -27,13 +27,17 @@ NODE_BIN="$(readlink -f "$NODE_BIN")"
 mapfile -t M < <(node -e '
   const m = require(process.argv[1]);
   console.log(m.name || "rabbitmq_warren");
-  console.log(m.version || "0.1.0");
+  console.log(m.version || "0.2.0");
   console.log((m.sidecar && m.sidecar.entry) || "dist/sidecar/main.js");
 ' "$ROOT/plugin.json")
 NAME="${M[0]}"; VSN="${M[1]}"; ENTRY="$ROOT/${M[2]}"
 
 SRC="$ROOT/rabbitmq/src"
 OUT="$ROOT/build/plugins/$NAME-$VSN"
+# A build of another version would be a second copy of the plugin on the broker's plugin path.
+for old in "$ROOT"/build/plugins/"$NAME"-*; do
+  [ -e "$old" ] && [ "$old" != "$OUT" ] && rm -rf "$old"
+done
 EBIN="$OUT/ebin"
 mkdir -p "$EBIN"
 
