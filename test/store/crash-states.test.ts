@@ -59,10 +59,9 @@ async function workload(dir: string, random: () => number, rec: Recorder): Promi
   const covered = unsynced;
   await c.sync(covered.map((w) => mid(w.n)));
   for (const w of covered) w.durableAt = rec.ops;
-  const compactions = store.stats().compactions;
   await c.terminate();
-  await store.close();
-  return { writes, removes, compactions };
+  await store.close(); // lets a running compaction finish
+  return { writes, removes, compactions: store.stats().compactions };
 }
 
 async function check(image: string, at: number, writes: Write[], removes: Map<number, number>): Promise<void> {
