@@ -113,6 +113,7 @@ type Op =
   | { kind: 'sync'; ids: MsgId[]; resolve: () => void; reject: (e: unknown) => void }
   | { kind: 'contains'; id: MsgId; resolve: (v: boolean) => void; reject: (e: unknown) => void }
   | { kind: 'gcDone'; src: FileSummary; dst: FileSummary; total: number }
+  | { kind: 'gcFailed'; src: FileSummary; dst: FileSummary }
   | { kind: 'clientDelete'; ref: string }
   | { kind: 'barrier'; resolve: () => void; reject: (e: unknown) => void };
 
@@ -514,6 +515,8 @@ export class MessageStore {
         return this.handleContains(op);
       case 'gcDone':
         return this.handleGcDone(op.src, op.dst, op.total);
+      case 'gcFailed':
+        return this.handleGcFailed(op.src, op.dst);
       case 'clientDelete':
         this.clientRefs.delete(op.ref);
         return;
@@ -682,9 +685,29 @@ export class MessageStore {
       } catch (e) {
         if (e instanceof Aborted || this.crashed) return;
         this.fail(e);
+        this.post({ kind: 'gcFailed', src, dst }, true);
       }
     })();
     this.gcRun = run;
+  }
+
+  /**
+   * A compaction that failed (the store has failed with it): nothing moved,
+   * both files stay as they were and are unlocked; waiters are released.
+   * Removes deferred behind it are dropped (the store takes no writes now; the
+   * next open rebuilds the reference counts); lookups deferred are answered.
+   */
+  private async handleGcFailed(src: FileSummary, dst: FileSummary): Promise<void> {
+    src.locked = false;
+    dst.locked = false;
+    this.gcActive = undefined;
+    this.gcRun = undefined;
+    const ws = this.gcIdleWaiters;
+    this.gcIdleWaiters = [];
+    for (const w of ws) w();
+    const pending = this.deferred;
+    this.deferred = [];
+    for (const d of pending) if (d.kind === 'contains') await this.handleContains(d);
   }
 
   private waitNoReaders(fs: FileSummary): Promise<void> {

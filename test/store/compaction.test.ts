@@ -3,6 +3,7 @@
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
+import sinon from 'sinon';
 import { MessageStore } from '../../src/store';
 import { body, checkInvariants, deltasOf, mid, rmDir, segmentFiles, tmpDir } from './helpers';
 
@@ -150,4 +151,37 @@ it('skips a record with a flipped bit on recovery, counts it, and never returns 
   for (const i of [0, 1, 2, 4, 5, 6, 7, 8, 9]) expect(await r.read(mid(i))).toEqual(body(i, 300));
   expect(store.stats().checksumFailures).toBeGreaterThan(0);
   await store.close();
+});
+
+it('a compaction whose writes fail (ENOSPC) fails the store loudly; close still completes, and a non-clean reopen has every live message', async () => {
+  const logs: string[] = [];
+  const store = await MessageStore.open({ dir, fileSizeLimit: LIMIT, log: (_l, m) => logs.push(m) });
+  const c = store.client('q');
+  for (let i = 0; i < 80; i++) c.write(mid(i), body(i, 172));
+  await c.sync(Array.from({ length: 80 }, (_, i) => mid(i)));
+  const keep = [0, 1, 2, 3, 4, 9, 15, 27, 33, 48, 71];
+  // Every positioned write fails from here on, as on a full disk: compaction copies with those.
+  const probe = await fsp.open(path.join(dir, 'probe'), 'w');
+  await probe.close();
+  await fsp.rm(path.join(dir, 'probe'));
+  const proto = Object.getPrototypeOf(probe) as { write: (...a: unknown[]) => Promise<unknown> };
+  const stub = sinon.stub(proto, 'write').rejects(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+  try {
+    for (let i = 0; i < 80; i++) if (!keep.includes(i)) c.remove([mid(i)]);
+    // Wait for the store to report its failure (bounded: 5 s).
+    for (let i = 0; i < 500 && !store.failed; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(store.stats().compactions).toBe(0);
+  } finally {
+    stub.restore();
+  }
+  expect(store.failed?.message).toMatch(/ENOSPC/);
+  expect(() => c.write(mid(1000), body(1000))).toThrow(/failed/);
+  expect(logs.join('\n')).toMatch(/store failed, no further writes will be accepted/);
+  await store.close(); // must not wait forever on the failed compaction
+  const again = await MessageStore.open({ dir, fileSizeLimit: LIMIT, clientRefs: ['q'], refDeltas: () => deltasOf(keep.map((i) => [mid(i), 1] as [Buffer, number])) });
+  expect(again.successfullyRecovered).toBe(false);
+  const c2 = again.client('q');
+  for (const i of keep) expect(await c2.read(mid(i))).toEqual(body(i, 172));
+  await checkInvariants(again);
+  await again.close();
 });
