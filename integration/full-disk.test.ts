@@ -12,6 +12,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Broker, freePort } from '../src/cli/broker';
+import { waitFor } from './harness';
 
 const TMPFS_BYTES = 24 * 1024 * 1024;
 
@@ -100,15 +101,10 @@ describe('a full disk under Warren', () => {
     await consumer.prefetch(100);
     let acked = 0;
     await new Promise<void>((resolve) => {
-      const done = setTimeout(resolve, 15_000);
-      const finish = () => {
-        clearTimeout(done);
-        resolve();
-      };
       void consumer.consume(q, (m) => {
-        if (!m) return finish(); // cancelled: the queue process ended
+        if (!m) return resolve(); // cancelled: the queue process ended when its journal could not be written
         consumer.ack(m);
-        if (++acked >= 2000) finish();
+        if (++acked >= 2000) resolve();
       });
     });
     await consumer.close().catch(() => undefined);
@@ -123,10 +119,13 @@ describe('a full disk under Warren', () => {
     // Space is back: the queue works again, without a broker restart.
     fs.rmSync(path.join(stores, 'filler'));
     const later = Array.from({ length: 2000 }, (_, i) => `later-${i}-${pad}`);
+    // Each attempt that fails ends the queue process again: the next one goes after its restart is logged.
+    const recoveries = () => (fs.readFileSync(b!.logFile, 'utf8').match(/queue 'full-disk' in vhost '\/': recovered/g) ?? []).length;
     let outcome = 'none';
     for (let attempt = 0; attempt < 20 && outcome !== 'confirmed'; attempt++) {
+      const before = recoveries();
       outcome = await tryPublish(conn, q, later, 30_000);
-      if (outcome !== 'confirmed') await new Promise((r) => setTimeout(r, 500)); // the queue process is restarting
+      if (outcome !== 'confirmed') await waitFor(async () => recoveries() > before, 60_000);
     }
     expect(outcome).toBe('confirmed');
 

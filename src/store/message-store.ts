@@ -700,6 +700,11 @@ export class MessageStore {
   private async handleGcFailed(src: FileSummary, dst: FileSummary): Promise<void> {
     src.locked = false;
     dst.locked = false;
+    for (const d of this.endCompaction()) if (d.kind === 'contains') await this.handleContains(d);
+  }
+
+  /** The running compaction is over: waiters released; returns what was deferred behind it. */
+  private endCompaction(): Deferred[] {
     this.gcActive = undefined;
     this.gcRun = undefined;
     const ws = this.gcIdleWaiters;
@@ -707,7 +712,7 @@ export class MessageStore {
     for (const w of ws) w();
     const pending = this.deferred;
     this.deferred = [];
-    for (const d of pending) if (d.kind === 'contains') await this.handleContains(d);
+    return pending;
   }
 
   private waitNoReaders(fs: FileSummary): Promise<void> {
@@ -742,14 +747,7 @@ export class MessageStore {
     this.summaries.delete(src.file);
     this.counters.compactions++;
     this.counters.reclaimedBytes += reclaimed;
-    this.gcActive = undefined;
-    this.gcRun = undefined;
-    const ws = this.gcIdleWaiters;
-    this.gcIdleWaiters = [];
-    for (const w of ws) w();
-    const pending = this.deferred;
-    this.deferred = [];
-    for (const d of pending) {
+    for (const d of this.endCompaction()) {
       if (d.kind === 'remove') await this.removeMessage(d.id);
       else await this.handleContains(d);
     }
