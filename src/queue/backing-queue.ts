@@ -17,9 +17,15 @@
  * to the delta; the head is refilled from it, a page of the index at a time.
  * Transient messages whose seq falls in the delta stay in memory (a side list
  * merged back on refill). Pending acks stay in memory (bounded by prefetch).
+ *
+ * Delivery counts (RabbitMQ 4.3's `delivery_count` annotation): a sparse map
+ * seq → count of the messages that have one, and `redeliverBelow`, under which
+ * a message without an entry counts 1 (it may have been delivered before a
+ * non-clean recovery). A failed delivery (FAIL_DELIVERY) adds one; the entry
+ * goes when the message leaves the queue and survives a clean stop.
  */
 import { JournalEntry } from './journal-codec';
-import { Logger, QueueIndex } from './queue-index';
+import { Logger, MAX_DELIVERY_COUNT, QueueIndex } from './queue-index';
 import { ReadyList } from './ready-list';
 
 export const Flags = { PERSISTENT: 1, NEEDS_CONFIRMING: 2, DELIVERED: 4, UNACKED: 8 } as const;
@@ -44,6 +50,8 @@ export interface StoreClient {
 export interface PublishInput {
   seq: number;
   flags: number;
+  /** The message's delivery_count annotation as it arrived; 0 for none. */
+  deliveryCount: number;
   expiry: number;
   size: number;
   id: Buffer;
@@ -54,6 +62,8 @@ export interface PublishInput {
 export interface MessageOut {
   seq: number;
   flags: number;
+  /** Deliveries that failed (see BackingQueue.countOf); 0 for none. */
+  deliveryCount: number;
   expiry: number;
   size: number;
   id: Buffer;
@@ -91,8 +101,12 @@ export interface BackingQueueOptions {
   /** Store client and journal: both present for a durable queue. */
   client?: StoreClient;
   index?: QueueIndex;
-  /** What the index recovered (durable queues): live entries, their bytes and how many have an expiry, all ready. */
-  recovered?: { count: number; bytes: number; expiring: number };
+  /**
+   * What the index recovered (durable queues): live entries, their bytes and
+   * how many have an expiry, all ready; the seq below which messages may have
+   * been delivered before, and the delivery counts kept by a clean stop.
+   */
+  recovered?: { count: number; bytes: number; expiring: number; redeliverBelow?: number; deliveryCounts?: readonly [number, number][] };
   nextSeq?: number;
   /** Called with ids whose confirms are due. */
   onConfirm: (ids: Buffer[]) => void;
@@ -153,9 +167,6 @@ function fromEntry(e: JournalEntry): Message {
   return { seq: e.seq, id: e.id, flags: (e.flags | Flags.PERSISTENT) & ~(Flags.UNACKED | Flags.NEEDS_CONFIRMING), expiry: e.expiry, size: e.size };
 }
 
-function out(m: Message, blob: Buffer | undefined, unacked = false): MessageOut {
-  return { seq: m.seq, flags: unacked ? m.flags | Flags.UNACKED : m.flags, expiry: m.expiry, size: m.size, id: m.id, blob };
-}
 
 export class BackingQueue {
   readonly name: string;
@@ -171,6 +182,10 @@ export class BackingQueue {
   /** Transient ready messages whose seq falls in the delta range. */
   private readonly deltaTransient = new ReadyList<Message>();
   private readonly unacked = new Map<number, Message>();
+  /** Delivery counts by seq, only of messages in the queue that have one (sparse). */
+  private readonly deliveryCounts: Map<number, number>;
+  /** Messages of lower seqs may have been delivered before this start: without an entry they count 1. */
+  private readonly redeliverBelow: number;
   /** Store reads in flight or done for ready messages at the front of the head, by seq. */
   private readonly bodyAhead = new Map<number, { read: Promise<Buffer | undefined>; size: number }>();
   private bodyAheadBytes = 0;
@@ -210,6 +225,8 @@ export class BackingQueue {
     this.tailWindow = Math.max(1, opts.tailWindow ?? DEFAULT_WINDOW);
     this.nextSeq = opts.nextSeq ?? 0;
     const r = opts.recovered;
+    this.redeliverBelow = r?.redeliverBelow ?? 0;
+    this.deliveryCounts = new Map(r?.deliveryCounts ?? []);
     if (r && r.count > 0) {
       // Everything recovered starts in the delta; the first fetch or peek reads the head.
       Object.assign(this.delta, { lo: 0, hi: this.nextSeq, count: r.count, bytes: r.bytes });
@@ -237,16 +254,38 @@ export class BackingQueue {
     };
   }
 
-  /** Message objects held in memory (ready windows, transient side list, pending acks), and the index's in-memory journal. */
-  memory(): { messages: number; pendingAcks: number; deltaCount: number; journalEntries: number; pagedTransient: number; bodiesAhead: number } {
+  /** Message objects held in memory (ready windows, transient side list, pending acks, delivery counts), and the index's in-memory journal. */
+  memory(): { messages: number; pendingAcks: number; deltaCount: number; journalEntries: number; pagedTransient: number; bodiesAhead: number; deliveryCounts: number } {
     return {
       messages: this.head.length + this.tail.length + this.deltaTransient.length + this.unacked.size,
+      deliveryCounts: this.deliveryCounts.size,
       bodiesAhead: this.bodyAhead.size,
       pagedTransient: this.pagedCount,
       pendingAcks: this.unacked.size,
       deltaCount: this.delta.count,
       journalEntries: this.index?.journalSize ?? 0,
     };
+  }
+
+  /** The delivery count of the message `seq`: 0 is none (the broker adds no annotation). */
+  countOf(seq: number): number {
+    return this.deliveryCounts.get(seq) ?? (seq < this.redeliverBelow ? 1 : 0);
+  }
+
+  private out(m: Message, blob: Buffer | undefined, unacked = false): MessageOut {
+    return { seq: m.seq, flags: unacked ? m.flags | Flags.UNACKED : m.flags, deliveryCount: this.countOf(m.seq), expiry: m.expiry, size: m.size, id: m.id, blob };
+  }
+
+  /**
+   * Deliveries of these pending acks failed (RabbitMQ's DelFailed, sent just
+   * before the requeue or ackfold): each one's count grows by one. Unknown
+   * seqs are skipped.
+   */
+  failDelivery(seqs: readonly number[]): void {
+    this.checkOpen();
+    for (const s of seqs) {
+      if (this.unacked.has(s)) this.deliveryCounts.set(s, Math.min(this.countOf(s) + 1, MAX_DELIVERY_COUNT));
+    }
   }
 
   /** A message joins (+1) or leaves (−1) the ready messages: their bytes and expiry count. */
@@ -289,6 +328,7 @@ export class BackingQueue {
       throw new BackingQueueError('ESEQ', `queue ${this.name}: publish seq ${p.seq} is below the next seq ${this.nextSeq}`);
     }
     this.nextSeq = p.seq + 1;
+    if (p.deliveryCount > 0) this.deliveryCounts.set(p.seq, p.deliveryCount);
     const stored = this.durable && (p.flags & Flags.PERSISTENT) !== 0 && this.client !== undefined;
     const flags = stored ? p.flags : p.flags & ~Flags.PERSISTENT;
     const m: Message = { seq: p.seq, id: p.id, flags: flags & ~(Flags.UNACKED | Flags.NEEDS_CONFIRMING), expiry: p.expiry, size: p.size };
@@ -455,7 +495,7 @@ export class BackingQueue {
           this.forget([m]);
           return;
         }
-        res.push(out(m, blob));
+        res.push(this.out(m, blob));
         if (mode !== FetchMode.NoAck) {
           if (mode === FetchMode.Ack) this.setDelivered(m);
           this.unacked.set(m.seq, m);
@@ -519,8 +559,9 @@ export class BackingQueue {
     return this.client!.read(m.id);
   }
 
-  /** Removes messages for good: index ack, store ref released. */
+  /** Removes messages for good: index ack, store ref released, delivery count dropped. */
   private forget(ms: Message[]): void {
+    if (this.deliveryCounts.size > 0) for (const m of ms) this.deliveryCounts.delete(m.seq);
     this.release(ms);
     const stored = ms.filter((m) => this.isStored(m));
     if (stored.length === 0) return;
@@ -608,7 +649,7 @@ export class BackingQueue {
         this.log('error', `queue ${this.name}: pending ack seq ${s} has no readable body; skipped`);
         continue;
       }
-      res.push(out(m, blob, true));
+      res.push(this.out(m, blob, true));
     }
     return res;
   }
@@ -645,7 +686,7 @@ export class BackingQueue {
       bytes += m.size;
       const blob = await this.body(m);
       if (blob === undefined) continue;
-      res.push(out(m, blob, unacked));
+      res.push(this.out(m, blob, unacked));
     }
     return res;
   }
@@ -766,13 +807,24 @@ export class BackingQueue {
     this.closed = true;
     this.dropAhead();
     if (this.index && this.client) {
-      const terms = await this.index.terminate(this.nextSeq);
+      const terms = await this.index.terminate(this.nextSeq, this.storedCounts());
       if (terms.count !== this.persistentCount || terms.bytes !== this.persistentBytes) {
         this.log('warn', `queue ${this.name}: the index holds ${terms.count} messages (${terms.bytes} bytes), the queue counted ${this.persistentCount} (${this.persistentBytes})`);
       }
       await this.client.terminate();
     }
     await this.dropPaged();
+  }
+
+  /** The delivery counts of stored messages: what a clean stop keeps (transient messages go). */
+  private storedCounts(): [number, number][] {
+    const res: [number, number][] = [];
+    for (const [seq, n] of this.deliveryCounts) {
+      const m = this.unacked.get(seq) ?? this.head.get(seq) ?? this.tail.get(seq) ?? this.deltaTransient.get(seq);
+      // Not held in memory: it lives only in the index (the delta), so it is stored.
+      if (m === undefined || this.isStored(m)) res.push([seq, n]);
+    }
+    return res;
   }
 
   /** At the end of the queue: its transient messages go, and so do their paged bodies. */
@@ -793,6 +845,7 @@ export class BackingQueue {
     await this.stopCommits();
     this.closed = true;
     this.dropAhead();
+    this.deliveryCounts.clear();
     if (this.index && this.client) {
       const client = this.client;
       // Every live index entry (ready or pending ack) holds a store reference.

@@ -35,7 +35,12 @@ export class QueueIndexFailedError extends Error {
   }
 }
 const CLEAN = 'clean.json';
-/** Version of the sealed clean marker (unversioned, unsealed markers of 0.1 are not trusted: one scan). */
+/**
+ * Version of the sealed clean marker (unversioned, unsealed markers of 0.1 are
+ * not trusted: one scan). Readers take only their own version; a field added
+ * without changing the meaning of any other (deliveryCounts) keeps it, so an
+ * older reader reads every field it knows correctly and skips the new one.
+ */
 const CLEAN_VERSION = 2;
 export const DEFAULT_SEGMENT_ENTRIES = 16384;
 export const DEFAULT_JOURNAL_ENTRIES = 16384;
@@ -47,8 +52,14 @@ export interface CleanTerms {
   bytes?: number;
   /** Live entries with an expiry. */
   expiring?: number;
-  /** Every entry with a lower seq comes back delivered (set by a non-clean recovery). */
+  /**
+   * Every entry with a lower seq comes back delivered, and counts as delivered
+   * once (delivery count 1, unless it has one in deliveryCounts): it may have
+   * been delivered before a non-clean recovery set this.
+   */
   redeliverBelow?: number;
+  /** [seq, count ≥ 1] of the live entries with a delivery count, in seq order (absent: none). */
+  deliveryCounts?: [number, number][];
   /** [segment, count, bytes, expiring] of each segment file: a clean start reads none of them. */
   segments?: [number, number, number, number][];
 }
@@ -87,6 +98,10 @@ export interface Recovery {
   dropped: number;
   /** Whether the segments were scanned (no usable clean terms). */
   scanned: boolean;
+  /** Entries below this seq may have been delivered before (see CleanTerms.redeliverBelow). */
+  redeliverBelow: number;
+  /** [seq, count] of live entries with a delivery count, from the clean terms (none after a non-clean stop). */
+  deliveryCounts: [number, number][];
 }
 
 interface LoadedJournal {
@@ -167,6 +182,9 @@ export async function consumeCleanMarker(dir: string): Promise<CleanTerms | unde
 }
 
 const count = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+/** Delivery counts on the wire are 32 bits. */
+export const MAX_DELIVERY_COUNT = 0xffffffff;
+const deliveryCount = (v: unknown): v is number => count(v) && v >= 1 && v <= MAX_DELIVERY_COUNT;
 
 /**
  * A clean marker's terms, or undefined if the bytes are not one: the marker
@@ -182,6 +200,12 @@ export function parseCleanTerms(data: Buffer): CleanTerms | undefined {
   if (count(t.redeliverBelow)) terms.redeliverBelow = t.redeliverBelow;
   if (Array.isArray(t.segments) && t.segments.every((s) => Array.isArray(s) && s.length === 4 && s.every(count))) {
     terms.segments = t.segments;
+  }
+  if (t.deliveryCounts !== undefined) {
+    // Dropping counts would let a message escape its delivery limit: terms with unreadable ones are not trusted at all.
+    const dc: unknown = t.deliveryCounts;
+    if (!Array.isArray(dc) || !dc.every((e) => Array.isArray(e) && e.length === 2 && count(e[0]) && deliveryCount(e[1]))) return undefined;
+    terms.deliveryCounts = dc as [number, number][];
   }
   return terms;
 }
@@ -266,7 +290,9 @@ export class QueueIndex {
 
     const terms = opts.terms;
     const segments = new Map<number, SegmentSummary>();
-    const recovery: Recovery = { count: 0, bytes: 0, expiring: 0, nextSeq: loaded.maxSeq + 1, dropped: 0, scanned: false };
+    const recovery: Recovery = { count: 0, bytes: 0, expiring: 0, nextSeq: loaded.maxSeq + 1, dropped: 0, scanned: false, redeliverBelow: 0, deliveryCounts: [] };
+    // Counts survive a clean stop only; after a crash every entry counts as delivered once (redeliverBelow).
+    const counted = opts.contains ? new Map<number, number>() : new Map(terms?.deliveryCounts ?? []);
     const trusted =
       !opts.contains &&
       terms?.segments !== undefined &&
@@ -283,6 +309,7 @@ export class QueueIndex {
       recovery.bytes = terms.bytes!;
       recovery.expiring = terms.expiring!;
       recovery.nextSeq = terms.nextSeq;
+      recovery.deliveryCounts = [...counted];
     } else {
       recovery.scanned = true;
       if (terms) recovery.nextSeq = Math.max(recovery.nextSeq, terms.nextSeq);
@@ -298,6 +325,8 @@ export class QueueIndex {
           recovery.bytes += e.size;
           if (e.expiry >= 0) recovery.expiring++;
           if (e.seq >= recovery.nextSeq) recovery.nextSeq = e.seq + 1;
+          const n = counted.get(e.seq);
+          if (n !== undefined) recovery.deliveryCounts.push([e.seq, n]);
         }
         if (missing.length) {
           recovery.dropped += missing.length;
@@ -308,6 +337,7 @@ export class QueueIndex {
       if (opts.contains) redeliverBelow = recovery.nextSeq;
     }
     index.redeliverBelow = redeliverBelow;
+    recovery.redeliverBelow = redeliverBelow;
     index.opening = false;
     // Damage inside the journal: fold now, so the damaged bytes are gone from disk.
     if (loaded.skipped.length) await index.fold();
@@ -457,8 +487,12 @@ export class QueueIndex {
     return t;
   }
 
-  /** Clean stop: folds the journal, then writes the clean marker. Returns the terms written. */
-  async terminate(nextSeq: number): Promise<CleanTerms> {
+  /**
+   * Clean stop: folds the journal, then writes the clean marker, with the
+   * delivery counts of live entries given ([seq, count], any order). Returns
+   * the terms written.
+   */
+  async terminate(nextSeq: number, deliveryCounts: readonly [number, number][] = []): Promise<CleanTerms> {
     await this.fold();
     const terms: CleanTerms = await this.enqueue(async () => {
       const t: CleanTerms = {
@@ -467,6 +501,7 @@ export class QueueIndex {
         redeliverBelow: this.redeliverBelow,
         segments: [...this.segments.entries()].sort((a, b) => a[0] - b[0]).map(([n, s]) => [n, s.count, s.bytes, s.expiring]),
       };
+      if (deliveryCounts.length) t.deliveryCounts = [...deliveryCounts].sort((a, b) => a[0] - b[0]);
       await writeFileAtomic(path.join(this.dir, CLEAN), sealJson({ version: CLEAN_VERSION, ...t }));
       return t;
     });

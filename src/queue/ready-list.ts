@@ -80,13 +80,20 @@ export class ReadyList<T extends Sequenced> {
     for (let i = this.head; i < this.items.length; i++) yield this.items[i];
   }
 
-  /** Index of the first item with seq > `seq` (binary search). */
-  firstAfter(seq: number): number {
+  /** The item of seq `seq`, if held (binary search). */
+  get(seq: number): T | undefined {
+    const item = this.at(this.firstAfter(seq, true));
+    return item?.seq === seq ? item : undefined;
+  }
+
+  /** Index of the first item with seq > `seq`, or ≥ `seq` when `inclusive` (binary search). */
+  firstAfter(seq: number, inclusive = false): number {
     let lo = this.head;
     let hi = this.items.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (this.items[mid].seq <= seq) lo = mid + 1;
+      const s = this.items[mid].seq;
+      if (s < seq || (!inclusive && s === seq)) lo = mid + 1;
       else hi = mid;
     }
     return lo - this.head;

@@ -25,6 +25,7 @@ export const Op = {
   DELIVER: 18,
   RELEASE: 19,
   AUTH: 20,
+  FAIL_DELIVERY: 21,
 } as const;
 
 /** AUTH's token: random bytes the plugin hands the sidecar on its stdin at each start. */
@@ -54,7 +55,7 @@ export type Request =
   | { op: typeof Op.DELETE_CRASHED; vhost: string; dir: string; key: string }
   | { op: typeof Op.PUBLISH; handle: number; publishes: Publish[] }
   | { op: typeof Op.FETCH; handle: number; max: number; mode: FetchMode; withBody: boolean }
-  | { op: typeof Op.ACK | typeof Op.REQUEUE | typeof Op.READ | typeof Op.DELIVER | typeof Op.RELEASE; handle: number; seqs: number[] }
+  | { op: typeof Op.ACK | typeof Op.REQUEUE | typeof Op.READ | typeof Op.DELIVER | typeof Op.RELEASE | typeof Op.FAIL_DELIVERY; handle: number; seqs: number[] }
   | { op: typeof Op.PEEK; handle: number; max: number }
   | { op: typeof Op.FOLD; handle: number; afterSeq: number; max: number }
   | { op: typeof Op.SHUTDOWN | typeof Op.STATS }
@@ -123,16 +124,17 @@ export function decodeRequest(payload: Buffer): Frame {
       break;
     case Op.PUBLISH: {
       const handle = r.u32('handle');
-      const n = r.count(8 + 1 + 8 + 4 + ID_BYTES + 4, 'publish count');
+      const n = r.count(8 + 1 + 4 + 8 + 4 + ID_BYTES + 4, 'publish count');
       const publishes: Publish[] = [];
       for (let i = 0; i < n; i++) {
         const seq = r.u64('seq');
         const flags = r.u8('flags');
+        const deliveryCount = r.u32('delivery count');
         const expiry = r.i64('expiry');
         const size = r.u32('size');
         const id = Buffer.from(r.bytes(ID_BYTES, 'message id'));
         const blob = r.bytes(r.u32('blob length'), 'blob');
-        publishes.push({ seq, flags, expiry, size, id, blob });
+        publishes.push({ seq, flags, deliveryCount, expiry, size, id, blob });
       }
       req = { op, handle, publishes };
       break;
@@ -150,6 +152,7 @@ export function decodeRequest(payload: Buffer): Frame {
     case Op.READ:
     case Op.DELIVER:
     case Op.RELEASE:
+    case Op.FAIL_DELIVERY:
       req = { op, handle: r.u32('handle'), seqs: seqs(r) };
       break;
     case Op.PEEK:
@@ -200,7 +203,7 @@ export function encodeFailed(handle: number, message: string): Buffer {
 export function writeEntries(w: Writer, entries: readonly Entry[]): Writer {
   w.u32(entries.length);
   for (const e of entries) {
-    w.u64(e.seq).u8(e.flags).i64(e.expiry).u32(e.size).bytes(e.id);
+    w.u64(e.seq).u8(e.flags).u32(e.deliveryCount).i64(e.expiry).u32(e.size).bytes(e.id);
     if (e.blob) w.u32(e.blob.length).bytes(e.blob);
     else w.u32(0);
   }

@@ -293,6 +293,11 @@ export class SidecarServer {
           q.requeue(req.seqs);
           return undefined;
         });
+      case Op.FAIL_DELIVERY:
+        return s.exec.run(() => {
+          q.failDelivery(req.seqs);
+          return undefined;
+        });
       case Op.PEEK:
         return s.exec.run(async () => {
           const props = await q.peek(req.max);

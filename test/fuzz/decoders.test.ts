@@ -69,8 +69,9 @@ describe(`fuzzing (${RUNS} inputs per target, seed ${SEED}; replay with WARREN_F
     const valid = [
       new Writer().u8(Op.START).u32(1).str('/').str('/d/msg_stores/vhosts/A').u32(1).str('a'.repeat(32)).str('b'.repeat(32)).finish(),
       new Writer().u8(Op.INIT).u32(2).str('/').str('/d').str('c'.repeat(32)).str('q').u8(1).u8(2).finish(),
-      new Writer().u8(Op.PUBLISH).u32(0).u32(7).u32(1).u64(3).u8(3).i64(-1).u32(5).bytes(Buffer.alloc(16, 1)).u32(5).bytes(Buffer.from('hello')).finish(),
+      new Writer().u8(Op.PUBLISH).u32(0).u32(7).u32(1).u64(3).u8(3).u32(2).i64(-1).u32(5).bytes(Buffer.alloc(16, 1)).u32(5).bytes(Buffer.from('hello')).finish(),
       new Writer().u8(Op.ACK).u32(0).u32(7).u32(2).u64(1).u64(2).finish(),
+      new Writer().u8(Op.FAIL_DELIVERY).u32(0).u32(7).u32(2).u64(1).u64(2).finish(),
       new Writer().u8(Op.FETCH).u32(9).u32(7).u32(64).u8(2).u8(1).finish(),
       new Writer().u8(Op.AUTH).u32(0).bytes(Buffer.alloc(32, 7)).finish(),
     ];
@@ -144,7 +145,7 @@ describe(`fuzzing (${RUNS} inputs per target, seed ${SEED}; replay with WARREN_F
 
   it('state files (queue clean marker, file summary, recovery terms, LevelDB marker): garbage and damaged files are refused, never thrown on', () => {
     const valid = [
-      Buffer.from(sealJson({ version: 2, nextSeq: 10, count: 3, bytes: 300, expiring: 1, redeliverBelow: 0, segments: [[0, 3, 300, 1]] })),
+      Buffer.from(sealJson({ version: 2, nextSeq: 10, count: 3, bytes: 300, expiring: 1, redeliverBelow: 0, segments: [[0, 3, 300, 1]], deliveryCounts: [[4, 2], [7, 1]] })),
       Buffer.from(sealJson({ version: 1, files: [[0, 10, 10, null, 1, 20], [1, 5, 5, 0, null, 5]] })),
       Buffer.from(sealJson({ version: 1, clientRefs: ['a', 'b'], indexKind: 'leveldb' })),
       Buffer.from(JSON.stringify({ count: 4, generation: 'ab'.repeat(16) })),
@@ -158,6 +159,7 @@ describe(`fuzzing (${RUNS} inputs per target, seed ${SEED}; replay with WARREN_F
       fc.property(input, (b) => {
         const terms = parseCleanTerms(b);
         if (terms) expect(Number.isSafeInteger(terms.count) && terms.count >= 0 && Number.isSafeInteger(terms.nextSeq)).toBe(true);
+        for (const [seq, n] of terms?.deliveryCounts ?? []) expect(Number.isSafeInteger(seq) && seq >= 0 && Number.isSafeInteger(n) && n >= 1 && n <= 0xffffffff).toBe(true);
         const sealed = unsealJson(b);
         const fsum = parseFileSummary(sealed);
         if (fsum) for (const s of fsum) expect(s.validTotalSize).toBeLessThanOrEqual(s.fileSize);
@@ -168,7 +170,7 @@ describe(`fuzzing (${RUNS} inputs per target, seed ${SEED}; replay with WARREN_F
       params,
     );
     // The valid ones are accepted as they are.
-    expect(parseCleanTerms(valid[0])).toMatchObject({ nextSeq: 10, count: 3 });
+    expect(parseCleanTerms(valid[0])).toMatchObject({ nextSeq: 10, count: 3, deliveryCounts: [[4, 2], [7, 1]] });
     expect(parseFileSummary(unsealJson(valid[1]))?.length).toBe(2);
     expect(parseRecoveryTerms(unsealJson(valid[2]))).toEqual({ clientRefs: ['a', 'b'], indexKind: 'leveldb' });
     expect(parseMeta(valid[3])).toEqual({ count: 4, generation: 'ab'.repeat(16) });

@@ -10,6 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { BackingQueue, FetchMode, Flags, MessageOut, StoreClient } from '../../src/queue/backing-queue';
 import { QueueIndex, consumeCleanMarker } from '../../src/queue/queue-index';
+import { sealJson } from '../../src/store/fs-util';
 import { rng } from '../random';
 
 const quiet = () => undefined;
@@ -49,6 +50,9 @@ interface ModelMsg {
   delivered: boolean;
   size: number;
   expiry: number;
+  /** Delivery count the queue must report, and whether it holds an entry for it (or counts it by redeliverBelow). */
+  count: number;
+  counted: boolean;
 }
 
 let dir: string;
@@ -132,12 +136,15 @@ describe('BackingQueue against a model, with small windows', () => {
       expect(mem.pagedTransient).toBeLessThanOrEqual(all.filter((m) => !m.persistent).length);
       const transientReady = ready.filter((m) => !m.persistent).length;
       expect(mem.messages).toBeLessThanOrEqual(3 * W + 2 * unacked.size + transientReady + 64);
+      // Delivery counts: one entry per message that has one, none for the rest.
+      expect(mem.deliveryCounts).toBe(all.filter((m) => m.counted).length);
     };
     const expectOut = (got: MessageOut[], want: ModelMsg[], unackedFlag = false) => {
-      expect(got.map((m) => [m.seq, m.flags & (Flags.DELIVERED | Flags.UNACKED | Flags.PERSISTENT), m.size, m.id.toString('hex')])).toEqual(
+      expect(got.map((m) => [m.seq, m.flags & (Flags.DELIVERED | Flags.UNACKED | Flags.PERSISTENT), m.deliveryCount, m.size, m.id.toString('hex')])).toEqual(
         want.map((m) => [
           m.seq,
           (m.delivered ? Flags.DELIVERED : 0) | (unackedFlag || unacked.has(m.seq) ? Flags.UNACKED : 0) | (m.persistent ? Flags.PERSISTENT : 0),
+          m.count,
           m.size,
           m.id.toString('hex'),
         ]),
@@ -154,9 +161,11 @@ describe('BackingQueue against a model, with small windows', () => {
           const delivered = random() < 0.05;
           const direct = random() < 0.03; // publish_delivered
           const id = idOf(seq, gen);
-          const m: ModelMsg = { seq, id, persistent, delivered: delivered || direct, size: 10 + (seq % 7), expiry: seq % 3 ? -1 : 1000 + seq };
+          // A message dead-lettered or moved here with its delivery_count annotation.
+          const count = random() < 0.05 ? 1 + Math.floor(random() * 5) : 0;
+          const m: ModelMsg = { seq, id, persistent, delivered: delivered || direct, size: 10 + (seq % 7), expiry: seq % 3 ? -1 : 1000 + seq, count, counted: count > 0 };
           const flags = (persistent ? Flags.PERSISTENT : 0) | (delivered ? Flags.DELIVERED : 0) | (direct ? Flags.UNACKED : 0) | (random() < 0.3 ? Flags.NEEDS_CONFIRMING : 0);
-          q.publish({ seq, flags, expiry: m.expiry, size: m.size, id, blob: bodyOf(id) });
+          q.publish({ seq, flags, deliveryCount: count, expiry: m.expiry, size: m.size, id, blob: bodyOf(id) });
           if (direct) unacked.set(seq, m);
           else ready.push(m);
         }
@@ -178,6 +187,11 @@ describe('BackingQueue against a model, with small windows', () => {
         for (const s of seqs) unacked.delete(s);
       } else if (r < 0.8) {
         const seqs = [...unacked.keys()].filter(() => random() < 0.5);
+        if (random() < 0.5) {
+          // requeue with DelFailed: FAIL_DELIVERY first (with a seq that is no pending ack)
+          q.failDelivery([...seqs, nextSeq + 5]);
+          for (const s of seqs) Object.assign(unacked.get(s)!, { count: unacked.get(s)!.count + 1, counted: true });
+        }
         q.requeue(seqs);
         for (const s of seqs) {
           ready.push(unacked.get(s)!);
@@ -215,14 +229,14 @@ describe('BackingQueue against a model, with small windows', () => {
         sortReady();
         gen++;
       } else {
-        // Crash after a group commit: everything persistent comes back, redelivered.
+        // Crash after a group commit: everything persistent comes back, redelivered, counted as delivered once.
         await q.commit();
         await q.abandon();
         expect(pager.bodies.size).toBe(0);
         // Transient messages are gone with the process.
         q = await openQueue(store, W, 'crash', pager);
         ready = [...ready, ...unacked.values()].filter((m) => m.persistent);
-        for (const m of ready) m.delivered = true;
+        for (const m of ready) Object.assign(m, { delivered: true, count: 1, counted: false });
         unacked.clear();
         sortReady();
         gen++;
@@ -265,7 +279,7 @@ describe('body read-ahead', () => {
     const q = new BackingQueue({ name, durable: true, client: store, index, recovered: recovery, nextSeq: 0, onConfirm: () => undefined, log: quiet, syncIntervalMs: 1 });
     for (let seq = 0; seq < n; seq++) {
       const id = idOf(seq, 0);
-      q.publish({ seq, flags: Flags.PERSISTENT, expiry: -1, size, id, blob: bodyOf(id) });
+      q.publish({ seq, flags: Flags.PERSISTENT, deliveryCount: 0, expiry: -1, size, id, blob: bodyOf(id) });
     }
     return { q, store };
   }
@@ -333,7 +347,7 @@ describe('bounded memory', () => {
     };
     for (let seq = 0; seq < N; seq++) {
       const id = idOf(seq, 0);
-      q.publish({ seq, flags: Flags.PERSISTENT, expiry: -1, size: 100, id, blob: bodyOf(id) });
+      q.publish({ seq, flags: Flags.PERSISTENT, deliveryCount: 0, expiry: -1, size: 100, id, blob: bodyOf(id) });
       if (seq % 1000 === 0) {
         sample();
         await q.commit();
@@ -406,7 +420,7 @@ describe('a failed commit', () => {
     });
     const pub = (seq: number) => {
       const id = idOf(seq, 0);
-      q.publish({ seq, flags: Flags.PERSISTENT | Flags.NEEDS_CONFIRMING, expiry: -1, size: 10, id, blob: bodyOf(id) });
+      q.publish({ seq, flags: Flags.PERSISTENT | Flags.NEEDS_CONFIRMING, deliveryCount: 0, expiry: -1, size: 10, id, blob: bodyOf(id) });
     };
     pub(0);
     await q.commit();
@@ -424,5 +438,114 @@ describe('a failed commit', () => {
     expect(confirmed).toEqual(['0']);
     expect(failures.length).toBe(1);
     await q.abandon();
+  });
+});
+
+describe('delivery counts (RabbitMQ 4.3 delivery_count)', () => {
+  const store = () => new FakeStore();
+  const pub = (q: BackingQueue, seq: number, opts: { deliveryCount?: number; persistent?: boolean } = {}) => {
+    const id = idOf(seq, 0);
+    q.publish({ seq, flags: opts.persistent === false ? 0 : Flags.PERSISTENT, deliveryCount: opts.deliveryCount ?? 0, expiry: -1, size: 10, id, blob: bodyOf(id) });
+  };
+  const counts = (ms: MessageOut[]) => ms.map((m) => [m.seq, m.deliveryCount]);
+  /** Fetches everything with ack and requeues it: the counts as the next consumer would see them. */
+  const peekCounts = async (q: BackingQueue) => {
+    const got = await q.fetch(1000, FetchMode.Ack, true);
+    q.requeue(got.map((m) => m.seq));
+    return counts(got);
+  };
+
+  it('a failed delivery before requeue counts 1, then 2 on the next fetch; a requeue without it counts nothing', async () => {
+    const q = await openQueue(store(), 8, 'fresh');
+    pub(q, 0);
+    expect(counts(await q.fetch(1, FetchMode.Ack, true))).toEqual([[0, 0]]);
+    q.failDelivery([0]);
+    q.requeue([0]);
+    expect(counts(await q.fetch(1, FetchMode.Ack, true))).toEqual([[0, 1]]);
+    q.failDelivery([0]);
+    q.requeue([0]);
+    expect(counts(await q.fetch(1, FetchMode.Ack, true))).toEqual([[0, 2]]);
+    q.requeue([0]);
+    expect(counts(await q.fetch(1, FetchMode.Ack, true))).toEqual([[0, 2]]);
+    // Only pending acks count: a ready message and an unknown seq are left alone.
+    pub(q, 1);
+    q.failDelivery([1, 77]);
+    expect(counts(await q.fetch(1, FetchMode.Ack, true))).toEqual([[1, 0]]);
+    expect(q.memory().deliveryCounts).toBe(1);
+    await q.terminate();
+  });
+
+  it('a published count is kept and grows by a failed delivery; READ (ackfold) and FOLD carry it; an ack drops the entry', async () => {
+    const q = await openQueue(store(), 8, 'fresh');
+    pub(q, 0, { deliveryCount: 3 });
+    pub(q, 1);
+    expect(q.memory().deliveryCounts).toBe(1);
+    expect(counts(await q.fetch(2, FetchMode.Ack, true))).toEqual([[0, 3], [1, 0]]);
+    q.failDelivery([0, 1]);
+    expect(counts(await q.read([0, 1]))).toEqual([[0, 4], [1, 1]]);
+    expect(counts(await q.fold(-1, 10))).toEqual([[0, 4], [1, 1]]);
+    expect(q.memory().deliveryCounts).toBe(2);
+    q.ack([0]);
+    expect(q.memory().deliveryCounts).toBe(1);
+    q.purgeAcks();
+    expect(q.memory().deliveryCounts).toBe(0);
+    // A fetch without ack and a purge drop them too.
+    pub(q, 2, { deliveryCount: 2 });
+    pub(q, 3, { deliveryCount: 5 });
+    expect(counts(await q.fetch(1, FetchMode.NoAck, true))).toEqual([[2, 2]]);
+    await q.purge();
+    expect(q.memory().deliveryCounts).toBe(0);
+    await q.terminate();
+  });
+
+  it('a clean stop keeps the counts of persistent messages (transient ones go) and the redelivery mark; the clean file of an older Warren means none', async () => {
+    const s = store();
+    let q = await openQueue(s, 4, 'fresh');
+    // Past the windows: messages in the index only (the delta) keep their counts too.
+    for (let seq = 0; seq < 20; seq++) pub(q, seq, { deliveryCount: seq % 5 === 0 ? seq + 1 : 0, persistent: seq !== 15 });
+    const got = await q.fetch(2, FetchMode.Ack, true);
+    q.failDelivery(got.map((m) => m.seq));
+    await q.commit();
+    await q.terminate();
+    const marker = fs.readFileSync(path.join(dir, 'q', 'clean.json'));
+    q = await openQueue(s, 4, 'clean');
+    const want = Array.from({ length: 20 }, (_, seq) => seq)
+      .filter((seq) => seq !== 15)
+      .map((seq) => [seq, seq === 0 ? 2 : seq === 1 ? 1 : seq % 5 === 0 ? seq + 1 : 0]);
+    expect(await peekCounts(q)).toEqual(want);
+    expect(q.memory().deliveryCounts).toBe(4);
+    await q.terminate();
+
+    // The same marker as a Warren without delivery counts wrote it (no deliveryCounts): no counts.
+    const { deliveryCounts, ...older } = JSON.parse(marker.toString().split('\n')[1]) as Record<string, unknown>;
+    expect(deliveryCounts).toEqual([[0, 2], [1, 1], [5, 6], [10, 11]]);
+    fs.writeFileSync(path.join(dir, 'q', 'clean.json'), sealJson(older));
+    q = await openQueue(s, 4, 'clean');
+    expect((await peekCounts(q)).every(([, n]) => n === 0)).toBe(true);
+    await q.terminate();
+  });
+
+  it('after a non-clean stop every recovered message counts 1 (2 after a failed delivery), kept by a clean stop; one published after it counts 0', async () => {
+    const s = store();
+    let q = await openQueue(s, 4, 'fresh');
+    for (let seq = 0; seq < 10; seq++) pub(q, seq, { deliveryCount: seq === 3 ? 7 : 0 });
+    await q.commit();
+    await q.abandon();
+    q = await openQueue(s, 4, 'crash');
+    // The map is not kept across a crash: 1 for all, seq 3 too; nothing held for it.
+    expect(q.memory().deliveryCounts).toBe(0);
+    pub(q, 10);
+    expect(counts(await q.fetch(2, FetchMode.Ack, true))).toEqual([[0, 1], [1, 1]]);
+    q.failDelivery([0]);
+    q.requeue([0, 1]);
+    expect(await peekCounts(q)).toEqual([...Array.from({ length: 10 }, (_, seq) => [seq, seq === 0 ? 2 : 1]), [10, 0]]);
+    expect(q.memory().deliveryCounts).toBe(1);
+    await q.terminate();
+    // A clean stop keeps the redelivery mark with the counts.
+    q = await openQueue(s, 4, 'clean');
+    pub(q, 11);
+    expect(await peekCounts(q)).toEqual([...Array.from({ length: 10 }, (_, seq) => [seq, seq === 0 ? 2 : 1]), [10, 0], [11, 0]]);
+    expect(q.memory().deliveryCounts).toBe(1);
+    await q.terminate();
   });
 });

@@ -4,7 +4,8 @@ import * as path from 'path';
 import sinon from 'sinon';
 import { JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from '../../src/queue/journal-codec';
 import { JournalFiles } from '../../src/queue/journal-files';
-import { CleanTerms, OpenOptions, QueueIndex, consumeCleanMarker, scanQueueIndex } from '../../src/queue/queue-index';
+import { CleanTerms, OpenOptions, QueueIndex, consumeCleanMarker, parseCleanTerms, scanQueueIndex } from '../../src/queue/queue-index';
+import { sealJson } from '../../src/store/fs-util';
 import { rng } from '../random';
 
 const quiet = () => undefined;
@@ -182,6 +183,46 @@ describe('QueueIndex', () => {
         .map((s) => [s, s === 1 ? 5 : 1]),
     );
     await again.index.close();
+  });
+
+  it('the clean marker keeps the delivery counts it is given; a clean open returns those of live entries, a non-clean one none', async () => {
+    const { index } = await open(dir);
+    for (let s = 0; s < 20; s++) index.publish(entry(s));
+    const terms = await index.terminate(20, [[9, 2], [3, 1]]);
+    expect(terms.deliveryCounts).toEqual([[3, 1], [9, 2]]);
+    const marker = (await consumeCleanMarker(dir))!;
+    expect(marker.deliveryCounts).toEqual([[3, 1], [9, 2]]);
+    // Trusted terms, and terms whose files changed since (scanned): the counts of entries still live.
+    let r = await open(dir, { terms: marker });
+    expect(r.recovery).toMatchObject({ scanned: false, redeliverBelow: 0, deliveryCounts: [[3, 1], [9, 2]] });
+    r.index.acked([9]);
+    await r.index.close();
+    r = await open(dir, { terms: marker });
+    expect(r.recovery).toMatchObject({ scanned: true, deliveryCounts: [[3, 1]] });
+    await r.index.close();
+    r = await open(dir, { contains: async () => true });
+    expect(r.recovery).toMatchObject({ redeliverBelow: 20, deliveryCounts: [] });
+    await r.index.close();
+  });
+
+  it('does not trust a sealed marker whose delivery counts are not [seq, count ≥ 1] pairs; one without them has none', async () => {
+    const { index } = await open(dir);
+    index.publish(entry(0));
+    await index.terminate(1, [[0, 4]]);
+    const file = path.join(dir, 'clean.json');
+    const good = JSON.parse(fs.readFileSync(file, 'utf8').split('\n')[1]) as Record<string, unknown>;
+    for (const bad of [[[0, 0]], [[0]], [[-1, 2]], [[0, 2 ** 32]], 'x', [[0, 1.5]]]) {
+      fs.writeFileSync(file, sealJson({ ...good, deliveryCounts: bad }));
+      expect(parseCleanTerms(fs.readFileSync(file))).toBeUndefined();
+    }
+    const { deliveryCounts, ...older } = good;
+    expect(deliveryCounts).toEqual([[0, 4]]);
+    fs.writeFileSync(file, sealJson(older));
+    const terms = (await consumeCleanMarker(dir))!;
+    expect(terms.deliveryCounts).toBeUndefined();
+    const r = await open(dir, { terms });
+    expect(r.recovery).toMatchObject({ scanned: false, count: 1, redeliverBelow: 0, deliveryCounts: [] });
+    await r.index.close();
   });
 
   it('a non-clean open drops entries whose body is missing and redelivers every recovered entry', async () => {

@@ -23,6 +23,7 @@ describe('ReadyList', () => {
     l.push({ seq: 7 });
     expect(seqs(l)).toEqual([0, 1, 2, 3, 4, 4.5, 5, 6, 7, 9]);
     expect(l.firstAfter(4)).toBe(5);
+    expect([l.get(4.5)?.seq, l.get(0)?.seq, l.get(9)?.seq, l.get(8), l.get(-1), l.get(10)]).toEqual([4.5, 0, 9, undefined, undefined, undefined]);
     expect(l.clear().length).toBe(10);
     expect(l.length).toBe(0);
     expect(l.shift()).toBeUndefined();

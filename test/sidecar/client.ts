@@ -101,25 +101,51 @@ export async function initQueue(c: Client, at: string, recover: number) {
   return { handle: r.u32(), len: r.u32(), bytes: r.u64(), pcount: r.u32(), pbytes: r.u64(), nextSeq: r.u64(), expiring: r.u32() };
 }
 
-/** Publishes `seqs`; those in `expiring` carry a per-message expiry (an hour from now). */
-export function publish(c: Client, handle: number, seqs: number[], flags: number, expiring: number[] = []) {
+/** One publish of a PUBLISH frame: Seq, Flags, DeliveryCount, Expiry, Size, MsgId, BlobLen, Blob. */
+export function writePublish(w: Writer, seq: number, flags: number, blob: Buffer, opts: { deliveryCount?: number; expiry?: number; id?: Buffer } = {}): Writer {
+  return w
+    .u64(seq)
+    .u8(flags)
+    .u32(opts.deliveryCount ?? 0)
+    .i64(opts.expiry ?? -1)
+    .u32(blob.length)
+    .bytes(opts.id ?? Buffer.alloc(16, seq))
+    .u32(blob.length)
+    .bytes(blob);
+}
+
+/**
+ * Publishes `seqs`; those in `expiring` carry a per-message expiry (an hour
+ * from now), those in `counts` a delivery_count annotation.
+ */
+export function publish(c: Client, handle: number, seqs: number[], flags: number, expiring: number[] = [], counts: Record<number, number> = {}) {
   c.cast(Op.PUBLISH, (w) => {
     w.u32(handle).u32(seqs.length);
     for (const s of seqs) {
-      const blob = Buffer.from(`body-${s}`);
-      w.u64(s).u8(flags).i64(expiring.includes(s) ? Date.now() + 3_600_000 : -1).u32(blob.length).bytes(Buffer.alloc(16, s)).u32(blob.length).bytes(blob);
+      writePublish(w, s, flags, Buffer.from(`body-${s}`), { deliveryCount: counts[s], expiry: expiring.includes(s) ? Date.now() + 3_600_000 : undefined });
     }
   });
 }
 
-export async function fetch(c: Client, handle: number, ack: boolean) {
-  const r = await c.call(Op.FETCH, (w) => w.u32(handle).u32(1).u8(ack ? 1 : 0).u8(1));
-  if (r.u32() === 0) return undefined;
+/** An Entry of a FETCH, READ or FOLD reply (the body as text). */
+export function readEntry(r: Reader) {
   const seq = r.u64();
   const flags = r.u8();
-  r.i64();
-  r.u32();
-  r.bytes(16);
-  return { seq, flags, body: r.bytes(r.u32()).toString() };
+  const deliveryCount = r.u32();
+  const expiry = r.i64();
+  const size = r.u32();
+  const id = Buffer.from(r.bytes(16));
+  return { seq, flags, deliveryCount, expiry, size, id, body: r.bytes(r.u32()).toString() };
+}
+
+/** The N × Entry of a FETCH, READ or FOLD reply. */
+export function readEntries(r: Reader) {
+  return Array.from({ length: r.u32() }, () => readEntry(r));
+}
+
+export async function fetch(c: Client, handle: number, ack: boolean) {
+  const r = await c.call(Op.FETCH, (w) => w.u32(handle).u32(1).u8(ack ? 1 : 0).u8(1));
+  const [e] = readEntries(r);
+  return e && { seq: e.seq, flags: e.flags, deliveryCount: e.deliveryCount, body: e.body };
 }
 

@@ -1,11 +1,11 @@
 import { DEFAULT_MAX_FRAME, FrameDecoder, ProtocolError, Reader, Writer, encodeFrame } from '../../src/sidecar/frames';
-import { Op, decodeRequest, encodeConfirm, Push } from '../../src/sidecar/protocol';
+import { Op, decodeRequest, encodeConfirm, Push, writeEntries } from '../../src/sidecar/protocol';
 
 const id = (n: number) => Buffer.alloc(16, n);
 
 function publishPayload(reqId: number, n: number, blob = Buffer.from('hello')): Buffer {
   const w = new Writer().u8(Op.PUBLISH).u32(reqId).u32(7).u32(n);
-  for (let i = 0; i < n; i++) w.u64(i).u8(3).i64(-1).u32(blob.length).bytes(id(i)).u32(blob.length).bytes(blob);
+  for (let i = 0; i < n; i++) w.u64(i).u8(3).u32(i).i64(-1).u32(blob.length).bytes(id(i)).u32(blob.length).bytes(blob);
   return w.finish();
 }
 
@@ -85,11 +85,23 @@ describe('decodeRequest', () => {
     expect(f.req.op).toBe(Op.PUBLISH);
     if (f.req.op !== Op.PUBLISH) throw new Error('unreachable');
     expect(f.req.handle).toBe(7);
-    expect(f.req.publishes.map((p) => [p.seq, p.flags, p.expiry, p.size, p.id[0], p.blob.toString()])).toEqual([
-      [0, 3, -1, 5, 0, 'hello'],
-      [1, 3, -1, 5, 1, 'hello'],
-      [2, 3, -1, 5, 2, 'hello'],
+    expect(f.req.publishes.map((p) => [p.seq, p.flags, p.deliveryCount, p.expiry, p.size, p.id[0], p.blob.toString()])).toEqual([
+      [0, 3, 0, -1, 5, 0, 'hello'],
+      [1, 3, 1, -1, 5, 1, 'hello'],
+      [2, 3, 2, -1, 5, 2, 'hello'],
     ]);
+  });
+
+  it('decodes FAIL_DELIVERY, asynchronous like ACK', () => {
+    const f = decodeRequest(new Writer().u8(Op.FAIL_DELIVERY).u32(0).u32(7).u32(2).u64(4).u64(9).finish());
+    expect(f).toEqual({ reqId: 0, req: { op: Op.FAIL_DELIVERY, handle: 7, seqs: [4, 9] } });
+  });
+
+  it('encodes entries with their delivery count after the flags', () => {
+    const b = writeEntries(new Writer(), [{ seq: 5, flags: 9, deliveryCount: 3, expiry: -1, size: 2, id: id(1), blob: Buffer.from('hi') }]).finish();
+    const r = new Reader(b);
+    expect([r.u32(), r.u64(), r.u8(), r.u32(), r.i64(), r.u32(), r.bytes(16)[0], r.bytes(r.u32()).toString()]).toEqual([1, 5, 9, 3, -1, 2, 1, 'hi']);
+    r.end();
   });
 
   it('decodes START and INIT', () => {

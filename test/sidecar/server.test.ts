@@ -10,7 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as crypto from 'crypto';
 import sinon from 'sinon';
-import { Client, KEY, TOKEN, fetch, initQueue, publish, startVhost } from './client';
+import { Client, KEY, TOKEN, fetch, initQueue, publish, readEntries, startVhost, writePublish } from './client';
 import type { SidecarConfig } from '../../src/sidecar/config';
 import { Writer } from '../../src/sidecar/frames';
 import { Op, TOKEN_BYTES } from '../../src/sidecar/protocol';
@@ -51,6 +51,24 @@ const vdir = () => path.join(dir, 'msg_stores', 'vhosts', 'VHOST1');
 const start = (c: Client, keys: string[], legacy: string[] = keys, at = vdir()) => startVhost(c, at, keys, legacy);
 const init = (c: Client, recover: number) => initQueue(c, vdir(), recover);
 
+/** A connection to a vhost started with no queues, and a new durable queue 'q' on it. */
+async function newQueue(): Promise<{ c: Client; q: Awaited<ReturnType<typeof init>> }> {
+  const c = await Client.connect(sock);
+  expect(await start(c, [])).toEqual([]);
+  return { c, q: await init(c, 0) };
+}
+
+/** Stops queue `handle` and the sidecar cleanly, starts a new sidecar (with `extra`) and recovers the queue from its clean state. */
+async function restartClean(c: Client, handle: number, extra: Partial<SidecarConfig> = {}): Promise<{ c: Client; again: Awaited<ReturnType<typeof init>> }> {
+  await c.call(Op.TERMINATE, (w) => w.u32(handle));
+  c.sock.destroy();
+  await server.shutdown();
+  server = await newServer(extra);
+  const c2 = await Client.connect(sock);
+  expect(await start(c2, [KEY])).toEqual([1]);
+  return { c: c2, again: await init(c2, 1) };
+}
+
 it('closes only the offending connection on a malformed frame, and keeps serving', async () => {
   const bad = await Client.connect(sock);
   bad.sock.write(new Writer().u8(200).u32(1).finish(true));
@@ -67,30 +85,22 @@ it('reports an unknown handle as an error reply, not a crash', async () => {
 });
 
 it('confirms persistent publishes, keeps them across a clean restart, and redelivers delivered ones', async () => {
-  let c = await Client.connect(sock);
-  expect(await start(c, [])).toEqual([]);
-  const q = await init(c, 0);
+  const { c, q } = await newQueue();
   expect(q).toMatchObject({ len: 0, nextSeq: 0 });
   publish(c, q.handle, [0, 1, 2, 3], 1 | 2, [1, 3]); // persistent, needs confirming
   for (let i = 0; i < 200 && c.confirms.length < 4; i++) await new Promise((r) => setTimeout(r, 5));
   expect(c.confirms.map((b) => b[0]).sort()).toEqual([0, 1, 2, 3]);
-  expect(await fetch(c, q.handle, true)).toEqual({ seq: 0, flags: 1, body: 'body-0' });
-  expect(await fetch(c, q.handle, false)).toEqual({ seq: 1, flags: 1, body: 'body-1' });
-  await c.call(Op.TERMINATE, (w) => w.u32(q.handle));
-  c.sock.destroy();
-  await server.shutdown();
+  expect(await fetch(c, q.handle, true)).toEqual({ seq: 0, flags: 1, deliveryCount: 0, body: 'body-0' });
+  expect(await fetch(c, q.handle, false)).toEqual({ seq: 1, flags: 1, deliveryCount: 0, body: 'body-1' });
 
-  server = await newServer();
-  c = await Client.connect(sock);
-  expect(await start(c, [KEY])).toEqual([1]);
-  const again = await init(c, 1);
+  const { c: c2, again } = await restartClean(c, q.handle);
   // Ready with an expiry: seq 3 (seq 1 was fetched without ack), told without a scan.
   expect(again).toMatchObject({ len: 3, pcount: 3, nextSeq: 4, expiring: 1 });
-  expect(await fetch(c, again.handle, true)).toEqual({ seq: 0, flags: 1 | 4, body: 'body-0' });
-  expect(await fetch(c, again.handle, true)).toEqual({ seq: 2, flags: 1, body: 'body-2' });
-  expect(await fetch(c, again.handle, true)).toEqual({ seq: 3, flags: 1, body: 'body-3' });
-  expect(await fetch(c, again.handle, true)).toBeUndefined();
-  c.sock.destroy();
+  expect(await fetch(c2, again.handle, true)).toEqual({ seq: 0, flags: 1 | 4, deliveryCount: 0, body: 'body-0' });
+  expect(await fetch(c2, again.handle, true)).toEqual({ seq: 2, flags: 1, deliveryCount: 0, body: 'body-2' });
+  expect(await fetch(c2, again.handle, true)).toEqual({ seq: 3, flags: 1, deliveryCount: 0, body: 'body-3' });
+  expect(await fetch(c2, again.handle, true)).toBeUndefined();
+  c2.sock.destroy();
 });
 
 it('recovers a queue whose connection dropped (the broker died) as non-clean, all redelivered', async () => {
@@ -105,8 +115,29 @@ it('recovers a queue whose connection dropped (the broker died) as non-clean, al
   expect(await start(c, [KEY])).toEqual([0]);
   const again = await init(c, 2);
   expect(again).toMatchObject({ len: 2, pcount: 2, expiring: 1 });
-  expect(await fetch(c, again.handle, true)).toEqual({ seq: 0, flags: 1 | 4, body: 'body-0' });
+  // It may have been delivered before the crash: delivery count 1.
+  expect(await fetch(c, again.handle, true)).toEqual({ seq: 0, flags: 1 | 4, deliveryCount: 1, body: 'body-0' });
   c.sock.destroy();
+});
+
+it('delivery counts: FAIL_DELIVERY before READ (ackfold) and before REQUEUE counts a failed delivery; a published count is kept; a clean restart keeps them', async () => {
+  const { c, q } = await newQueue();
+  publish(c, q.handle, [0, 1, 2], 1 | 2, [], { 1: 3 });
+  await c.confirmed(3);
+  const counts = (es: { seq: number; deliveryCount: number }[]) => es.map((e) => [e.seq, e.deliveryCount]);
+  expect(counts(readEntries(await c.call(Op.FETCH, (w) => w.u32(q.handle).u32(3).u8(1).u8(1))))).toEqual([[0, 0], [1, 3], [2, 0]]);
+  // ackfold with DelFailed: FAIL_DELIVERY (async; seq 99 is no pending ack) right before READ, whose reply shows the new counts.
+  c.cast(Op.FAIL_DELIVERY, (w) => w.u32(q.handle).u32(3).u64(0).u64(1).u64(99));
+  expect(counts(readEntries(await c.call(Op.READ, (w) => w.u32(q.handle).u32(2).u64(0).u64(1))))).toEqual([[0, 1], [1, 4]]);
+  // requeue with DelFailed: FAIL_DELIVERY then REQUEUE; the next delivery carries the count.
+  c.cast(Op.FAIL_DELIVERY, (w) => w.u32(q.handle).u32(1).u64(0));
+  c.cast(Op.REQUEUE, (w) => w.u32(q.handle).u32(1).u64(0));
+  expect(await fetch(c, q.handle, true)).toEqual({ seq: 0, flags: 1 | 4, deliveryCount: 2, body: 'body-0' });
+  expect(counts(readEntries(await c.call(Op.FOLD, (w) => w.u32(q.handle).i64(-1).u32(10))))).toEqual([[0, 2], [1, 4], [2, 0]]);
+
+  const { c: c2, again } = await restartClean(c, q.handle);
+  expect(counts(readEntries(await c2.call(Op.FETCH, (w) => w.u32(again.handle).u32(3).u8(1).u8(1))))).toEqual([[0, 2], [1, 4], [2, 0]]);
+  c2.sock.destroy();
 });
 
 it('read-ahead: reserved messages are not delivered until DELIVER, and RELEASE puts them back unchanged', async () => {
@@ -119,41 +150,34 @@ it('read-ahead: reserved messages are not delivered until DELIVER, and RELEASE p
   c.cast(Op.DELIVER, (w) => w.u32(q.handle).u32(1).u64(0));
   c.cast(Op.RELEASE, (w) => w.u32(q.handle).u32(2).u64(1).u64(2));
   c.cast(Op.REQUEUE, (w) => w.u32(q.handle).u32(1).u64(0));
-  expect(await fetch(c, q.handle, false)).toEqual({ seq: 0, flags: 1 | 4, body: 'body-0' });
-  expect(await fetch(c, q.handle, false)).toEqual({ seq: 1, flags: 1, body: 'body-1' });
-  expect(await fetch(c, q.handle, false)).toEqual({ seq: 2, flags: 1, body: 'body-2' });
+  expect(await fetch(c, q.handle, false)).toEqual({ seq: 0, flags: 1 | 4, deliveryCount: 0, body: 'body-0' });
+  expect(await fetch(c, q.handle, false)).toEqual({ seq: 1, flags: 1, deliveryCount: 0, body: 'body-1' });
+  expect(await fetch(c, q.handle, false)).toEqual({ seq: 2, flags: 1, deliveryCount: 0, body: 'body-2' });
   c.sock.destroy();
 });
 
 it('with windows of 4 messages: PEEK and FETCH read the index past the window, PURGE streams it, figures stay exact', async () => {
   await server.shutdown();
-  server = await newServer({ queue: { window: 4, segmentEntries: 8, journalEntries: 16 } });
-  let c = await Client.connect(sock);
-  await start(c, []);
-  const q = await init(c, 0);
+  const small = { queue: { window: 4, segmentEntries: 8, journalEntries: 16 } };
+  server = await newServer(small);
+  const { c, q } = await newQueue();
   const seqs = Array.from({ length: 100 }, (_, i) => i);
   publish(c, q.handle, seqs, 1 | 2);
   for (let i = 0; i < 400 && c.confirms.length < 100; i++) await new Promise((r) => setTimeout(r, 5));
   expect(c.confirms.length).toBe(100);
   const peek = await c.call(Op.PEEK, (w) => w.u32(q.handle).u32(10));
   expect(peek.u32()).toBe(10);
-  for (let s = 0; s < 30; s++) expect(await fetch(c, q.handle, false)).toEqual({ seq: s, flags: 1, body: `body-${s}` });
-  await c.call(Op.TERMINATE, (w) => w.u32(q.handle));
-  c.sock.destroy();
-  await server.shutdown();
+  for (let s = 0; s < 30; s++) expect(await fetch(c, q.handle, false)).toEqual({ seq: s, flags: 1, deliveryCount: 0, body: `body-${s}` });
 
-  server = await newServer({ queue: { window: 4, segmentEntries: 8, journalEntries: 16 } });
-  c = await Client.connect(sock);
-  expect(await start(c, [KEY])).toEqual([1]);
-  const again = await init(c, 1);
+  const { c: c2, again } = await restartClean(c, q.handle, small);
   expect(again).toMatchObject({ len: 70, pcount: 70, bytes: 70 * 'body-NN'.length, nextSeq: 100 });
-  for (let s = 30; s < 40; s++) expect(await fetch(c, again.handle, true)).toEqual({ seq: s, flags: 1, body: `body-${s}` });
-  const purged = await c.call(Op.PURGE, (w) => w.u32(again.handle));
+  for (let s = 30; s < 40; s++) expect(await fetch(c2, again.handle, true)).toEqual({ seq: s, flags: 1, deliveryCount: 0, body: `body-${s}` });
+  const purged = await c2.call(Op.PURGE, (w) => w.u32(again.handle));
   expect([purged.u32(), purged.u32(), Number(purged.u64())]).toEqual([60, 60, 60 * 'body-NN'.length]);
-  expect(await fetch(c, again.handle, false)).toBeUndefined();
+  expect(await fetch(c2, again.handle, false)).toBeUndefined();
   const stats = server.stats() as { vhosts: Record<string, { queues: Record<string, { len: number; unacked: number; persistentCount: number }> }> };
   expect(stats.vhosts['/'].queues.q).toMatchObject({ len: 0, unacked: 10, persistentCount: 10 });
-  c.sock.destroy();
+  c2.sock.destroy();
 });
 
 describe('the link is the broker\'s alone', () => {
@@ -227,7 +251,7 @@ describe('the link is the broker\'s alone', () => {
     await expect(other.call(Op.FETCH, (w) => w.u32(q.handle).u32(1).u8(0).u8(1))).rejects.toThrow(new RegExp(`unknown queue handle ${q.handle}`));
     await expect(other.call(Op.TERMINATE, (w) => w.u32(q.handle))).rejects.toThrow(/unknown queue handle/);
     // The owner's message is untouched.
-    expect(await fetch(owner, q.handle, false)).toEqual({ seq: 0, flags: 1, body: 'body-0' });
+    expect(await fetch(owner, q.handle, false)).toEqual({ seq: 0, flags: 1, deliveryCount: 0, body: 'body-0' });
     owner.sock.destroy();
     other.sock.destroy();
   });
@@ -258,8 +282,8 @@ describe('the link is the broker\'s alone', () => {
     await c.confirmed(2);
     await expect(init(c, 0)).rejects.toThrow(/already exists; a new queue never takes over existing state/);
     // The first session still works and still has both messages.
-    expect(await fetch(c, q.handle, false)).toEqual({ seq: 0, flags: 1, body: 'body-0' });
-    expect(await fetch(c, q.handle, false)).toEqual({ seq: 1, flags: 1, body: 'body-1' });
+    expect(await fetch(c, q.handle, false)).toEqual({ seq: 0, flags: 1, deliveryCount: 0, body: 'body-0' });
+    expect(await fetch(c, q.handle, false)).toEqual({ seq: 1, flags: 1, deliveryCount: 0, body: 'body-1' });
     c.sock.destroy();
   });
 
@@ -281,8 +305,8 @@ describe('the link is the broker\'s alone', () => {
     expect(fs.existsSync(path.join(vdir(), 'warren', 'queues', LEGACY))).toBe(false);
     const again = await init(c, 1);
     expect(again).toMatchObject({ len: 3, pcount: 3 });
-    // The store knew the queue by its old key, so it rebuilt its ref counts: recovered as after a crash, redelivered.
-    expect(await fetch(c, again.handle, false)).toEqual({ seq: 0, flags: 1 | 4, body: 'body-0' });
+    // The store knew the queue by its old key, so it rebuilt its ref counts: recovered as after a crash, redelivered (delivered once).
+    expect(await fetch(c, again.handle, false)).toEqual({ seq: 0, flags: 1 | 4, deliveryCount: 1, body: 'body-0' });
     c.sock.destroy();
   });
 
@@ -294,8 +318,7 @@ describe('the link is the broker\'s alone', () => {
     c.cast(Op.PUBLISH, (w) => {
       w.u32(q.handle).u32(5);
       for (let s = 0; s < 5; s++) {
-        const blob = Buffer.alloc(200 * 1024, s);
-        w.u64(s).u8(1).i64(-1).u32(blob.length).bytes(Buffer.alloc(16, s)).u32(blob.length).bytes(blob);
+        writePublish(w, s, 1, Buffer.alloc(200 * 1024, s));
       }
     });
     const fold = await c.call(Op.FOLD, (w) => w.u32(q.handle).i64(-1).u32(256));
