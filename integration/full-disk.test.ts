@@ -80,7 +80,7 @@ describe('a full disk under Warren', () => {
     execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${TMPFS_BYTES},mode=0755`, 'tmpfs', stores]);
     mounted = stores;
     const amqpPort = await freePort();
-    b = new Broker({ dataDir, amqpPort, distPort: await freePort(), nodeName, sidecarArgs: ['--file-size-limit', String(256 * 1024)] });
+    b = new Broker({ dataDir, amqpPort, distPort: await freePort(), epmdPort: await freePort(), nodeName, sidecarArgs: ['--file-size-limit', String(256 * 1024)] });
     await b.start();
     const url = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
     let conn = await amqp.connect(url);

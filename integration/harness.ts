@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Broker } from '../src/cli/broker';
+import { Series } from '../src/cli/rabbitmq';
 
 /**
  * Where global-setup records the run's broker: one file per jest process, so
@@ -22,7 +23,10 @@ export interface TestState {
   dataDir: string;
   amqpPort: number;
   distPort: number;
+  epmdPort: number;
   nodeName: string;
+  /** The RabbitMQ series the run's broker is (3.10, 4.0, 4.3). */
+  rabbitmq: Series;
   /** Small segment files and queue windows (see global-setup). */
   sidecarArgs: string[];
 }
@@ -36,6 +40,11 @@ export function state(): TestState {
 
 export function broker(): Broker {
   return new Broker(state());
+}
+
+/** The run's RabbitMQ series: tests state each version's own behaviour with it. */
+export function rabbitmqSeries(): Series {
+  return state().rabbitmq;
 }
 
 export function amqpUrl(): string {

@@ -179,7 +179,7 @@ describe("a broker run as Debian's rabbitmq user", () => {
 
   it('boots with Warren and serves end to end; its socket is in a private /tmp directory (the path is too long), and a socket planted at a predictable path gets nothing', async () => {
     const rabbitmq = localUser('rabbitmq');
-    const installDir = stageInstall(fs.mkdtempSync(path.join(os.tmpdir(), 'warren-install-')));
+    const installDir = stageInstall(fs.mkdtempSync(path.join(os.tmpdir(), "warren-install-")), broker().rabbitmq.series);
     tmp.push(installDir);
     const base = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-nonroot-'));
     tmp.push(base);
@@ -203,7 +203,7 @@ describe("a broker run as Debian's rabbitmq user", () => {
 
     try {
       const amqpPort = await freePort();
-      b = new Broker({ dataDir, amqpPort, distPort: await freePort(), nodeName, user: 'rabbitmq', installDir, sidecarArgs: ['--file-size-limit', String(256 * 1024)] });
+      b = new Broker({ dataDir, amqpPort, distPort: await freePort(), epmdPort: await freePort(), nodeName, user: 'rabbitmq', installDir, sidecarArgs: ['--file-size-limit', String(256 * 1024)] });
       await b.start();
 
       const uidOf = (pid: number) => Number(/^Uid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);

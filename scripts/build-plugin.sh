@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the Erlang plugin rabbitmq_warren into build/plugins/<name>-<version>/ebin
-# against RabbitMQ 3.10.8's headers and beams. Reads name, version and the
+# Builds the Erlang plugin rabbitmq_warren for one broker into
+# build/rabbitmq-<series>/plugins/<name>-<version>/ebin, with that broker's own
+# erlc, headers and beams:
+#   build-plugin.sh [SERIES]    (default $WARREN_RABBITMQ, else the host's broker) Reads name, version and the
 # sidecar entry from plugin.json; the .app gets the absolute paths of node and
 # of the sidecar entry. Idempotent: only changed modules are recompiled.
 # Warnings are errors.
@@ -10,15 +12,32 @@ umask 022
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
-RMQ_LIB="${RABBITMQ_LIB:-/usr/lib/rabbitmq/lib/rabbitmq_server-3.10.8}"
-PLUGINS="$RMQ_LIB/plugins"
-for d in rabbit_common-3.10.8 rabbit-3.10.8; do
-  if [ ! -d "$PLUGINS/$d/include" ]; then
-    echo "build-plugin: $PLUGINS/$d/include not found (is rabbitmq-server 3.10.8 installed?)" >&2
+. "$ROOT/scripts/lib/brokers.sh"
+
+# Which broker to build for: a series (3.10, 4.0, 4.3), built with that
+# broker's own erlc and headers (natively, or inside its Debian root).
+SERIES="${1:-${WARREN_RABBITMQ:-}}"
+HOST_VERSION="$(host_rabbitmq_version)"
+HOST_SERIES=""
+[ -n "$HOST_VERSION" ] && HOST_SERIES="$(version_series "$HOST_VERSION")"
+[ -n "$SERIES" ] || SERIES="$HOST_SERIES"
+[ -n "$SERIES" ] || { echo "build-plugin: no RabbitMQ series given and none installed on the host" >&2; exit 1; }
+series_suite "$SERIES" >/dev/null || { echo "build-plugin: unknown RabbitMQ series '$SERIES' (supported: ${WARREN_SERIES[*]})" >&2; exit 2; }
+if [ "$SERIES" = "$HOST_SERIES" ]; then
+  RMQ_VSN="$HOST_VERSION"
+  in_broker() { "$@"; }
+else
+  RMQ_VSN="$(root_fact "$SERIES" rabbitmq)" || { echo "build-plugin: RabbitMQ $SERIES is not provided on this machine (run npm run setup)" >&2; exit 1; }
+  in_broker() { "$ROOT/scripts/in-root.sh" "$SERIES" -- "$@"; }
+fi
+PLUGINS="/usr/lib/rabbitmq/lib/rabbitmq_server-$RMQ_VSN/plugins"
+for d in "rabbit_common-$RMQ_VSN" "rabbit-$RMQ_VSN"; do
+  if ! in_broker test -d "$PLUGINS/$d/include"; then
+    echo "build-plugin: $PLUGINS/$d/include not found for RabbitMQ $SERIES ($RMQ_VSN)" >&2
     exit 1
   fi
 done
-command -v erlc >/dev/null || { echo "build-plugin: erlc not found (apt-get install erlang-dev or erlang-base)" >&2; exit 1; }
+in_broker sh -c 'command -v erlc' >/dev/null || { echo "build-plugin: erlc not found for RabbitMQ $SERIES" >&2; exit 1; }
 NODE_BIN="$(command -v node || true)"
 [ -n "$NODE_BIN" ] || { echo "build-plugin: node not found" >&2; exit 1; }
 NODE_BIN="$(readlink -f "$NODE_BIN")"
@@ -33,9 +52,10 @@ mapfile -t M < <(node -e '
 NAME="${M[0]}"; VSN="${M[1]}"; ENTRY="$ROOT/${M[2]}"
 
 SRC="$ROOT/rabbitmq/src"
-OUT="$ROOT/build/plugins/$NAME-$VSN"
+OUT="$ROOT/build/rabbitmq-$SERIES/plugins/$NAME-$VSN"
 # A build of another version would be a second copy of the plugin on the broker's plugin path.
-for old in "$ROOT"/build/plugins/"$NAME"-*; do
+rm -rf "$ROOT/build/plugins"  # before per-broker builds, the one build lived here
+for old in "$ROOT/build/rabbitmq-$SERIES/plugins/$NAME"-*; do
   [ -e "$old" ] && [ "$old" != "$OUT" ] && rm -rf "$old"
 done
 EBIN="$OUT/ebin"
@@ -43,8 +63,8 @@ mkdir -p "$EBIN"
 
 ERLC_FLAGS=(
   -Werror +warn_export_vars +warn_shadow_vars +warn_obsolete_guard +debug_info
-  -I "$PLUGINS/rabbit_common-3.10.8/include" -I "$PLUGINS/rabbit-3.10.8/include"
-  -pa "$PLUGINS/rabbit_common-3.10.8/ebin" -pa "$PLUGINS/rabbit-3.10.8/ebin"
+  -I "$PLUGINS/rabbit_common-$RMQ_VSN/include" -I "$PLUGINS/rabbit-$RMQ_VSN/include"
+  -pa "$PLUGINS/rabbit_common-$RMQ_VSN/ebin" -pa "$PLUGINS/rabbit-$RMQ_VSN/ebin"
   -o "$EBIN"
 )
 
@@ -59,9 +79,9 @@ for src in "$SRC"/*.erl; do
   fi
 done
 if [ ${#changed[@]} -gt 0 ]; then
-  echo "build-plugin: erlc ${changed[*]#$ROOT/}"
+  echo "build-plugin: RabbitMQ $RMQ_VSN: erlc ${changed[*]#$ROOT/}"
   # behaviours first (rabbit_backing_queue comes from the -pa ebins)
-  erlc "${ERLC_FLAGS[@]}" "${changed[@]}"
+  in_broker erlc "${ERLC_FLAGS[@]}" "${changed[@]}"
 fi
 # drop beams of removed sources
 for beam in "$EBIN"/*.beam; do
@@ -75,7 +95,7 @@ APP="$EBIN/$NAME.app"
 TMP="$(mktemp)"
 trap 'rm -f "$TMP"' EXIT
 mods_csv="$(IFS=,; echo "${modules[*]}")"
-erl -noshell -eval '
+in_broker erl -noshell -eval '
   [Src, Out, Mods, Vsn, Node, Entry] = init:get_plain_arguments(),
   {ok, [{application, Name, Props0}]} = file:consult(Src),
   ModList = [list_to_atom(M) || M <- string:tokens(Mods, ",")],
@@ -91,4 +111,4 @@ if ! cmp -s "$TMP" "$APP"; then
   echo "build-plugin: wrote ${APP#$ROOT/}"
 fi
 chmod 0644 "$APP"  # mktemp made it 0600
-echo "build-plugin: $NAME $VSN ready in ${OUT#$ROOT/} (node $NODE_BIN, sidecar $ENTRY)"
+echo "build-plugin: $NAME $VSN for RabbitMQ $RMQ_VSN ready in ${OUT#$ROOT/} (node $NODE_BIN, sidecar $ENTRY)"

@@ -18,7 +18,7 @@
                     {enables,     recovery}]}).
 
 boot() ->
-    case catch rabbit_boot_state:get() of
+    case try rabbit_boot_state:get() catch _:_ -> undefined end of
         ready ->
             %% Enabled on a running node: the queues already run on another
             %% backing queue, and switching under them would lose messages.

@@ -1,6 +1,6 @@
 %% Warren's backing queue: RabbitMQ's classic queues keep their messages in
-%% Warren's store. Every callback of rabbit_backing_queue (3.10.8) forwards to
-%% the sidecar through rabbit_warren_sidecar (docs/PROTOCOL.md):
+%% Warren's store. Every callback of rabbit_backing_queue forwards to the
+%% sidecar through rabbit_warren_sidecar (docs/PROTOCOL.md):
 %%
 %% - the figures the queue asks for constantly (len, depth, bytes, pending
 %%   acks, persistent counts) are kept here and answered locally;
@@ -12,6 +12,11 @@
 %%
 %% Selected with advanced.config {rabbit, [{backing_queue_module, rabbit_warren_bq}]},
 %% so RabbitMQ's priority-queue wrapper still sits on top of it.
+%%
+%% One source for every supported broker (docs/RABBITMQ-VERSIONS.md): it
+%% exports each arity any of 3.10, 4.0 and 4.3 calls, and takes messages as
+%% #basic_message{} (3.10) or mc:state() (4.x), told apart at run time. Each
+%% broker gets its own build (its own erlc and headers).
 -module(rabbit_warren_bq).
 -behaviour(rabbit_backing_queue).
 
@@ -19,13 +24,19 @@
 
 -export([start/2, stop/1, init/3, terminate/2, delete_and_terminate/2,
          delete_crashed/1, purge/1, purge_acks/1,
-         publish/6, publish_delivered/5, batch_publish/4, batch_publish_delivered/4,
-         discard/4, drain_confirmed/1, dropwhile/2, fetchwhile/4, fetch/2, drop/2,
-         ack/2, requeue/2, ackfold/4, fold/3, len/1, is_empty/1, depth/1,
-         set_ram_duration_target/2, ram_duration/1, needs_timeout/1, timeout/1,
+         drain_confirmed/1, dropwhile/2, fetchwhile/4, fetch/2, drop/2,
+         ack/2, len/1, is_empty/1, depth/1,
+         needs_timeout/1, timeout/1,
          handle_pre_hibernate/1, resume/1, msg_rates/1, info/2, invoke/3,
-         is_duplicate/2, set_queue_mode/2, set_queue_version/2,
-         zip_msgs_and_acks/4, handle_info/2]).
+         is_duplicate/2, zip_msgs_and_acks/4, handle_info/2]).
+%% 3.10 (with Flow; mirrored queues' batches, fold, RAM duration, modes)
+-export([publish/6, publish_delivered/5, batch_publish/4, batch_publish_delivered/4,
+         discard/4, requeue/2, ackfold/4, fold/3,
+         set_ram_duration_target/2, ram_duration/1, set_queue_mode/2, set_queue_version/2]).
+%% 4.x (no Flow; update_rates instead of RAM duration)
+-export([publish/5, publish_delivered/4, discard/3, update_rates/1]).
+%% 4.3 (failed deliveries counted; the priority wrapper calls format_state/1)
+-export([requeue/3, ackfold/5, format_state/1]).
 
 %% for the owner's confirm funs, operators and tests
 -export([confirmed/4, queue_key/2, queue_identity/1]).
@@ -47,6 +58,7 @@
 -define(OP_SYNC, 15).
 -define(OP_DELIVER, 18).
 -define(OP_RELEASE, 19).
+-define(OP_FAIL_DELIVERY, 21).
 
 -define(FETCH_RESERVE, 2).
 
@@ -77,6 +89,7 @@
     ahead = [],            %% reserved entries, in order: ready for RabbitMQ, pending acks in the sidecar
     expiring = 0,          %% ready messages with an expiry (0: dropwhile needs no round trip)
     max_frame,             %% the link's frame limit (rabbit_warren_sidecar:max_frame/0)
+    counts_deliveries = false, %% annotate delivery_count on messages handed out (4.3 semantics)
     confirmed = [],        %% lists of confirmed msg ids, drained by drain_confirmed
     disk_reads = 0,
     disk_writes = 0
@@ -131,6 +144,7 @@ init(Q, Recover, AsyncCb) ->
                async_cb = AsyncCb, len = Len, bytes = Bytes, pcount = PC, pbytes = PB,
                next_seq = NextSeq, expiring = Expiring,
                max_frame = rabbit_warren_sidecar:max_frame(),
+               counts_deliveries = counts_deliveries(),
                read_ahead = application:get_env(rabbitmq_warren, read_ahead, ?DEFAULT_READ_AHEAD)};
         {ok, Other} ->
             exit({warren_bad_reply, init, Other});
@@ -166,6 +180,15 @@ publish(Msg, Props, IsDelivered, ChPid, Flow, S) ->
 publish_delivered(Msg, Props, ChPid, Flow, S) ->
     publish1(Msg, Props, true, true, ChPid, Flow, S).
 
+%% 4.x has no Flow argument, yet the queue still takes part in credit flow
+%% with its publishers: every publish is flow-controlled, so a sidecar that
+%% falls behind blocks the queue and through it the channels.
+publish(Msg, Props, IsDelivered, ChPid, S) ->
+    publish(Msg, Props, IsDelivered, ChPid, flow, S).
+
+publish_delivered(Msg, Props, ChPid, S) ->
+    publish_delivered(Msg, Props, ChPid, flow, S).
+
 batch_publish(Publishes, ChPid, Flow, S) ->
     lists:foldl(fun({Msg, Props, IsDelivered}, Acc) ->
                         publish(Msg, Props, IsDelivered, ChPid, Flow, Acc)
@@ -178,22 +201,23 @@ batch_publish_delivered(Publishes, ChPid, Flow, S) ->
                              end, {[], S}, Publishes),
     {lists:reverse(Tags), S1}.
 
-publish1(Msg = #basic_message{id = MsgId, is_persistent = IsPersistent},
-         #message_properties{expiry = Expiry, needs_confirming = NC, size = Size},
+publish1(Msg, #message_properties{expiry = Expiry, needs_confirming = NC, size = Size},
          IsDelivered, Unacked, _ChPid, Flow,
          S = #s{owner = Owner, handle = H, next_seq = Seq, durable = Durable}) ->
+    MsgId = message_id(Msg),
+    IsPersistent = is_persistent(Msg),
     Blob = term_to_binary(prepare_to_store(Msg)),
-    Flags = flag(IsPersistent =:= true, ?F_PERSISTENT) bor flag(NC =:= true, ?F_NEEDS_CONFIRMING)
+    Flags = flag(IsPersistent, ?F_PERSISTENT) bor flag(NC =:= true, ?F_NEEDS_CONFIRMING)
         bor flag(IsDelivered =:= true, ?F_DELIVERED) bor flag(Unacked, ?F_UNACKED),
-    Frame = [<<?OP_PUBLISH, 0:32, H:32, 1:32, Seq:64, Flags:8, (expiry(Expiry)):64/signed,
-               Size:32>>, msg_id(MsgId), <<(byte_size(Blob)):32>>, Blob],
+    Frame = [<<?OP_PUBLISH, 0:32, H:32, 1:32, Seq:64, Flags:8, (arrived_count(Msg, S)):32,
+               (expiry(Expiry)):64/signed, Size:32>>, msg_id(MsgId), <<(byte_size(Blob)):32>>, Blob],
     %% The sidecar would drop the whole connection (every queue) for an
     %% oversized frame: fail this queue alone, before anything is counted.
     byte_size(Blob) + 64 =< S#s.max_frame orelse
         error({warren_message_too_large, S#s.qname, byte_size(Blob), S#s.max_frame}),
     Flow =:= flow andalso credit_flow:send(Owner),
     async(S, Flow, Frame),
-    Persistent = Durable andalso IsPersistent =:= true,
+    Persistent = Durable andalso IsPersistent,
     S1 = S#s{next_seq = Seq + 1,
              pcount = S#s.pcount + flag(Persistent, 1),
              pbytes = S#s.pbytes + flag(Persistent, Size),
@@ -209,6 +233,9 @@ publish1(Msg = #basic_message{id = MsgId, is_persistent = IsPersistent},
     end.
 
 discard(_MsgId, _ChPid, _Flow, S) ->
+    S.
+
+discard(_Msg, _ChPid, S) ->
     S.
 
 drain_confirmed(S = #s{confirmed = []}) ->
@@ -241,7 +268,7 @@ remove_while(Pred, Mode, Fun, Acc, S) ->
 
 remove_while(_Pred, _Mode, _Fun, Acc, S = #s{len = 0}, _Page) ->
     {undefined, Acc, S};
-remove_while(Pred, Mode, Fun, Acc, S = #s{ahead = [Entry = {_, F, E, Sz, _, _} | Rest]}, Page) ->
+remove_while(Pred, Mode, Fun, Acc, S = #s{ahead = [Entry = {_, F, E, Sz, _, _, _} | Rest]}, Page) ->
     %% The head is reserved here already: test it without a round trip, and
     %% hand it out if it goes (the predicate is called once per message).
     P = props(E, Sz, F),
@@ -361,14 +388,14 @@ take_ahead(S = #s{read_ahead = RA, len = Len, bytes = Bytes}) when RA > 1, Len >
 take_ahead(S) ->
     {none, S}.
 
-hand_out(Entry = {Seq, _, _, _, _, _}, AckRequired, WithBody, S) ->
+hand_out(Entry = {Seq, _, _, _, _, _, _}, AckRequired, WithBody, S) ->
     batch(S, case AckRequired of true -> deliver; false -> ack end, [Seq]),
     taken([Entry], AckRequired, WithBody, S).
 
 release(S = #s{ahead = []}) ->
     S;
 release(S = #s{ahead = Ahead, handle = H}) ->
-    async(S, noflow, seqs_frame(?OP_RELEASE, H, [Seq || {Seq, _, _, _, _, _} <- Ahead])),
+    async(S, noflow, seqs_frame(?OP_RELEASE, H, [Seq || {Seq, _, _, _, _, _, _} <- Ahead])),
     S#s{ahead = []}.
 
 read_ahead_bytes() ->
@@ -388,7 +415,7 @@ fetch_n(N, AckRequired, WithBody, S) ->
 %% [{Msg or MsgId, IsDelivered, Tag}].
 taken(Entries, AckRequired, WithBody, S = #s{durable = Durable}) ->
     lists:mapfoldl(
-      fun({Seq, Flags, Expiry, Size, MsgId, Blob}, Acc) ->
+      fun({Seq, Flags, Expiry, Size, MsgId, Blob, Count}, Acc) ->
               Persistent = Durable andalso Flags band ?F_PERSISTENT =/= 0,
               HasExpiry = Expiry =/= -1,
               Len1 = Acc#s.len - 1,
@@ -410,7 +437,7 @@ taken(Entries, AckRequired, WithBody, S = #s{durable = Durable}) ->
               IsDelivered = Flags band ?F_DELIVERED =/= 0,
               case WithBody of
                   true ->
-                      {{from_blob(Blob), IsDelivered, Tag},
+                      {{from_blob(Blob, Count, Acc2), IsDelivered, Tag},
                        Acc2#s{disk_reads = Acc2#s.disk_reads + flag(Persistent, 1)}};
                   false ->
                       {{MsgId, IsDelivered, Tag}, Acc2}
@@ -428,11 +455,17 @@ ack(Tags, S) ->
     batch(S2, ack, [Seq || {Seq, _} <- Taken]),
     {Ids, S2}.
 
-requeue([], S) ->
+requeue(Tags, S) ->
+    requeue(Tags, false, S).
+
+%% 4.3: DelFailed (a channel closed with the message unacked, an AMQP 1.0
+%% modified{delivery_failed}) counts a failed delivery first.
+requeue([], _DelFailed, S) ->
     {[], S};
-requeue(Tags, S0) ->
+requeue(Tags, DelFailed, S0) ->
     S = #s{handle = H} = release(S0),
     {Ids, Taken, S1} = take_unacked(Tags, S),
+    fail_deliveries(S1, DelFailed, [Seq || {Seq, _} <- Taken]),
     S2 = lists:foldl(fun({_Seq, {_Id, Size, _P, E}}, Acc) ->
                              Acc#s{len = Acc#s.len + 1, bytes = Acc#s.bytes + Size,
                                    expiring = Acc#s.expiring + flag(E, 1)}
@@ -457,12 +490,22 @@ take_unacked(Tags, S = #s{unacked = U0}) ->
 ackfold(Fun, Acc, S, Tags) ->
     ackfold1(Fun, Acc, S, Tags).
 
+%% 4.3: messages dead-lettered after a failed delivery carry the new count.
+ackfold(Fun, Acc, S, Tags, DelFailed) ->
+    fail_deliveries(S, DelFailed, [T || T <- Tags, maps:is_key(T, S#s.unacked)]),
+    ackfold1(Fun, Acc, S, Tags).
+
+fail_deliveries(S = #s{handle = H, counts_deliveries = true}, true, Seqs = [_ | _]) ->
+    async(S, noflow, seqs_frame(?OP_FAIL_DELIVERY, H, Seqs));
+fail_deliveries(_S, _DelFailed, _Seqs) ->
+    ok.
+
 ackfold1(_Fun, Acc, S, []) ->
     {Acc, S};
 ackfold1(Fun, Acc, S, Tags) ->
     {Page, Rest} = read_page(Tags, S#s.unacked, 0, 0, reply_budget(S), []),
     {ok, Reply} = sync_reply(S, ?OP_READ, [<<(length(Page)):32>>, [<<T:64>> || T <- Page]]),
-    Acc1 = lists:foldl(fun({Seq, _F, _E, _Sz, _Id, Blob}, A) -> Fun(from_blob(Blob), Seq, A) end,
+    Acc1 = lists:foldl(fun({Seq, _F, _E, _Sz, _Id, Blob, Count}, A) -> Fun(from_blob(Blob, Count, S), Seq, A) end,
                        Acc, entries(Reply)),
     ackfold1(Fun, Acc1, S, Rest).
 
@@ -498,8 +541,8 @@ fold1(Fun, Acc, S, After) ->
 
 fold_entries(Fun, Acc, S, [], After) ->
     fold1(Fun, Acc, S, After);
-fold_entries(Fun, Acc, S, [{Seq, Flags, Expiry, Size, _Id, Blob} | Rest], _After) ->
-    case Fun(from_blob(Blob), props(Expiry, Size, Flags), Flags band ?F_UNACKED =/= 0, Acc) of
+fold_entries(Fun, Acc, S, [{Seq, Flags, Expiry, Size, _Id, Blob, Count} | Rest], _After) ->
+    case Fun(from_blob(Blob, Count, S), props(Expiry, Size, Flags), Flags band ?F_UNACKED =/= 0, Acc) of
         {stop, Acc1} -> {Acc1, S};
         {cont, Acc1} -> fold_entries(Fun, Acc1, S, Rest, Seq)
     end.
@@ -532,6 +575,8 @@ depth(#s{len = Len, unacked = U}) -> Len + map_size(U).
 set_ram_duration_target(_Target, S) -> S.
 
 ram_duration(S) -> {infinity, S}.
+
+update_rates(S) -> S.
 
 %% Batched DELIVER/ACK go out as soon as the queue process has nothing else
 %% to do (timed: RabbitMQ calls timeout/1 when its mailbox is empty).
@@ -585,10 +630,14 @@ set_queue_mode(_Mode, S) -> S.
 set_queue_version(_Version, S) -> S.
 
 zip_msgs_and_acks(Msgs, AckTags, Acc, _S) ->
-    lists:foldl(fun({{#basic_message{id = Id}, _Props}, AckTag}, A) -> [{Id, AckTag} | A] end,
+    lists:foldl(fun({{Msg, _Props}, AckTag}, A) -> [{message_id(Msg), AckTag} | A] end,
                 Acc, lists:zip(Msgs, AckTags)).
 
 handle_info(_Msg, S) -> S.
+
+%% For crash reports: no message bodies, no per-message maps.
+format_state(S = #s{ahead = Ahead, unacked = U}) ->
+    S#s{ahead = {reserved, length(Ahead)}, unacked = {pending_acks, map_size(U)}}.
 
 %%----------------------------------------------------------------------------
 %% helpers
@@ -669,20 +718,59 @@ entries(<<N:32, Rest/binary>>) ->
 
 entries(0, <<>>, Acc) ->
     lists:reverse(Acc);
-entries(N, <<Seq:64, Flags:8, Expiry:64/signed, Size:32, MsgId:16/binary, BlobLen:32,
+entries(N, <<Seq:64, Flags:8, Count:32, Expiry:64/signed, Size:32, MsgId:16/binary, BlobLen:32,
              Blob:BlobLen/binary, Rest/binary>>, Acc) ->
-    entries(N - 1, Rest, [{Seq, Flags, Expiry, Size, MsgId, Blob} | Acc]).
+    entries(N - 1, Rest, [{Seq, Flags, Expiry, Size, MsgId, Blob, Count} | Acc]).
 
 props(Expiry, Size, Flags) ->
     #message_properties{expiry = case Expiry of -1 -> undefined; E -> E end,
                         needs_confirming = Flags band ?F_NEEDS_CONFIRMING =/= 0,
                         size = Size}.
 
-prepare_to_store(Msg = #basic_message{content = Content}) ->
-    Msg#basic_message{content = rabbit_binary_parser:clear_decoded_content(Content)}.
+%% 3.10 hands us #basic_message{}, 4.x mc:state() (the mc module also takes
+%% old #basic_message{} terms, but 3.10 has no mc module).
+message_id(#basic_message{id = Id}) -> Id;
+message_id(Msg) -> mc:get_annotation(id, Msg).
 
-from_blob(Blob) ->
+is_persistent(#basic_message{is_persistent = P}) -> P =:= true;
+is_persistent(Msg) -> mc:is_persistent(Msg).
+
+%% What rabbit_variable_queue writes to its own store, in each version.
+prepare_to_store(Msg = #basic_message{content = Content}) ->
+    Msg#basic_message{content = rabbit_binary_parser:clear_decoded_content(Content)};
+prepare_to_store(Msg) ->
+    mc:prepare(store, Msg).
+
+%% The message as handed out; on 4.3 with the delivery count the sidecar
+%% keeps for it (0: none; docs/PROTOCOL.md, FAIL_DELIVERY), as the
+%% delivery_count annotation, as rabbit_variable_queue does.
+from_blob(Blob, Count, #s{counts_deliveries = true}) when Count > 0 ->
+    mc:set_annotation(delivery_count, Count, binary_to_term(Blob));
+from_blob(Blob, _Count, _S) ->
     binary_to_term(Blob).
+
+%% The delivery count a message arrives with (4.3: a delivery_count
+%% annotation, e.g. from a dead-lettering quorum queue), 0 for none.
+arrived_count(#basic_message{}, _S) -> 0;
+arrived_count(_Msg, #s{counts_deliveries = false}) -> 0;
+arrived_count(Msg, _S) ->
+    case mc:get_annotation(delivery_count, Msg) of
+        N when is_integer(N), N > 0, N < 16#100000000 -> N;
+        _ -> 0
+    end.
+
+%% RabbitMQ 4.3 counts failed deliveries (requeue/3, ackfold/5) and
+%% annotates every message it hands out with the count; earlier versions
+%% do not. Decided once per node from the broker's own backing queue.
+counts_deliveries() ->
+    case persistent_term:get({?MODULE, counts_deliveries}, undefined) of
+        undefined ->
+            _ = code:ensure_loaded(rabbit_variable_queue),
+            V = erlang:function_exported(rabbit_variable_queue, ackfold, 5),
+            persistent_term:put({?MODULE, counts_deliveries}, V),
+            V;
+        V -> V
+    end.
 
 msg_id(Id) when is_binary(Id), byte_size(Id) =:= 16 -> Id;
 msg_id(Id) -> error({warren_bad_msg_id, Id}).

@@ -295,7 +295,7 @@ terminate(Reason, St) ->
                 {error, E} ->
                     rabbit_log:error("Warren: could not ask the sidecar to shut down: ~p", [E])
             end,
-            catch gen_tcp:close(Sock)
+            close_quietly(Sock)
     end,
     case St#st.port of
         undefined -> ok;
@@ -304,7 +304,7 @@ terminate(Reason, St) ->
             %% close its stdin (it exits on EOF) and make sure it is gone.
             receive {Port, {exit_status, _}} -> ok
             after 3000 ->
-                catch port_close(Port),
+                try port_close(Port) catch error:badarg -> ok end,
                 kill_os_pid(St#st.os_pid)
             end
     end,
@@ -402,7 +402,7 @@ frame(<<?FAILED, Handle:32, Msg/binary>>, St = #st{handles = Hs}) ->
 frame(Other, St) ->
     rabbit_log:error("Warren: malformed frame from the sidecar (~b bytes); reconnecting",
                      [byte_size(Other)]),
-    catch gen_tcp:close(St#st.sock),
+    close_quietly(St#st.sock),
     reconnect(down(malformed_frame, St)).
 
 %% The connection is gone: kill every queue holding a session, fail or hold
@@ -411,7 +411,7 @@ down(_Reason, St = #st{sock = undefined, pending = P}) when map_size(P) =:= 0 ->
     St;
 down(Reason, St = #st{pending = P, held = Held}) ->
     kill_queues({sidecar_down, Reason}, St),
-    catch gen_tcp:close(St#st.sock),
+    close_quietly(St#st.sock),
     %% Global requests (START, DELETE_CRASHED, STATS) are retried on the next
     %% connection; queue requests fail (their queue is being killed).
     Sorted = lists:sort(maps:to_list(P)),
@@ -616,3 +616,7 @@ data_dir() ->
 
 rabbit_vhost_dir_base() ->
     filename:dirname(rabbit_vhost:msg_store_dir_path(<<"/">>)).
+
+%% A socket that may be closed already, or never opened.
+close_quietly(undefined) -> ok;
+close_quietly(Sock) -> _ = gen_tcp:close(Sock), ok.

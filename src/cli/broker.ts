@@ -1,7 +1,9 @@
 /**
- * Runs our own RabbitMQ 3.10.8 node with the Warren plugin: its own node name,
- * ports, cookie and data directory, listening on 127.0.0.1 only, so it never
- * touches a system-wide RabbitMQ on the same machine.
+ * Runs our own RabbitMQ node (3.10, 4.0 or 4.3: src/cli/rabbitmq.ts) with the
+ * Warren plugin built for it: its own node name, ports, epmd, cookie and data
+ * directory, listening on 127.0.0.1 only, so it never touches a system-wide
+ * RabbitMQ on the same machine. A broker that lives in a Debian root runs
+ * there in a mount namespace of its own (scripts/in-root.sh).
  *
  *   const b = new Broker({ dataDir: '/tmp/x', amqpPort: 5673, distPort: 25673, nodeName: 'warren-x@localhost' });
  *   await b.start();          // AMQP port open and `rabbitmqctl await_startup` done
@@ -23,6 +25,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
+import { Runtime, Series, runtimeFor } from './rabbitmq';
 
 export interface BrokerOptions {
   /** Where the node keeps everything (created if missing, reused if present). */
@@ -31,6 +34,10 @@ export interface BrokerOptions {
   amqpPort?: number;
   /** Erlang distribution port (default amqpPort + 20000). */
   distPort?: number;
+  /** Port of the node's own epmd (default distPort + 1). */
+  epmdPort?: number;
+  /** Which RabbitMQ (default $WARREN_RABBITMQ, else the host's own package). */
+  rabbitmq?: Series | Runtime;
   /** Erlang node name (default warren@localhost). */
   nodeName?: string;
   /** How long start() waits for the node (default 120 s). */
@@ -64,7 +71,7 @@ export interface BrokerOptions {
   /**
    * Where Warren is installed for this node: a directory laid out as by
    * `stageInstall` (plugins/, dist/, node_modules/, plugin.json). Default:
-   * this checkout (build/plugins, dist/).
+   * this checkout (build/rabbitmq-<series>/plugins, dist/).
    */
   installDir?: string;
 }
@@ -85,12 +92,12 @@ export function localUser(name: string): { uid: number; gid: number; home: strin
  * `dest`. The plugin's sidecar_entry must then point into it (Broker's
  * `installDir` does that).
  */
-export function stageInstall(dest: string): string {
+export function stageInstall(dest: string, series: Series): string {
   const root = repoRoot();
   const manifest = JSON.parse(fs.readFileSync(path.join(root, 'plugin.json'), 'utf8')) as { name: string; version: string };
   const plugin = `${manifest.name}-${manifest.version}`;
   fs.mkdirSync(dest, { recursive: true });
-  fs.cpSync(path.join(root, 'build', 'plugins', plugin), path.join(dest, 'plugins', plugin), { recursive: true });
+  fs.cpSync(path.join(pluginBuildDir(series), plugin), path.join(dest, 'plugins', plugin), { recursive: true });
   fs.cpSync(path.join(root, 'dist'), path.join(dest, 'dist'), { recursive: true });
   for (const f of ['plugin.json', 'package.json']) fs.copyFileSync(path.join(root, f), path.join(dest, f));
   const r = spawnSync('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: root, encoding: 'utf8' });
@@ -123,9 +130,10 @@ export class BrokerError extends Error {
   }
 }
 
-const RMQ_HOME = '/usr/lib/rabbitmq';
-const RMQ_BIN = path.join(RMQ_HOME, 'bin');
-const SYSTEM_PLUGIN_DIRS = [path.join(RMQ_HOME, 'plugins'), path.join(RMQ_HOME, 'lib', 'rabbitmq_server-3.10.8', 'plugins')];
+/** Where scripts/build-plugin.sh puts the plugin built for a series. */
+export function pluginBuildDir(series: Series): string {
+  return path.join(repoRoot(), 'build', `rabbitmq-${series}`, 'plugins');
+}
 
 /** The repository root: the nearest directory above this file with plugin.json. */
 export function repoRoot(from: string = __dirname): string {
@@ -147,6 +155,19 @@ export function freePort(): Promise<number> {
       const port = (srv.address() as net.AddressInfo).port;
       srv.close(() => resolve(port));
     });
+  });
+}
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.setTimeout(1000, () => done(false));
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
   });
 }
 
@@ -218,7 +239,9 @@ export class Broker {
   readonly dataDir: string;
   readonly amqpPort: number;
   readonly distPort: number;
+  readonly epmdPort: number;
   readonly nodeName: string;
+  readonly rabbitmq: Runtime;
   private readonly startTimeoutMs: number;
   private readonly extraPluginDirs: string[];
   private readonly sidecarArgs: string[];
@@ -233,6 +256,8 @@ export class Broker {
     this.dataDir = path.resolve(opts.dataDir);
     this.amqpPort = opts.amqpPort ?? 5672;
     this.distPort = opts.distPort ?? this.amqpPort + 20000;
+    this.epmdPort = opts.epmdPort ?? this.distPort + 1;
+    this.rabbitmq = typeof opts.rabbitmq === 'object' ? opts.rabbitmq : runtimeFor(opts.rabbitmq);
     this.nodeName = opts.nodeName ?? 'warren@localhost';
     this.startTimeoutMs = opts.startTimeoutMs ?? 120_000;
     this.extraPluginDirs = opts.extraPluginDirs ?? [];
@@ -312,8 +337,10 @@ export class Broker {
     for (const [k, v] of Object.entries(process.env)) {
       if (!k.startsWith('RABBITMQ_') && !k.startsWith('ERL_')) env[k] = v;
     }
-    const ours = this.installDir ? path.join(this.installDir, 'plugins') : path.join(repoRoot(), 'build', 'plugins');
-    const pluginDirs = [...this.extraPluginDirs, ours, ...SYSTEM_PLUGIN_DIRS.filter((d) => fs.existsSync(d))];
+    // A host file a Debian root does not have: node (the sidecar) would warn at every start.
+    if (this.rabbitmq.root && env.NODE_EXTRA_CA_CERTS && !fs.existsSync(this.rabbitmq.hostPath(env.NODE_EXTRA_CA_CERTS))) delete env.NODE_EXTRA_CA_CERTS;
+    const ours = this.installDir ? path.join(this.installDir, 'plugins') : pluginBuildDir(this.rabbitmq.series);
+    const pluginDirs = [...this.extraPluginDirs, ours, ...this.rabbitmq.systemPluginDirs()];
     Object.assign(env, {
       HOME: this.homeDir,
       RABBITMQ_NODENAME: this.nodeName,
@@ -332,6 +359,8 @@ export class Broker {
       RABBITMQ_CTL_DIST_PORT_MIN: String(this.distPort + 10000),
       RABBITMQ_CTL_DIST_PORT_MAX: String(this.distPort + 10010),
       RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: '-kernel inet_dist_use_interface {127,0,0,1}',
+      ERL_EPMD_PORT: String(this.epmdPort),
+      ERL_EPMD_ADDRESS: '127.0.0.1',
     });
     return env;
   }
@@ -383,16 +412,73 @@ export class Broker {
     }
   }
 
-  /** spawn/execFile options that run a process as the node's user. */
-  private asUser(): { uid?: number; gid?: number } {
-    return this.user ? { uid: this.user.uid, gid: this.user.gid } : {};
+  /**
+   * How to run one of the broker's commands: as the node's user, and for a
+   * broker in a Debian root inside it, seeing the data and install dirs.
+   */
+  private command(file: string, args: readonly string[]): { file: string; args: string[]; opts: { uid?: number; gid?: number } } {
+    const binds = [this.dataDir, ...(this.installDir ? [this.installDir] : [])];
+    const c = this.rabbitmq.command(file, args, { uid: this.user?.uid, gid: this.user?.gid, cwd: this.dataDir, binds });
+    const opts = c.asUser && this.user ? { uid: this.user.uid, gid: this.user.gid } : {};
+    return { file: c.file, args: c.args, opts };
+  }
+
+  private get epmdPidFile(): string {
+    return path.join(this.dataDir, 'epmd.pid');
+  }
+
+  /** The pid of the epmd this node's Broker started, if it still runs. */
+  private epmdPid(): number | null {
+    try {
+      const pid = Number(fs.readFileSync(this.epmdPidFile, 'utf8').trim());
+      if (Number.isInteger(pid) && pid > 0 && alive(pid) && /epmd/.test(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'))) return pid;
+    } catch {
+      // none
+    }
+    return null;
+  }
+
+  /**
+   * Every node has an epmd of its own on epmdPort, started here (the broker's
+   * own epmd binary, in its root if it has one) rather than left to erl,
+   * whose daemon would outlive the node and, in a root, keep its mount
+   * namespace alive. stop() and kill() stop it.
+   */
+  private async startEpmd(): Promise<void> {
+    if (this.epmdPid() !== null) return;
+    const cmd = this.command('epmd', ['-port', String(this.epmdPort), '-address', '127.0.0.1']);
+    const out = fs.openSync(path.join(this.logDir, 'epmd.log'), 'a');
+    const child = spawn(cmd.file, cmd.args, { ...cmd.opts, cwd: this.dataDir, env: this.env(), stdio: ['ignore', out, out], detached: true });
+    fs.closeSync(out);
+    child.unref();
+    if (child.pid === undefined) throw new BrokerError('epmd did not start', 'ESTART');
+    fs.writeFileSync(this.epmdPidFile, `${child.pid}\n`);
+    const deadline = Date.now() + 15_000;
+    while (!(await portOpen(this.epmdPort))) {
+      if (child.exitCode !== null || Date.now() > deadline) {
+        throw new BrokerError(`epmd on 127.0.0.1:${this.epmdPort} did not start (port in use?)\n${tail(path.join(this.logDir, 'epmd.log'), 10)}`, 'ESTART');
+      }
+      await sleep(50);
+    }
+  }
+
+  private async stopEpmd(): Promise<void> {
+    const pid = this.epmdPid();
+    if (pid === null) return;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+    while (alive(pid)) await sleep(20);
+    fs.rmSync(this.epmdPidFile, { force: true });
   }
 
   /** Builds the Erlang plugin if it is missing or older than its sources. */
   private ensurePlugin(): void {
     const root = repoRoot();
     const manifest = JSON.parse(fs.readFileSync(path.join(root, 'plugin.json'), 'utf8')) as { name: string; version: string; sidecar?: { entry?: string } };
-    const app = path.join(root, 'build', 'plugins', `${manifest.name}-${manifest.version}`, 'ebin', `${manifest.name}.app`);
+    const app = path.join(pluginBuildDir(this.rabbitmq.series), `${manifest.name}-${manifest.version}`, 'ebin', `${manifest.name}.app`);
     const srcDir = path.join(root, 'rabbitmq', 'src');
     const appTime = fs.existsSync(app) ? fs.statSync(app).mtimeMs : 0;
     const stale =
@@ -400,7 +486,7 @@ export class Broker {
       fs.readdirSync(srcDir).some((f) => fs.statSync(path.join(srcDir, f)).mtimeMs > appTime) ||
       fs.statSync(path.join(root, 'plugin.json')).mtimeMs > appTime;
     if (stale) {
-      const r = spawnSync('bash', [path.join(root, 'scripts', 'build-plugin.sh')], { cwd: root, encoding: 'utf8' });
+      const r = spawnSync('bash', [path.join(root, 'scripts', 'build-plugin.sh'), this.rabbitmq.series], { cwd: root, encoding: 'utf8' });
       if (r.status !== 0) throw new BrokerError(`building the plugin failed:\n${r.stdout}${r.stderr}`, 'EBUILD');
       // build-plugin.sh leaves the .app untouched when nothing changed
       if (fs.existsSync(app)) fs.utimesSync(app, new Date(), new Date());
@@ -438,9 +524,11 @@ export class Broker {
     if (this.warren) this.ensurePlugin();
     this.writeConfig();
     fs.rmSync(this.pidFile, { force: true });
+    await this.startEpmd();
     const out = fs.openSync(this.consoleLogFile, 'a');
-    const child = spawn(path.join(RMQ_BIN, 'rabbitmq-server'), [], {
-      ...this.asUser(),
+    const cmd = this.command(this.rabbitmq.bin('rabbitmq-server'), []);
+    const child = spawn(cmd.file, cmd.args, {
+      ...cmd.opts,
       cwd: this.dataDir,
       env: this.env(),
       stdio: ['ignore', out, out],
@@ -482,16 +570,7 @@ export class Broker {
   }
 
   private portOpen(): Promise<boolean> {
-    return new Promise((resolve) => {
-      const s = net.connect({ host: '127.0.0.1', port: this.amqpPort });
-      const done = (ok: boolean) => {
-        s.destroy();
-        resolve(ok);
-      };
-      s.setTimeout(1000, () => done(false));
-      s.once('connect', () => done(true));
-      s.once('error', () => done(false));
-    });
+    return portOpen(this.amqpPort);
   }
 
   /**
@@ -503,6 +582,7 @@ export class Broker {
     const pid = this.beamPid();
     if (pid === null) {
       await this.childExited();
+      await this.stopEpmd();
       return;
     }
     try {
@@ -516,6 +596,7 @@ export class Broker {
       await sleep(100);
     }
     await this.childExited();
+    await this.stopEpmd();
   }
 
   /**
@@ -532,7 +613,8 @@ export class Broker {
 
   /**
    * SIGKILL of the Erlang VM and of every process under it (Warren's
-   * sidecar): a crash, nothing is written cleanly. Resolves once they are gone.
+   * sidecar) and of its epmd: a crash, nothing is written cleanly. Resolves
+   * once they are gone.
    */
   async kill(): Promise<void> {
     let pid = this.beamPid();
@@ -545,7 +627,7 @@ export class Broker {
         // not running
       }
     }
-    if (pid === null) return;
+    if (pid === null) return this.stopEpmd();
     const all = [pid, ...descendants(pid)];
     for (const p of all) {
       try {
@@ -561,6 +643,7 @@ export class Broker {
       await Promise.race([this.childExit, new Promise<void>((r) => (timer = setTimeout(r, 5000)))]);
       clearTimeout(timer);
     }
+    await this.stopEpmd();
   }
 
   /** Pids of Warren's sidecar processes (node children of the VM's port helper). */
@@ -579,10 +662,11 @@ export class Broker {
   /** Runs `rabbitmqctl -n <node> <args>` with this node's environment; resolves with stdout. */
   ctl(args: readonly string[], timeoutMs = 120_000): Promise<string> {
     return new Promise((resolve, reject) => {
+      const cmd = this.command(this.rabbitmq.bin('rabbitmqctl'), ['-n', this.nodeName, ...args]);
       execFile(
-        path.join(RMQ_BIN, 'rabbitmqctl'),
-        ['-n', this.nodeName, ...args],
-        { ...this.asUser(), env: this.env(), cwd: this.dataDir, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
+        cmd.file,
+        cmd.args,
+        { ...cmd.opts, env: this.env(), cwd: this.dataDir, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
         (err, stdout, stderr) => {
           if (err) {
             reject(new BrokerError(`rabbitmqctl ${args.join(' ')}: ${err.message.split('\n')[0]}\n${stderr || stdout}`.trim(), 'ECTL'));

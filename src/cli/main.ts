@@ -5,20 +5,30 @@
  */
 import * as net from 'net';
 import * as path from 'path';
+import { parseArgs } from 'util';
 import { Broker } from './broker';
+import { Runtime, RuntimeError, SERIES, providedRuntimes, runtimeFor } from './rabbitmq';
 
-const USAGE = `usage: warren <command>
+/** Debian stable's RabbitMQ: what `warren start` runs unless told otherwise. */
+const DEFAULT_SERIES = '4.0';
+
+const USAGE = `usage: warren <command> [options]
 
 commands:
-  start     start a RabbitMQ 3.10.8 node with Warren as the backing store
+  start     start a RabbitMQ node with Warren as the backing store
             (data under ./var; AMQP 0-9-1 and 1.0 on 127.0.0.1:$WARREN_PORT, default 5672).
             Ctrl-C stops it cleanly.
+  brokers   list the RabbitMQ brokers this machine provides
+
+options of start:
+  --rabbitmq SERIES  which RabbitMQ: ${SERIES.join(', ')} (default $WARREN_RABBITMQ, else ${DEFAULT_SERIES})
 
 environment:
   WARREN_PORT        AMQP port (default 5672)
   WARREN_DIST_PORT   Erlang distribution port (default WARREN_PORT + 20000)
   WARREN_DATA        data directory (default ./var)
   WARREN_NODE        Erlang node name (default warren@localhost)
+  WARREN_RABBITMQ    RabbitMQ series (as --rabbitmq)
 `;
 
 function intEnv(name: string, dflt: number): number {
@@ -41,7 +51,15 @@ function portBusy(port: number): Promise<string | undefined> {
   });
 }
 
-async function start(): Promise<void> {
+async function start(args: string[]): Promise<void> {
+  let rt: Runtime;
+  try {
+    const { values } = parseArgs({ args, options: { rabbitmq: { type: 'string' } }, strict: true });
+    rt = runtimeFor(values.rabbitmq, DEFAULT_SERIES);
+  } catch (e) {
+    process.stderr.write(`warren: ${(e as Error).message}\n${e instanceof RuntimeError ? '' : `\n${USAGE}`}`);
+    process.exit(2);
+  }
   const amqpPort = intEnv('WARREN_PORT', 5672);
   const distPort = intEnv('WARREN_DIST_PORT', amqpPort + 20000);
   const dataDir = path.resolve(process.env.WARREN_DATA ?? 'var');
@@ -56,8 +74,8 @@ async function start(): Promise<void> {
       process.exit(1);
     }
   }
-  const broker = new Broker({ dataDir, amqpPort, distPort, nodeName });
-  process.stdout.write(`warren: starting RabbitMQ node ${nodeName} with Warren (data under ${dataDir}) ...\n`);
+  const broker = new Broker({ dataDir, amqpPort, distPort, nodeName, rabbitmq: rt });
+  process.stdout.write(`warren: starting RabbitMQ ${rt.version} node ${nodeName} with Warren (data under ${dataDir}) ...\n`);
   try {
     await broker.start();
   } catch (e) {
@@ -68,7 +86,8 @@ async function start(): Promise<void> {
   process.stdout.write(
     [
       line,
-      ` Warren is running: RabbitMQ 3.10.8 with Warren as the classic-queue store`,
+      ` Warren is running: RabbitMQ ${rt.version} (Erlang ${rt.erlang}) with Warren as the classic-queue store`,
+      `   broker                    ${rt.root ? `Debian root ${rt.root}` : "the host's rabbitmq-server package"}`,
       `   AMQP 0-9-1 and AMQP 1.0   amqp://guest:guest@127.0.0.1:${amqpPort}`,
       `   node                      ${nodeName} (distribution port ${distPort})`,
       `   data                      ${dataDir}`,
@@ -107,7 +126,12 @@ async function start(): Promise<void> {
 async function main(argv: string[]): Promise<void> {
   switch (argv[0]) {
     case 'start':
-      return start();
+      return start(argv.slice(1));
+    case 'brokers':
+      for (const rt of providedRuntimes().values()) {
+        process.stdout.write(`${rt.series}\tRabbitMQ ${rt.version}\tErlang ${rt.erlang}\t${rt.root ?? 'host package'}\n`);
+      }
+      return;
     case undefined:
     case '-h':
     case '--help':

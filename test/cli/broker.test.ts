@@ -22,16 +22,18 @@ describe('Broker (without a node)', () => {
   it('keeps everything of the node under its data dir, with its own name and ports', () => {
     const b = new Broker({ dataDir, amqpPort: 5999, nodeName: 'unit@localhost' });
     expect(b.distPort).toBe(25999);
+    expect(b.epmdPort).toBe(26000);
     expect(b.logFile).toBe(path.join(dataDir, 'log', 'unit@localhost.log'));
     expect(b.msgStoreDir()).toBe(path.join(dataDir, 'mnesia', 'unit@localhost', 'msg_stores', 'vhosts', '628WB79CIFDYO9LJI6DKMI09L'));
     const env = b.env();
     expect(env.RABBITMQ_NODENAME).toBe('unit@localhost');
     expect(env.RABBITMQ_DIST_PORT).toBe('25999');
+    expect(env.ERL_EPMD_PORT).toBe('26000');
     expect(env.HOME).toBe(path.join(dataDir, 'home'));
     for (const k of ['RABBITMQ_CONFIG_FILE', 'RABBITMQ_ADVANCED_CONFIG_FILE', 'RABBITMQ_ENABLED_PLUGINS_FILE', 'RABBITMQ_MNESIA_BASE', 'RABBITMQ_LOGS', 'RABBITMQ_CONF_ENV_FILE']) {
       expect(env[k]?.startsWith(dataDir)).toBe(true);
     }
-    expect(env.RABBITMQ_PLUGINS_DIR?.split(':')[0]).toBe(path.join(repoRoot(), 'build', 'plugins'));
+    expect(env.RABBITMQ_PLUGINS_DIR?.split(':')[0]).toBe(path.join(repoRoot(), 'build', `rabbitmq-${b.rabbitmq.series}`, 'plugins'));
   });
 
   it('rejects a node name without a host', () => {
