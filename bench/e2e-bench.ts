@@ -1,5 +1,5 @@
 /**
- * End to end, side by side: the same RabbitMQ 3.10.8 node setup once with
+ * End to end, side by side: the same RabbitMQ node setup once with
  * classic queues on RabbitMQ's own message store and once on Warren, driven
  * by amqplib over AMQP 0-9-1 in the same run. One durable queue:
  *
@@ -9,7 +9,10 @@
  *   restart   clean stop and start of the node with the backlog
  *   consume   all of them with manual acks (prefetch 1,000), checking order
  *
- *   npm run bench -- e2e [--messages 100000] [--body 1024] [--read-ahead N]
+ *   npm run bench -- e2e [--rabbitmq 3.10|4.0|4.3] [--messages 100000] [--body 1024] [--read-ahead N]
+ *
+ * --rabbitmq picks the broker (default $WARREN_RABBITMQ, else the host's);
+ * the results go to bench/results/e2e-<series>.json.
  *
  * --read-ahead sets rabbitmq_warren's read_ahead (the plugin's default, 64,
  * when not given; 0 turns it off).
@@ -19,6 +22,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Broker, freePort } from '../src/cli/broker';
+import { runtimeFor } from '../src/cli/rabbitmq';
 import { numberOption, runChildren, runIfChild } from './children';
 
 
@@ -48,11 +52,11 @@ async function sidecarPid(b: Broker): Promise<number | null> {
 
 const seconds = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e9;
 
-async function child(store: string, n: number, bodyBytes: number, readAhead: number): Promise<void> {
+async function child(store: string, n: number, bodyBytes: number, readAhead: number, series: string): Promise<void> {
   const warren = store === 'warren';
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `warren-e2e-${store}-`));
   const amqpPort = await freePort();
-  const b = new Broker({ dataDir, amqpPort, distPort: await freePort(), nodeName: `warren-e2e-${process.pid}@localhost`, warren, sidecarArgs: [], pluginEnv: { read_ahead: readAhead } });
+  const b = new Broker({ dataDir, amqpPort, distPort: await freePort(), epmdPort: await freePort(), nodeName: `warren-e2e-${process.pid}@localhost`, rabbitmq: runtimeFor(series), warren, sidecarArgs: [], pluginEnv: { read_ahead: readAhead } });
   const url = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
   const q = 'e2e';
   try {
@@ -116,6 +120,7 @@ async function child(store: string, n: number, bodyBytes: number, readAhead: num
       JSON.stringify({
         bench: 'e2e',
         store: warren ? 'warren' : 'rabbitmq',
+        rabbitmq: b.rabbitmq.version,
         messages: n,
         bodyBytes,
         readAhead: warren ? readAhead : undefined,
@@ -136,12 +141,14 @@ async function child(store: string, n: number, bodyBytes: number, readAhead: num
 
 function main(): void {
   const args = process.argv.slice(2);
-  if (runIfChild(args, ([store, n, body, ra]) => child(store, Number(n), Number(body), Number(ra)))) return;
+  if (runIfChild(args, ([store, n, body, ra, series]) => child(store, Number(n), Number(body), Number(ra), series))) return;
+  const i = args.indexOf('--rabbitmq');
+  const rt = runtimeFor(i >= 0 ? args[i + 1] : undefined);
   const messages = String(numberOption(args, 'messages', 100_000));
   const body = String(numberOption(args, 'body', 1024));
   const readAhead = String(numberOption(args, 'read-ahead', 64));
-  const children = ['rabbitmq', 'warren'].map((store) => [store, messages, body, readAhead]);
-  runChildren('e2e', __filename, [], children, 'RabbitMQ 3.10.8 own store vs Warren, same node setup, amqplib; shared 2-core machine; one run');
+  const children = ['rabbitmq', 'warren'].map((store) => [store, messages, body, readAhead, rt.series]);
+  runChildren(`e2e-${rt.series}`, __filename, [], children, `RabbitMQ ${rt.version} (Erlang ${rt.erlang}) own store vs Warren, same node setup, amqplib; shared 2-core machine; one run`);
 }
 
 main();

@@ -71,6 +71,7 @@
 
 -define(BATCH(H), {rabbit_warren_bq_batch, H}).
 -define(DEFAULT_READ_AHEAD, 64).
+-define(INIT_RETRY_MS, 5000).
 
 -record(s, {
     owner,                 %% pid of rabbit_warren_sidecar
@@ -138,7 +139,9 @@ init(Q, Recover, AsyncCb) ->
     Body = [str(VHost), str(vhost_dir(VHost)), str(queue_key(VHost, queue_identity(Q))),
             str(printable_name(Q)), <<(bool(Durable)):8, Mode:8>>],
     Owner = owner(),
-    case rabbit_warren_sidecar:call({init, AsyncCb}, ?OP_INIT, Body, long_timeout()) of
+    Deadline = erlang:monotonic_time(millisecond)
+        + application:get_env(rabbitmq_warren, init_retry_ms, ?INIT_RETRY_MS),
+    case init_call(QName, Body, AsyncCb, Deadline, 100) of
         {ok, <<Handle:32, Len:32, Bytes:64, PC:32, PB:64, NextSeq:64, Expiring:32>>} ->
             #s{owner = Owner, handle = Handle, qname = QName, durable = Durable,
                async_cb = AsyncCb, len = Len, bytes = Bytes, pcount = PC, pbytes = PB,
@@ -150,6 +153,28 @@ init(Q, Recover, AsyncCb) ->
             exit({warren_bad_reply, init, Other});
         {error, E} ->
             exit({warren_error, init, E})
+    end.
+
+%% A store that cannot open yet (a full disk, an I/O error) fails INIT. The
+%% queue process would be restarted at once and fail again, and RabbitMQ gives
+%% a queue up for good after a few restarts in a row: retry here for a while
+%% (app env init_retry_ms) before failing, so that a queue outlives a full
+%% disk and serves again once there is space.
+init_call(QName, Body, AsyncCb, Deadline, Delay) ->
+    case rabbit_warren_sidecar:call({init, AsyncCb}, ?OP_INIT, Body, long_timeout()) of
+        {error, E} = Err ->
+            case erlang:monotonic_time(millisecond) + Delay < Deadline of
+                true ->
+                    Delay =:= 100 andalso
+                        rabbit_log:warning("Warren: ~ts: init failed (~ts); retrying for a while",
+                                           [rabbit_misc:rs(QName), E]),
+                    timer:sleep(Delay),
+                    init_call(QName, Body, AsyncCb, Deadline, min(Delay * 2, 1000));
+                false ->
+                    Err
+            end;
+        Reply ->
+            Reply
     end.
 
 terminate(_Reason, S0) ->

@@ -462,7 +462,8 @@ export class Broker {
     }
   }
 
-  private async stopEpmd(): Promise<void> {
+  /** Stops the node's epmd (stop() and kill() do; a caller whose node died on its own must). */
+  async stopEpmd(): Promise<void> {
     const pid = this.epmdPid();
     if (pid === null) return;
     try {
@@ -618,7 +619,9 @@ export class Broker {
    */
   async kill(): Promise<void> {
     let pid = this.beamPid();
-    if (pid === null) {
+    // No pid file: ask the node, but only if its epmd runs (without it the
+    // node cannot be up, and rabbitmqctl would start a stray epmd).
+    if (pid === null && (await portOpen(this.epmdPort))) {
       try {
         const out = await this.ctl(['eval', 'os:getpid().'], 15_000);
         const n = Number(out.trim().replace(/"/g, ''));

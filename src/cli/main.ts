@@ -118,6 +118,7 @@ async function start(args: string[]): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
   const exited = await broker.exited();
   if (!stopping) {
+    await broker.stopEpmd();
     process.stderr.write(`warren: the broker exited unexpectedly (${exited}); see ${broker.logFile}\n`);
     process.exit(1);
   }
