@@ -409,6 +409,35 @@ describe('QueueIndex under write and fsync failures', () => {
     await index.close();
   });
 
+  it('a fold whose segment rename fails (EIO) fails the index for good; the journal stays whole, and the next open has every record', async () => {
+    const { index } = await open(dir);
+    for (let s = 0; s < 40; s++) index.publish(entry(s));
+    await index.sync();
+    await index.fold(); // segments 0..4 exist: the failing fold replaces some of them
+    for (let s = 40; s < 60; s++) index.publish(entry(s));
+    await index.sync();
+    let renames = 0;
+    const rename = fs.promises.rename;
+    // The second segment rename of the fold fails: one segment is replaced, the rest are not.
+    const stub = sinon.stub(fs.promises, 'rename').callsFake(async (from, to) => {
+      if (++renames === 2) throw Object.assign(new Error('EIO: i/o error, rename'), { code: 'EIO' });
+      return rename(from, to);
+    });
+    try {
+      await expect(index.fold()).rejects.toThrow(/EIO/);
+    } finally {
+      stub.restore();
+    }
+    expect(index.failure?.message).toMatch(/EIO/);
+    index.publish(entry(60));
+    await expect(index.sync()).rejects.toMatchObject({ code: 'EIO' });
+    expect(fs.statSync(path.join(dir, 'journal')).size).toBeGreaterThan(0);
+    await index.close();
+    const again = await open(dir);
+    expect((await readAll(again.index)).map((e) => e.seq)).toEqual(Array.from({ length: 60 }, (_, i) => i));
+    await again.index.close();
+  });
+
   it('a damaged record inside the journal is skipped and reported, the records after it are kept, and the journal is folded clean', async () => {
     const { index } = await open(dir);
     for (let s = 0; s < 40; s++) index.publish(entry(s));

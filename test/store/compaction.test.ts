@@ -153,7 +153,11 @@ it('skips a record with a flipped bit on recovery, counts it, and never returns 
   await store.close();
 });
 
-it('a compaction whose writes fail (ENOSPC) fails the store loudly; close still completes, and a non-clean reopen has every live message', async () => {
+it.each([
+  ['writes fail (ENOSPC)', 'write', 'ENOSPC'],
+  ['file fsyncs fail (EIO)', 'datasync', 'EIO'],
+  ['directory fsyncs fail (EIO)', 'sync', 'EIO'],
+])('a compaction whose %s fails the store loudly; close still completes, and a non-clean reopen has every live message', async (_what, method, code) => {
   const logs: string[] = [];
   let failedLogged!: () => void;
   const failure = new Promise<void>((r) => (failedLogged = r));
@@ -169,12 +173,12 @@ it('a compaction whose writes fail (ENOSPC) fails the store loudly; close still 
   for (let i = 0; i < 80; i++) c.write(mid(i), body(i, 172));
   await c.sync(Array.from({ length: 80 }, (_, i) => mid(i)));
   const keep = [0, 1, 2, 3, 4, 9, 15, 27, 33, 48, 71];
-  // Every positioned write fails from here on, as on a full disk: compaction copies with those.
+  // Every call of `method` fails from here on (a full disk, a failing device): compaction copies and fsyncs with those.
   const probe = await fsp.open(path.join(dir, 'probe'), 'w');
   await probe.close();
   await fsp.rm(path.join(dir, 'probe'));
-  const proto = Object.getPrototypeOf(probe) as { write: (...a: unknown[]) => Promise<unknown> };
-  const stub = sinon.stub(proto, 'write').rejects(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+  const proto = Object.getPrototypeOf(probe) as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  const stub = sinon.stub(proto, method).rejects(Object.assign(new Error(`${code}: i/o failure, ${method}`), { code }));
   try {
     for (let i = 0; i < 80; i++) if (!keep.includes(i)) c.remove([mid(i)]);
     await failure; // the store logs its failure
@@ -182,7 +186,7 @@ it('a compaction whose writes fail (ENOSPC) fails the store loudly; close still 
   } finally {
     stub.restore();
   }
-  expect(store.failed?.message).toMatch(/ENOSPC/);
+  expect(store.failed?.message).toMatch(new RegExp(code));
   expect(() => c.write(mid(1000), body(1000))).toThrow(/failed/);
   expect(logs.join('\n')).toMatch(/store failed, no further writes will be accepted/);
   await store.close(); // must not wait forever on the failed compaction
