@@ -56,12 +56,19 @@ class Connection {
     readonly sock: net.Socket,
   ) {}
 
+  private draining = false;
+
   send(frame: Buffer): void {
     if (this.closed) return;
-    if (!this.sock.write(frame)) {
-      // Erlang is not reading: stop taking requests until it does.
+    if (!this.sock.write(frame) && !this.draining) {
+      // Erlang is not reading: stop taking requests until it does (one
+      // listener however many frames are sent meanwhile).
+      this.draining = true;
       this.sock.pause();
-      this.sock.once('drain', () => this.sock.resume());
+      this.sock.once('drain', () => {
+        this.draining = false;
+        this.sock.resume();
+      });
     }
   }
 

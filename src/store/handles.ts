@@ -31,10 +31,13 @@ export class HandleCache {
       open.catch(() => undefined);
       e = { open, users: 0, stale: false };
       this.entries.set(file, e);
-      this.evict();
     }
     const entry = e;
+    // Counted before evicting: eviction closes only unused handles, and this
+    // one is about to be used (with every other handle busy it was the one
+    // unused entry, and its reader got "file closed").
     entry.users++;
+    this.evict();
     try {
       const fh = await entry.open;
       return await fn(fh);

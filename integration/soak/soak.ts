@@ -1,0 +1,157 @@
+/**
+ * Soak (`npm run torture -- soak`, not part of `npm test`): mixed load on the
+ * run's broker for WARREN_SOAK_MINUTES (default 30). Eight durable queues,
+ * each with a publisher (persistent messages of 100 B to 8 KiB, confirms, up
+ * to 200 in flight, holding back while the queue's backlog is over 20,000)
+ * and a consumer (prefetch 50, acks, pausing now and then so
+ * backlogs grow and shrink and the store's small files empty unevenly, which
+ * keeps compaction busy). Every 10 s the sidecar's resident memory and open
+ * descriptors are sampled. At the end the publishers stop, the consumers drain
+ * every queue, and the test checks that every confirmed message came exactly
+ * once and intact, and that memory and descriptors stayed flat. The series
+ * goes to bench/results/soak-<series>.json.
+ */
+import * as amqp from 'amqplib';
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { amqpUrl, broker, listQueues, qname, rabbitmqSeries, sleep, waitFor } from '../harness';
+
+const MINUTES = Number(process.env.WARREN_SOAK_MINUTES ?? 30);
+const QUEUES = 8;
+const IN_FLIGHT = 200;
+const MAX_BACKLOG = 20_000;
+
+interface Sample {
+  atSeconds: number;
+  rssMB: number;
+  fds: number;
+  confirmed: number;
+  consumed: number;
+  compactions: number;
+}
+
+function body(q: number, n: number): Buffer {
+  const size = 100 + (crypto.createHash('sha256').update(`${q}:${n}`).digest().readUInt32BE(0) % 8092);
+  const b = Buffer.alloc(size, (q * 31 + n) % 251);
+  b.writeUInt32BE(q, 0);
+  b.writeUInt32BE(n, 4);
+  return b;
+}
+
+async function sidecarFigures(): Promise<{ rssMB: number; fds: number; compactions: number }> {
+  const b = broker();
+  const [pid] = b.sidecarPids();
+  if (pid === undefined) throw new Error('no sidecar');
+  const rss = Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+  const fds = fs.readdirSync(`/proc/${pid}/fd`).length;
+  const out = await b.ctl(['eval', 'io:format("~s", [rabbit_warren_sidecar:stats()]).']);
+  const stats = JSON.parse(out.slice(0, out.lastIndexOf('}') + 1)) as { vhosts: Record<string, { store: { compactions: number } }> };
+  const compactions = Object.values(stats.vhosts).reduce((a, v) => a + v.store.compactions, 0);
+  return { rssMB: Math.round(rss * 10) / 10, fds, compactions };
+}
+
+jest.setTimeout((MINUTES + 15) * 60_000);
+
+it(`${MINUTES} minutes of mixed load with compaction: nothing lost or duplicated, sidecar memory and descriptors flat`, async () => {
+  const conn = await amqp.connect(amqpUrl());
+  conn.on('error', () => undefined);
+  const names = Array.from({ length: QUEUES }, (_, i) => qname(`soak${i}`));
+  const confirmed = names.map(() => new Set<number>());
+  const consumed = names.map(() => new Map<number, number>());
+  const bad: string[] = [];
+  let stop = false;
+  const setup = await conn.createChannel();
+  for (const q of names) await setup.assertQueue(q, { durable: true });
+
+  const publishers = names.map(async (q, qi) => {
+    const ch = await conn.createConfirmChannel();
+    let n = 0;
+    while (!stop) {
+      // A steady load, not a race: the backlog of each queue stays under MAX_BACKLOG.
+      if (confirmed[qi].size - consumed[qi].size > MAX_BACKLOG) {
+        await sleep(100);
+        continue;
+      }
+      const batch: Promise<void>[] = [];
+      for (let k = 0; k < IN_FLIGHT; k++, n++) {
+        const id = n;
+        batch.push(
+          new Promise<void>((resolve) =>
+            ch.sendToQueue(q, body(qi, id), { persistent: true }, (err) => {
+              if (!err) confirmed[qi].add(id);
+              resolve();
+            }),
+          ),
+        );
+      }
+      await Promise.all(batch);
+    }
+    await ch.close();
+  });
+
+  const consumers = await Promise.all(
+    names.map(async (q, qi) => {
+      const ch = await conn.createChannel();
+      await ch.prefetch(50);
+      let paused = false;
+      const { consumerTag } = await ch.consume(q, (m) => {
+        if (!m) return;
+        const n = m.content.readUInt32BE(4);
+        if (m.content.readUInt32BE(0) !== qi || !m.content.equals(body(qi, n))) bad.push(`${q}: message ${n} damaged`);
+        consumed[qi].set(n, (consumed[qi].get(n) ?? 0) + 1);
+        const ack = () => ch.ack(m);
+        // Now and then a consumer stops acking for a while: its backlog grows, then drains.
+        if (!paused && Math.random() < 0.0005) {
+          paused = true;
+          setTimeout(() => {
+            paused = false;
+          }, 2000 + Math.random() * 8000);
+        }
+        if (paused) setTimeout(ack, 3000);
+        else ack();
+      });
+      return { ch, consumerTag };
+    }),
+  );
+
+  const samples: Sample[] = [];
+  const t0 = Date.now();
+  const total = () => ({ confirmed: confirmed.reduce((a, s) => a + s.size, 0), consumed: consumed.reduce((a, m) => a + m.size, 0) });
+  while (Date.now() - t0 < MINUTES * 60_000) {
+    await sleep(10_000);
+    samples.push({ atSeconds: Math.round((Date.now() - t0) / 1000), ...(await sidecarFigures()), ...total() });
+    const s = samples[samples.length - 1];
+    process.stdout.write(`soak ${s.atSeconds}s: sidecar ${s.rssMB} MB, ${s.fds} fds, ${s.confirmed} confirmed, ${s.consumed} consumed, ${s.compactions} compactions\n`);
+  }
+  stop = true;
+  await Promise.all(publishers);
+  // Drain: every queue empty and every delivery acked.
+  expect(await waitFor(async () => [...(await listQueues()).entries()].filter(([n]) => names.includes(n)).every(([, r]) => r.messages === 0), 600_000, 1000)).toBe(true);
+  for (const { ch, consumerTag } of consumers) {
+    await ch.cancel(consumerTag);
+    await ch.close();
+  }
+  for (const q of names) await setup.deleteQueue(q);
+  await conn.close();
+
+  const series = rabbitmqSeries();
+  const out = path.resolve(__dirname, `../../bench/results/soak-${series}.json`);
+  fs.writeFileSync(out, JSON.stringify({ bench: 'soak', rabbitmq: broker().rabbitmq.version, minutes: MINUTES, queues: QUEUES, inFlight: IN_FLIGHT, date: new Date().toISOString(), samples }, null, 1) + '\n');
+
+  expect(bad).toEqual([]);
+  for (let qi = 0; qi < QUEUES; qi++) {
+    const missing = [...confirmed[qi]].filter((n) => !consumed[qi].has(n));
+    const twice = [...consumed[qi]].filter(([, c]) => c > 1).map(([n]) => n);
+    expect({ queue: names[qi], missing: missing.length, twice: twice.length }).toEqual({ queue: names[qi], missing: 0, twice: 0 });
+    process.stdout.write(`soak ${names[qi]}: ${confirmed[qi].size} confirmed, all consumed once\n`);
+  }
+  // Flat: after a warm-up fifth, the last fifth's peak is within 30% (+32 MB) of the second fifth's, descriptors within 16.
+  const fifth = Math.max(1, Math.floor(samples.length / 5));
+  const early = samples.slice(fifth, 2 * fifth);
+  const late = samples.slice(-fifth);
+  const peak = (xs: Sample[], k: 'rssMB' | 'fds') => Math.max(...xs.map((x) => x[k]));
+  expect(peak(late, 'rssMB')).toBeLessThanOrEqual(peak(early, 'rssMB') * 1.3 + 32);
+  expect(peak(late, 'fds')).toBeLessThanOrEqual(peak(early, 'fds') + 16);
+  expect(samples[samples.length - 1].compactions).toBeGreaterThan(0);
+});
