@@ -2,7 +2,7 @@
  * AMQP 0-9-1 (amqplib) against the real broker with Warren as the backing queue.
  */
 import * as amqp from 'amqplib';
-import { collect, connect, listQueues, qname, sleep, waitFor } from './harness';
+import { collect, connect, drainBodies, listQueues, qname, sleep, waitFor } from './harness';
 
 let conn: amqp.ChannelModel;
 
@@ -210,13 +210,7 @@ describe('delivery semantics', () => {
     await ch.waitForConfirms();
     expect((await listQueues()).get(q)).toMatchObject({ messages: prios.length });
     const c = await conn.createChannel();
-    const order: string[] = [];
-    for (;;) {
-      const m = await c.get(q, { noAck: true });
-      if (!m) break;
-      order.push(m.content.toString());
-    }
-    expect(order).toEqual(['p5-3', 'p5-5', 'p4-7', 'p3-1', 'p2-4', 'p1-2', 'p0-0', 'p0-6']);
+    expect(await drainBodies(c, q)).toEqual(['p5-3', 'p5-5', 'p4-7', 'p3-1', 'p2-4', 'p1-2', 'p0-0', 'p0-6']);
     await c.deleteQueue(q);
     await c.close();
   });

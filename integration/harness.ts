@@ -145,3 +145,13 @@ export async function collect(ch: amqp.Channel, queue: string, n: number, timeou
   await ch.cancel(tag);
   return got;
 }
+
+/** Every message of `q` (no-ack gets), as strings; the queue is empty after. */
+export async function drainBodies(ch: amqp.Channel, q: string): Promise<string[]> {
+  const out: string[] = [];
+  for (;;) {
+    const m = await ch.get(q, { noAck: true });
+    if (!m) return out;
+    out.push(m.content.toString());
+  }
+}

@@ -14,7 +14,7 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { Broker, freePort, localUser, stageInstall } from '../src/cli/broker';
-import { broker, cleanRestart, connect, qname, waitFor } from './harness';
+import { broker, cleanRestart, connect, drainBodies, qname, waitFor } from './harness';
 
 /** The socket path the node's plugin uses (rabbit_warren_sidecar:socket_path/0). */
 async function socketPath(b: Broker): Promise<string> {
@@ -59,16 +59,6 @@ function modes(root: string): { p: string; dir: boolean; mode: number; uid: numb
 async function publishConfirmed(ch: amqp.ConfirmChannel, q: string, bodies: string[], opts: amqp.Options.Publish = {}): Promise<void> {
   for (const b of bodies) ch.sendToQueue(q, Buffer.from(b), { persistent: true, ...opts });
   await ch.waitForConfirms();
-}
-
-/** Every message of `q` (no-ack gets), as strings; the queue is empty after. */
-async function drainBodies(ch: amqp.Channel, q: string): Promise<string[]> {
-  const out: string[] = [];
-  for (;;) {
-    const m = await ch.get(q, { noAck: true });
-    if (!m) return out;
-    out.push(m.content.toString());
-  }
 }
 
 describe('on the suite broker', () => {

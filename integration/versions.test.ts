@@ -8,7 +8,7 @@
 import * as amqp from 'amqplib';
 import * as fs from 'fs';
 import * as path from 'path';
-import { broker, cleanRestart, connect, listQueues, qname, rabbitmqSeries } from './harness';
+import { broker, cleanRestart, connect, drainBodies, listQueues, qname, rabbitmqSeries } from './harness';
 
 function warrenQueueDirs(): number {
   const dir = path.join(broker().warrenDir('/'), 'queues');
@@ -75,13 +75,7 @@ it('classic queue mirroring: on 3.10 a mirrored queue keeps its messages in Warr
   expect(out).toContain(`${q}\twarren-ha-${process.pid}\t50`);
   conn = await cleanRestart(conn);
   const ch = await conn.createChannel();
-  const got: string[] = [];
-  for (;;) {
-    const m = await ch.get(q, { noAck: true });
-    if (!m) break;
-    got.push(m.content.toString());
-  }
-  expect(got).toEqual(Array.from({ length: 50 }, (_, i) => `${q}-${i}`));
+  expect(await drainBodies(ch, q)).toEqual(Array.from({ length: 50 }, (_, i) => `${q}-${i}`));
   await ch.deleteQueue(q);
   await conn.close();
   await b.ctl(['clear_policy', `warren-ha-${process.pid}`]);
