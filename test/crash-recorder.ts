@@ -10,6 +10,16 @@
  * - `torn`: every current name, each file with its durable bytes plus a
  *   random prefix of what was appended since (in-place rewrites as they are).
  *
+ * A directory written by code the recorder cannot see (LevelDB writes its
+ * files from native code) is declared `opaque`: its contents count as durable
+ * only as of the last `settle()` (called once LevelDB's synced write
+ * returned, which LevelDB documents as making every earlier write durable),
+ * and only while its own entry is durable in its parent. A dropped image
+ * holds that settled copy (or an empty directory if there is none, or the
+ * directory was replaced since); a torn image holds its files as they are
+ * (a process crash). States between the two, a prefix of LevelDB's unsynced
+ * log, are LevelDB's own recovery to get right and are not built here.
+ *
  * Used by the crash-state enumeration tests of the queue index and the store.
  */
 import * as fs from 'fs';
@@ -34,6 +44,9 @@ export class Recorder {
   private handles = new WeakMap<object, string>();
   readonly images: { at: number; dropped: string; torn: string }[] = [];
   private stubs: sinon.SinonStub[] = [];
+  /** opaque directory → its settled copy and the logical id it had then. */
+  private opaqueDirs = new Map<string, { copy: string; lid: number } | undefined>();
+  private settles = 0;
 
   constructor(
     private readonly root: string,
@@ -90,6 +103,19 @@ export class Recorder {
     wrapFh('datasync', synced);
   }
 
+  /** Declares `dir` opaque (see above). */
+  opaque(dir: string): void {
+    this.opaqueDirs.set(path.resolve(dir), undefined);
+  }
+
+  /** The opaque `dir`'s current contents are durable now. */
+  settle(dir: string): void {
+    const d = path.resolve(dir);
+    const copy = path.join(this.scratch, `settled-${this.settles++}`);
+    fs.cpSync(d, copy, { recursive: true });
+    this.opaqueDirs.set(d, { copy, lid: this.lid(fs.statSync(d).ino) });
+  }
+
   uninstall(): void {
     for (const s of this.stubs) s.restore();
     this.stubs = [];
@@ -110,6 +136,11 @@ export class Recorder {
   /** The crash images of the disk as it is now, before the operation about to run. */
   readonly log: string[] = [];
 
+  /** The images of the disk as it is now, after the last operation (the end of a workload). */
+  finish(): void {
+    this.snapshot('end');
+  }
+
   private snapshot(what: string): void {
     const at = this.ops++;
     this.log.push(`${at} ${what.replace(this.root, '')}`);
@@ -128,6 +159,12 @@ export class Recorder {
     const durable = this.durableEntries.get(dir) ?? new Map<string, number>();
     for (const [name, lid] of durable) {
       const cur = path.join(dir, name);
+      if (this.opaqueDirs.has(cur)) {
+        const settled = this.opaqueDirs.get(cur);
+        if (settled && settled.lid === lid) fs.cpSync(settled.copy, path.join(out, name), { recursive: true });
+        else fs.mkdirSync(path.join(out, name));
+        continue;
+      }
       const isDir = fs.existsSync(cur) && fs.statSync(cur).isDirectory() && this.lid(fs.statSync(cur).ino) === lid;
       if (isDir) {
         fs.mkdirSync(path.join(out, name));
@@ -142,6 +179,10 @@ export class Recorder {
     for (const name of fs.readdirSync(dir)) {
       const p = path.join(dir, name);
       const st = fs.statSync(p);
+      if (this.opaqueDirs.has(p)) {
+        fs.cpSync(p, path.join(out, name), { recursive: true });
+        continue;
+      }
       if (st.isDirectory()) {
         fs.mkdirSync(path.join(out, name));
         this.buildTorn(p, path.join(out, name));

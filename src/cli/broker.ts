@@ -615,9 +615,11 @@ export class Broker {
   /**
    * SIGKILL of the Erlang VM and of every process under it (Warren's
    * sidecar) and of its epmd: a crash, nothing is written cleanly. Resolves
-   * once they are gone.
+   * once they are gone. With `vmOnly`, only the VM is killed: the processes
+   * under it see their pipes close and end on their own (the sidecar exits
+   * without writing clean state, possibly in the middle of a write).
    */
-  async kill(): Promise<void> {
+  async kill(vmOnly = false): Promise<void> {
     let pid = this.beamPid();
     // No pid file: ask the node, but only if its epmd runs (without it the
     // node cannot be up, and rabbitmqctl would start a stray epmd).
@@ -632,7 +634,7 @@ export class Broker {
     }
     if (pid === null) return this.stopEpmd();
     const all = [pid, ...descendants(pid)];
-    for (const p of all) {
+    for (const p of vmOnly ? [pid] : all) {
       try {
         process.kill(p, 'SIGKILL');
       } catch {
@@ -641,6 +643,8 @@ export class Broker {
     }
     const deadline = Date.now() + 30_000;
     while (all.some(alive) && Date.now() < deadline) await sleep(50);
+    const left = all.filter(alive);
+    if (left.length > 0) throw new Error(`${this.nodeName}: processes ${left.join(', ')} still run 30 s after the VM was killed`);
     if (this.childExit) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([this.childExit, new Promise<void>((r) => (timer = setTimeout(r, 5000)))]);

@@ -2,16 +2,21 @@
  * Crash-state enumeration of the message store (see test/crash-recorder.ts):
  * a seeded workload of writes of mixed sizes (rolling small segment files),
  * removes (so that files empty out and compaction runs, with its temporary
- * file), syncs and a clean close, on the memory index, every file operation
+ * file), syncs, a clean stop and start half-way and a clean close, on the
+ * memory index, every file operation
  * recorded. At each crash image, dropped and torn, the store is reopened
  * with the reference counts a queue index would give (every message written
  * and not removed before the crash), and checked: the open succeeds; every
  * message whose sync resolved and that is still referenced is there, intact;
  * nothing unreferenced is; and a clean state is trusted only when it is sound.
+ * The same runs on the LevelDB index, its directory opaque to the recorder
+ * and settled after each of LevelDB's synced writes.
  */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { Level } from 'level';
+import sinon from 'sinon';
 import { MessageStore } from '../../src/store';
 import { Recorder } from '../crash-recorder';
 import { rng } from '../random';
@@ -30,14 +35,26 @@ interface Write {
   durableAt?: number;
 }
 
-async function workload(dir: string, random: () => number, rec: Recorder): Promise<{ writes: Write[]; removes: Map<number, number>; compactions: number }> {
-  const store = await MessageStore.open({ dir, fileSizeLimit: LIMIT, index: 'memory', clientRefs: undefined, syncIntervalMs: 0 });
-  const c = store.client('q');
+type IndexKind = 'memory' | 'leveldb';
+
+async function workload(dir: string, index: IndexKind, random: () => number, rec: Recorder): Promise<{ writes: Write[]; removes: Map<number, number>; compactions: number }> {
+  let store = await MessageStore.open({ dir, fileSizeLimit: LIMIT, index, clientRefs: undefined, syncIntervalMs: 0 });
+  let c = store.client('q');
   const writes: Write[] = [];
   const removes = new Map<number, number>(); // n → ops done when removed
   const live: number[] = [];
   let unsynced: Write[] = [];
+  let compactions = 0;
   for (let step = 0; step < 160; step++) {
+    if (step === 80) {
+      // A clean stop and a clean start half-way: what the start consumes of the clean state must never be trusted again.
+      await c.terminate();
+      await store.close();
+      compactions += store.stats().compactions;
+      store = await MessageStore.open({ dir, fileSizeLimit: LIMIT, index, clientRefs: ['q'], syncIntervalMs: 0 });
+      if (!store.successfullyRecovered) throw new Error('the clean stop half-way was not trusted');
+      c = store.client('q');
+    }
     const r = random();
     if (r < 0.5 || live.length === 0) {
       const w = { n: writes.length, size: 50 + Math.floor(random() * 600), issued: rec.ops };
@@ -61,15 +78,16 @@ async function workload(dir: string, random: () => number, rec: Recorder): Promi
   for (const w of covered) w.durableAt = rec.ops;
   await c.terminate();
   await store.close(); // lets a running compaction finish
-  return { writes, removes, compactions: store.stats().compactions };
+  return { writes, removes, compactions: compactions + store.stats().compactions };
 }
 
-async function check(image: string, at: number, writes: Write[], removes: Map<number, number>): Promise<void> {
+/** Checks one crash image; true if its clean state was trusted. */
+async function check(image: string, index: IndexKind, at: number, writes: Write[], removes: Map<number, number>): Promise<boolean> {
   const referenced = writes.filter((w) => w.issued < at && !((removes.get(w.n) ?? Infinity) < at));
   const store = await MessageStore.open({
     dir: image,
     fileSizeLimit: LIMIT,
-    index: 'memory',
+    index,
     clientRefs: ['q'],
     refDeltas: () => deltasOf(referenced.map((w) => [mid(w.n), 1] as [Buffer, number])),
   });
@@ -84,29 +102,53 @@ async function check(image: string, at: number, writes: Write[], removes: Map<nu
     }
     const refs = new Set(referenced.map((w) => w.n));
     for (const w of writes) if (!refs.has(w.n) && (await store.contains(mid(w.n)))) throw new Error(`${where}: unreferenced message ${w.n} is in the store`);
+    return store.successfullyRecovered;
   } finally {
     await store.close();
   }
 }
 
+/** LevelDB's synced writes, seen from outside: after each, its directory is settled. */
+function settleOnSync(rec: Recorder): sinon.SinonStub {
+  const proto = Level.prototype as unknown as { put: (...a: unknown[]) => Promise<void> };
+  const real = proto.put;
+  return sinon.stub(proto, 'put').callsFake(async function (this: { location: string }, ...args: unknown[]) {
+    await real.apply(this, args);
+    if ((args[2] as { sync?: boolean } | undefined)?.sync) rec.settle(this.location);
+  });
+}
+
+const CASES: [IndexKind, number][] = [
+  ...Array.from({ length: SEEDS }, (_, i) => ['memory', BASE_SEED + i] as [IndexKind, number]),
+  ...Array.from({ length: Math.max(1, Math.floor(SEEDS / 2)) }, (_, i) => ['leveldb', BASE_SEED + i] as [IndexKind, number]),
+];
+
 describe(`crash states of the message store (${SEEDS} seeds from ${BASE_SEED}; WARREN_CRASH_STATE_SEED replays)`, () => {
-  it.each(Array.from({ length: SEEDS }, (_, i) => BASE_SEED + i))('seed %i: every crash image opens with every synced, referenced message intact', async (seed) => {
+  it.each(CASES)('%s index, seed %i: every crash image opens with every synced, referenced message intact', async (index, seed) => {
     const base = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-scs-'));
     const dir = path.join(base, 'store');
     const random = rng(seed);
     const rec = new Recorder(dir, path.join(base, 'images'), random);
     await rec.install();
+    const stub = index === 'leveldb' ? settleOnSync(rec) : undefined;
+    if (index === 'leveldb') rec.opaque(path.join(dir, 'index', 'leveldb'));
     let result: Awaited<ReturnType<typeof workload>>;
     try {
-      result = await workload(dir, random, rec);
+      result = await workload(dir, index, random, rec);
+      rec.finish();
     } finally {
+      stub?.restore();
       rec.uninstall();
     }
     expect(result.compactions).toBeGreaterThan(0);
     expect(rec.images.length).toBeGreaterThan(50);
+    const trusted: string[] = [];
     for (const img of rec.images) {
-      for (const d of [img.dropped, img.torn]) await check(d, img.at, result.writes, result.removes);
+      for (const d of [img.dropped, img.torn]) if (await check(d, index, img.at, result.writes, result.removes)) trusted.push(d);
     }
+    // The images after the clean close are trusted, dropped (only what was synced) and torn alike.
+    const end = rec.images[rec.images.length - 1];
+    expect(trusted).toEqual(expect.arrayContaining([end.dropped, end.torn]));
     fs.rmSync(base, { recursive: true, force: true });
   });
 });
