@@ -3,12 +3,13 @@
  *   index     memory vs LevelDB index: RSS, store throughput (churn and backlog), clean restart
  *   recovery  store open after a crash (scan) and after a clean stop, both indexes
  *   e2e       RabbitMQ's own store vs Warren through a real broker: publish, memory, restart, consume
+ *   outage    RabbitMQ's own message store process killed vs Warren's sidecar killed: time until the queues serve again
  */
 import { execFileSync } from 'child_process';
 import * as path from 'path';
 
 const [name, ...rest] = process.argv.slice(2);
-const suites: Record<string, string> = { index: 'index-bench.js', recovery: 'recovery-bench.js', e2e: 'e2e-bench.js' };
+const suites: Record<string, string> = { index: 'index-bench.js', recovery: 'recovery-bench.js', e2e: 'e2e-bench.js', outage: 'outage-bench.js' };
 if (!name || !suites[name]) {
   process.stderr.write(`usage: npm run bench -- <${Object.keys(suites).join('|')}> [options]\n`);
   process.exit(2);

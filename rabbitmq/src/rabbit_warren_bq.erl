@@ -87,7 +87,8 @@
     pbytes = 0,
     next_seq = 0,
     read_ahead = ?DEFAULT_READ_AHEAD, %% max messages reserved ahead (app env read_ahead; 0/1 = off)
-    ahead = [],            %% reserved entries, in order: ready for RabbitMQ, pending acks in the sidecar
+    ahead = [],            %% reserved entries, in order: ready for RabbitMQ, pending acks in the sidecar;
+                           %% [] or {ahead, Box} (see put_ahead/2)
     expiring = 0,          %% ready messages with an expiry (0: dropwhile needs no round trip)
     max_frame,             %% the link's frame limit (rabbit_warren_sidecar:max_frame/0)
     counts_deliveries = false, %% annotate delivery_count on messages handed out (4.3 semantics)
@@ -293,7 +294,8 @@ remove_while(Pred, Mode, Fun, Acc, S) ->
 
 remove_while(_Pred, _Mode, _Fun, Acc, S = #s{len = 0}, _Page) ->
     {undefined, Acc, S};
-remove_while(Pred, Mode, Fun, Acc, S = #s{ahead = [Entry = {_, F, E, Sz, _, _, _} | Rest]}, Page) ->
+remove_while(Pred, Mode, Fun, Acc, S = #s{ahead = {ahead, Box}}, Page) ->
+    [Entry = {_, F, E, Sz, _, _, _} | Rest] = Box(),
     %% The head is reserved here already: test it without a round trip, and
     %% hand it out if it goes (the predicate is called once per message).
     P = props(E, Sz, F),
@@ -301,7 +303,7 @@ remove_while(Pred, Mode, Fun, Acc, S = #s{ahead = [Entry = {_, F, E, Sz, _, _, _
         false ->
             {P, Acc, S};
         true ->
-            S1 = S#s{ahead = Rest},
+            S1 = put_ahead(Rest, S),
             {Acc1, S2} = case Mode of
                              drop ->
                                  {_, S3} = hand_out(Entry, false, false, S1),
@@ -395,8 +397,9 @@ drop(AckRequired, S) ->
 %% (DELIVER when the consumer must ack, ACK when not). Anything that needs the
 %% sidecar's ready list as RabbitMQ sees it (requeue, purge, peek, fold,
 %% terminate) first RELEASEs what is still reserved, flags unchanged.
-take_ahead(S = #s{ahead = [E | Rest]}) ->
-    {E, S#s{ahead = Rest}};
+take_ahead(S = #s{ahead = {ahead, Box}}) ->
+    [E | Rest] = Box(),
+    {E, put_ahead(Rest, S)};
 take_ahead(S = #s{read_ahead = RA, len = Len, bytes = Bytes}) when RA > 1, Len > 1 ->
     Avg = max(1, Bytes div Len),
     N = lists:min([RA, Len, max(1, read_ahead_bytes() div Avg)]),
@@ -406,7 +409,7 @@ take_ahead(S = #s{read_ahead = RA, len = Len, bytes = Bytes}) when RA > 1, Len >
         true ->
             {ok, Reply} = sync_reply(S, ?OP_FETCH, <<N:32, ?FETCH_RESERVE:8, 1:8>>),
             case entries(Reply) of
-                [E | Rest] -> {E, S#s{ahead = Rest}};
+                [E | Rest] -> {E, put_ahead(Rest, S)};
                 [] -> exit({warren_out_of_sync, S#s.qname, {expected, N}, {got, 0}})
             end
     end;
@@ -419,9 +422,18 @@ hand_out(Entry = {Seq, _, _, _, _, _, _}, AckRequired, WithBody, S) ->
 
 release(S = #s{ahead = []}) ->
     S;
-release(S = #s{ahead = Ahead, handle = H}) ->
+release(S = #s{ahead = {ahead, Box}, handle = H}) ->
+    Ahead = Box(),
     async(S, noflow, seqs_frame(?OP_RELEASE, H, [Seq || {Seq, _, _, _, _, _, _} <- Ahead])),
     S#s{ahead = []}.
+
+%% The reserved entries carry message bodies. They are kept inside a closure
+%% because RabbitMQ 3.10 and 4.0 print a crashed queue's whole state: a
+%% closure prints as #Fun<...>, a list of bodies byte by byte (64 bodies of
+%% 5 KB made 17,000 log lines a queue, and seconds of formatting before the
+%% queue could restart). 4.3 calls format_state/1 instead.
+put_ahead([], S) -> S#s{ahead = []};
+put_ahead(Entries, S) -> S#s{ahead = {ahead, fun() -> Entries end}}.
 
 read_ahead_bytes() ->
     application:get_env(rabbitmq_warren, read_ahead_bytes, 1048576).
@@ -662,7 +674,8 @@ handle_info(_Msg, S) -> S.
 
 %% For crash reports: no message bodies, no per-message maps.
 format_state(S = #s{ahead = Ahead, unacked = U}) ->
-    S#s{ahead = {reserved, length(Ahead)}, unacked = {pending_acks, map_size(U)}}.
+    Reserved = case Ahead of [] -> 0; {ahead, Box} -> length(Box()) end,
+    S#s{ahead = {reserved, Reserved}, unacked = {pending_acks, map_size(U)}}.
 
 %%----------------------------------------------------------------------------
 %% helpers

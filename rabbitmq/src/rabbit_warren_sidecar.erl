@@ -477,8 +477,14 @@ start_port(St = #st{sock_path = Path, starts = N}) ->
         schedule_restart(St#st{port = undefined, os_pid = undefined, starts = N + 1})
     end.
 
+%% The first restart after a working sidecar died is immediate (every queue
+%% of the node waits for it); a sidecar that keeps failing is retried after
+%% 250 ms, doubling up to 10 s.
 schedule_restart(St = #st{restart_timer = undefined, failures = N}) ->
-    Delay = min(10000, 250 bsl min(N, 6)),
+    Delay = case N of
+                0 -> 0;
+                _ -> min(10000, 250 bsl min(N - 1, 6))
+            end,
     St#st{failures = N + 1, restart_timer = erlang:send_after(Delay, self(), restart_sidecar)};
 schedule_restart(St) ->
     St.

@@ -811,9 +811,18 @@ export class MessageStore {
     }
     await this.handles.closeAll();
     if (ok) {
-      await storeFileSummary(this.dir, [...this.summaries.values()].sort((a, b) => a.file - b.file));
-      await this.index.terminate();
-      await storeRecoveryTerms(this.dir, { clientRefs: [...this.clientRefs].sort(), indexKind: this.index.kind });
+      try {
+        await storeFileSummary(this.dir, [...this.summaries.values()].sort((a, b) => a.file - b.file));
+        await this.index.terminate();
+        await storeRecoveryTerms(this.dir, { clientRefs: [...this.clientRefs].sort(), indexKind: this.index.kind });
+      } catch (e) {
+        // The recovery terms are written last: without them the next start rebuilds.
+        this.fail(e);
+        await this.index.abandon().catch(() => undefined);
+        this.log('error', 'the clean state could not be written: the next start will rebuild');
+        this.closed = true;
+        throw e;
+      }
       this.log('info', `closed cleanly: ${this.summaries.size} files, ${this.index.size()} messages`);
     } else {
       // Nothing of it is trusted at the next open; the index only has to let go of its files.

@@ -197,3 +197,34 @@ it.each([
   await checkInvariants(again);
   await again.close();
 });
+
+describe('a clean close whose state files cannot be written', () => {
+  it.each(['file_summary.json', 'clean.json'])('EIO on the rename of %s: close rejects, the index is released, the next open rebuilds with every message', async (name) => {
+    const dir = await tmpDir();
+    try {
+      const store = await MessageStore.open({ dir, fileSizeLimit: 4096, index: 'leveldb' });
+      const c = store.client('q');
+      for (let n = 0; n < 20; n++) c.write(mid(n), body(n, 300));
+      await c.sync(Array.from({ length: 20 }, (_, n) => mid(n)));
+      const real = fsp.rename.bind(fsp);
+      const stub = sinon.stub(fsp, 'rename').callsFake(async (from, to) => {
+        if (path.basename(String(to)) === name) throw Object.assign(new Error(`EIO: i/o error, rename '${String(from)}'`), { code: 'EIO' });
+        return real(from, to);
+      });
+      try {
+        await expect(store.close()).rejects.toMatchObject({ code: 'EIO' });
+      } finally {
+        stub.restore();
+      }
+      const again = await MessageStore.open({ dir, fileSizeLimit: 4096, index: 'leveldb', clientRefs: ['q'], refDeltas: () => deltasOf(Array.from({ length: 20 }, (_, n) => [mid(n), 1] as [Buffer, number])) });
+      try {
+        expect(again.successfullyRecovered).toBe(false);
+        for (let n = 0; n < 20; n++) expect(await again.client('q').read(mid(n))).toEqual(body(n, 300));
+      } finally {
+        await again.close();
+      }
+    } finally {
+      await rmDir(dir);
+    }
+  });
+});
