@@ -76,50 +76,26 @@ function keyOf(id: MsgId): string {
   return id.toString('latin1');
 }
 
-const DELTA_BATCH = 1024;
-
-/**
- * Feeds the ref-count deltas into the (empty) index, as unplaced entries. A
- * batch of deltas is summed per id first, so that its lookups are
- * independent and go to the index together (one LevelDB read for the lot
- * rather than one a delta). Deltas are +1 in practice (ref-deltas.ts); a
- * negative one for an id not counted yet is dropped, as before.
- */
+/** Feeds the ref-count deltas into the (empty) index, as unplaced entries. */
 export async function countMsgRefs(index: Index, deltas: AsyncIterable<[MsgId, number]>, log: StoreLogger): Promise<number> {
   let n = 0;
   let last = Date.now();
-  let batch = new Map<string, { id: MsgId; delta: number }>();
-  const apply = async (b: Map<string, { id: MsgId; delta: number }>): Promise<void> => {
-    const items = [...b.values()].filter((d) => d.delta !== 0);
-    const locs = await Promise.all(items.map((d) => index.lookup(d.id)));
-    for (let i = 0; i < items.length; i++) {
-      const { id, delta } = items[i];
-      const loc = locs[i];
-      if (!loc) {
-        if (delta > 0) index.insert(id, { refCount: delta, file: UNPLACED_FILE, offset: 0, totalSize: 0 });
-      } else {
-        const rc = loc.refCount + delta;
-        if (rc <= 0) index.delete(id);
-        else index.update(id, { ...loc, refCount: rc });
-      }
-    }
-  };
   for await (const [id, delta] of deltas) {
     n++;
-    const k = keyOf(id);
-    const d = batch.get(k);
-    if (d) d.delta += delta;
-    else batch.set(k, { id, delta });
-    if (batch.size >= DELTA_BATCH) {
-      await apply(batch);
-      batch = new Map();
+    if (delta === 0) continue;
+    const loc = await index.lookup(id);
+    if (!loc) {
+      if (delta > 0) index.insert(id, { refCount: delta, file: UNPLACED_FILE, offset: 0, totalSize: 0 });
+    } else {
+      const rc = loc.refCount + delta;
+      if (rc <= 0) index.delete(id);
+      else index.update(id, { ...loc, refCount: rc });
     }
     if (Date.now() - last >= PROGRESS_MS) {
       last = Date.now();
       log('info', `recovery: counted ${n} message references`);
     }
   }
-  await apply(batch);
   return n;
 }
 
