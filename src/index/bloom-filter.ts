@@ -6,7 +6,7 @@
  * 10 bits an id and 7 probes give about 0.8% false positives at capacity.
  * It cannot forget an id; the owner rebuilds it when it fills.
  */
-import { crc32c } from '../store/crc32c';
+import { crc32c } from '../util/crc32c';
 
 const BITS_PER_ID = 10;
 const PROBES = 7;

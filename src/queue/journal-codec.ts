@@ -8,7 +8,7 @@
  * and decoding resynchronises on the next valid record (every record is
  * CRC-framed), so one bad record never hides the good ones behind it.
  */
-import { crc32c } from '../store/crc32c';
+import { crc32c } from '../util/crc32c';
 
 export const RecordType = { PUBLISH: 1, DELIVER: 2, ACK: 3 } as const;
 

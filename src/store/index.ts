@@ -13,7 +13,7 @@ export {
 } from './errors';
 export type { StoreErrorCode } from './errors';
 export type { FileSummary } from './file-summary';
-export { crc32c } from './crc32c';
+export { crc32c } from '../util/crc32c';
 export { encodeRecord, decodeRecord, HEADER_SIZE as RECORD_HEADER_SIZE } from './record-codec';
 export { scanSegment } from './segment-scanner';
 export type { ScanResult, ScannedRecord } from './segment-scanner';

@@ -28,6 +28,7 @@ import { HandleCache } from './handles';
 import { resolveIndex } from './index-registry';
 import { decodeRecord, encodeHeader, ID_SIZE, MAX_BODY_SIZE } from './record-codec';
 import {
+  CountedRefs,
   countMsgRefs,
   readRecoveryTerms,
   rebuildFromSegments,
@@ -67,6 +68,11 @@ export interface MessageStoreOptions {
   maxOpenFiles?: number;
   /** Segment files scanned at once on a non-clean start (default 2). */
   scanConcurrency?: number;
+  /**
+   * Messages whose ref counts a non-clean start keeps in memory while it scans
+   * (about 60 bytes each; default 1,000,000); beyond, they go to the index.
+   */
+  recoveryRefsInMemory?: number;
   /** I/O chunk of compaction and scans (default 1 MiB). */
   ioChunkSize?: number;
 }
@@ -219,6 +225,7 @@ export class MessageStore {
     };
     const maxOpenFiles = posInt(options.maxOpenFiles, 'maxOpenFiles', 32);
     const scanConcurrency = posInt(options.scanConcurrency, 'scanConcurrency', 2);
+    const recoveryRefsInMemory = posInt(options.recoveryRefsInMemory, 'recoveryRefsInMemory', 1_000_000);
     if (options.clientRefs !== undefined && (!Array.isArray(options.clientRefs) || !options.clientRefs.every((r) => typeof r === 'string'))) {
       throw new InvalidArgumentError('clientRefs must be undefined or an array of strings');
     }
@@ -268,11 +275,12 @@ export class MessageStore {
       current = last.file;
       currentSize = last.fileSize;
     } else {
+      let refs: CountedRefs = { inMemory: new Map(), spilled: false, deltas: 0 };
       if (options.clientRefs !== undefined && options.refDeltas) {
-        const n = await countMsgRefs(index, options.refDeltas(), log);
-        log('info', `recovery: ${n} ref-count deltas read, ${index.size()} messages referenced`);
+        refs = await countMsgRefs(index, options.refDeltas(), log, recoveryRefsInMemory);
+        log('info', `recovery: ${refs.deltas} ref-count deltas read, ${refs.spilled ? index.size() : refs.inMemory.size} messages referenced`);
       }
-      const r = await rebuildFromSegments(dir, index, { log, concurrency: scanConcurrency });
+      const r = await rebuildFromSegments(dir, index, refs, { log, concurrency: scanConcurrency });
       summaries = r.summaries;
       current = r.current;
       currentSize = r.currentSize;

@@ -6,7 +6,7 @@
  * All integers big-endian. The magic lets a scan find the next record after a
  * damaged one; the CRC covers the length so a torn or flipped length is caught.
  */
-import { crc32c } from './crc32c';
+import { crc32c } from '../util/crc32c';
 
 export const RECORD_MAGIC = 0xd7a5c3e1;
 export const ID_SIZE = 16;

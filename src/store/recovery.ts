@@ -1,6 +1,7 @@
 /**
  * Start-up: interrupted compactions, recovery terms, and the non-clean rebuild
- * (ref counts from the caller's deltas, then a scan of every segment file).
+ * (ref counts from the caller's deltas, then a scan of every segment file that
+ * claims, for each referenced id, its first intact record).
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
@@ -8,7 +9,7 @@ import { Index, MsgId } from '../index/types';
 import { FileSummary, newSummary } from './file-summary';
 import { fsyncDir, sealJson, takeFile, unsealJson, writeFileAtomic } from './fs-util';
 import { listNumbered, segmentPath, SEGMENT_EXT, TMP_EXT, tmpPath } from './segment-file';
-import { scanSegment, ScanResult } from './segment-scanner';
+import { scanSegment, ScannedRecord, ScanResult } from './segment-scanner';
 
 export type StoreLogger = (level: 'info' | 'warn' | 'error', msg: string) => void;
 
@@ -76,27 +77,79 @@ function keyOf(id: MsgId): string {
   return id.toString('latin1');
 }
 
-/** Feeds the ref-count deltas into the (empty) index, as unplaced entries. */
-export async function countMsgRefs(index: Index, deltas: AsyncIterable<[MsgId, number]>, log: StoreLogger): Promise<number> {
-  let n = 0;
+/**
+ * The ref counts of a non-clean start, gathered before any record is found.
+ * They are kept in a map of their own (an id and a count each, about 60 bytes)
+ * so that the scan claims a record with one synchronous lookup and the index
+ * receives one insert per live message. Past `maxInMemory` ids the map is
+ * moved into the index as unplaced entries and counting goes on there: memory
+ * stays bounded at the cost of a read and a second write per message.
+ */
+export interface CountedRefs {
+  /** Referenced ids not yet claimed (latin1 key -> count > 0); empty once spilled. */
+  inMemory: Map<string, number>;
+  /** Whether the counts are in the index, as entries in UNPLACED_FILE. */
+  spilled: boolean;
+  /** Deltas read. */
+  deltas: number;
+}
+
+/** Counts the ref-count deltas (the index is empty); a count that falls to 0 or below is dropped. */
+export async function countMsgRefs(
+  index: Index,
+  deltas: AsyncIterable<[MsgId, number]>,
+  log: StoreLogger,
+  maxInMemory: number,
+): Promise<CountedRefs> {
+  const refs: CountedRefs = { inMemory: new Map(), spilled: false, deltas: 0 };
   let last = Date.now();
   for await (const [id, delta] of deltas) {
-    n++;
+    refs.deltas++;
     if (delta === 0) continue;
-    const loc = await index.lookup(id);
-    if (!loc) {
-      if (delta > 0) index.insert(id, { refCount: delta, file: UNPLACED_FILE, offset: 0, totalSize: 0 });
-    } else {
-      const rc = loc.refCount + delta;
-      if (rc <= 0) index.delete(id);
-      else index.update(id, { ...loc, refCount: rc });
+    if (refs.spilled) await addToIndex(index, id, delta);
+    else {
+      const k = keyOf(id);
+      const cur = refs.inMemory.get(k);
+      const rc = (cur ?? 0) + delta;
+      if (cur === undefined && delta < 0) continue;
+      if (rc <= 0) refs.inMemory.delete(k);
+      else refs.inMemory.set(k, rc);
+      if (refs.inMemory.size > maxInMemory) {
+        log('info', `recovery: more than ${maxInMemory} messages referenced: counting on in the ${index.kind} index`);
+        for (const [key, n] of refs.inMemory) index.insert(Buffer.from(key, 'latin1'), unplaced(n));
+        refs.inMemory.clear();
+        refs.spilled = true;
+      }
     }
     if (Date.now() - last >= PROGRESS_MS) {
       last = Date.now();
-      log('info', `recovery: counted ${n} message references`);
+      log('info', `recovery: counted ${refs.deltas} message references`);
     }
   }
-  return n;
+  return refs;
+}
+
+const unplaced = (refCount: number) => ({ refCount, file: UNPLACED_FILE, offset: 0, totalSize: 0 });
+
+async function addToIndex(index: Index, id: MsgId, delta: number): Promise<void> {
+  const loc = await index.lookup(id);
+  if (!loc) {
+    if (delta > 0) index.insert(id, unplaced(delta));
+  } else {
+    const rc = loc.refCount + delta;
+    if (rc <= 0) index.delete(id);
+    else index.update(id, { ...loc, refCount: rc });
+  }
+}
+
+/** For each record, the count of its unplaced index entry (spilled counts), or undefined. */
+async function unplacedCounts(index: Index, records: ScannedRecord[]): Promise<Array<number | undefined>> {
+  const counts: Array<number | undefined> = [];
+  for (let b = 0; b < records.length; b += LOOKUP_BATCH) {
+    const locs = await Promise.all(records.slice(b, b + LOOKUP_BATCH).map((r) => index.lookup(r.id)));
+    for (const loc of locs) counts.push(loc && loc.file === UNPLACED_FILE ? loc.refCount : undefined);
+  }
+  return counts;
 }
 
 export interface RebuildResult {
@@ -108,25 +161,28 @@ export interface RebuildResult {
   checksumFailures: number;
   skippedBytes: number;
   deletedFiles: number;
+  /** Referenced messages found in no segment file (counted only while the counts were in memory). */
+  lostMessages: number;
 }
 
 const LOOKUP_BATCH = 512;
 
 /**
- * Scans every segment (a few at a time), claims for each unplaced index entry
- * the first intact record of its id (files in ascending order), builds the
- * summaries, drops unclaimed entries and empty non-current files.
+ * Scans every segment (a few at a time), claims for each counted id the first
+ * intact record (files in ascending order) and indexes it, builds the
+ * summaries, drops the counts no record claimed and empty non-current files.
  */
 export async function rebuildFromSegments(
   dir: string,
   index: Index,
+  refs: CountedRefs,
   opts: { log: StoreLogger; concurrency: number },
 ): Promise<RebuildResult> {
   const { log } = opts;
   const files = await listNumbered(dir, SEGMENT_EXT);
   if (files.length === 0) {
-    await index.deleteByFile([UNPLACED_FILE]);
-    return { summaries: [newSummary(0, undefined)], current: 0, currentSize: 0, checksumFailures: 0, skippedBytes: 0, deletedFiles: 0 };
+    await dropUnclaimed(index, refs, log);
+    return { summaries: [newSummary(0, undefined)], current: 0, currentSize: 0, checksumFailures: 0, skippedBytes: 0, deletedFiles: 0, lostMessages: refs.inMemory.size };
   }
   const started = Date.now();
   let lastReport = started;
@@ -155,24 +211,28 @@ export async function rebuildFromSegments(
     if (scan.checksumFailures > 0 || (scan.skippedBytes > 0 && i < files.length - 1)) {
       log('warn', `recovery: ${file}${SEGMENT_EXT}: ${scan.checksumFailures} records failed their checksum, ${scan.skippedBytes} bytes skipped`);
     }
-    const claimed = new Set<string>();
     let valid = 0;
     let top = 0;
     let lastEnd = 0;
-    for (let b = 0; b < scan.records.length; b += LOOKUP_BATCH) {
-      const batch = scan.records.slice(b, b + LOOKUP_BATCH);
-      const locs = await Promise.all(batch.map((r) => index.lookup(r.id)));
-      for (let j = 0; j < batch.length; j++) {
-        const r = batch[j];
-        const loc = locs[j];
-        const k = keyOf(r.id);
-        if (!loc || loc.file !== UNPLACED_FILE || claimed.has(k)) continue;
+    // A claimed id leaves the map (or its entry leaves UNPLACED_FILE), so a later copy is garbage.
+    const spilledCounts = refs.spilled ? await unplacedCounts(index, scan.records) : undefined;
+    const claimed = new Set<string>();
+    for (let j = 0; j < scan.records.length; j++) {
+      const r = scan.records[j];
+      const k = keyOf(r.id);
+      const refCount = spilledCounts ? (claimed.has(k) ? undefined : spilledCounts[j]) : refs.inMemory.get(k);
+      if (refCount === undefined) continue;
+      const loc = { refCount, file, offset: r.offset, totalSize: r.totalSize };
+      if (spilledCounts) {
         claimed.add(k);
-        index.update(r.id, { refCount: loc.refCount, file, offset: r.offset, totalSize: r.totalSize });
-        if (r.offset === top) top += r.totalSize; // contiguous valid prefix
-        valid += r.totalSize;
-        lastEnd = r.offset + r.totalSize;
+        index.update(r.id, loc);
+      } else {
+        refs.inMemory.delete(k);
+        index.insert(r.id, loc);
       }
+      if (r.offset === top) top += r.totalSize; // contiguous valid prefix
+      valid += r.totalSize;
+      lastEnd = r.offset + r.totalSize;
     }
     const isLast = i === files.length - 1;
     all.push({
@@ -191,7 +251,8 @@ export async function rebuildFromSegments(
       log('info', `recovery: scanned ${i + 1}/${files.length} segment files (${Math.round(scannedBytes / 1048576)} MiB)`);
     }
   }
-  await index.deleteByFile([UNPLACED_FILE]);
+  const lostMessages = refs.inMemory.size;
+  await dropUnclaimed(index, refs, log);
 
   // Empty files other than the current one go; the others are made durable
   // (their bytes may have been written but never fsynced before the crash).
@@ -223,5 +284,14 @@ export async function rebuildFromSegments(
   if (Date.now() - started >= PROGRESS_MS) {
     log('info', `recovery: scanned ${files.length} segment files (${Math.round(scannedBytes / 1048576)} MiB) in ${Date.now() - started} ms`);
   }
-  return { summaries: kept, current: cur.file, currentSize: cur.fileSize, checksumFailures, skippedBytes, deletedFiles };
+  return { summaries: kept, current: cur.file, currentSize: cur.fileSize, checksumFailures, skippedBytes, deletedFiles, lostMessages };
+}
+
+/** Referenced messages that no segment file holds intact are forgotten: their queues drop them when they recover. */
+async function dropUnclaimed(index: Index, refs: CountedRefs, log: StoreLogger): Promise<void> {
+  if (refs.spilled) await index.deleteByFile([UNPLACED_FILE]);
+  else if (refs.inMemory.size > 0) {
+    log('warn', `recovery: ${refs.inMemory.size} referenced messages have no intact record in any segment file`);
+    refs.inMemory.clear();
+  }
 }

@@ -221,7 +221,10 @@ describe('MessageStore basics', () => {
     await store.close();
   });
 
-  test('different client refs: non-clean start, rebuilt from refDeltas', async () => {
+  test.each([
+    ['in memory', undefined],
+    ['in the index', 1],
+  ])('different client refs: non-clean start, rebuilt from refDeltas counted %s', async (_how, recoveryRefsInMemory) => {
     let store = await MessageStore.open({ dir, fileSizeLimit: 1000 });
     const a = store.client('a');
     for (let i = 0; i < 10; i++) a.write(mid(i), body(i, 150));
@@ -231,6 +234,7 @@ describe('MessageStore basics', () => {
       dir,
       fileSizeLimit: 1000,
       clientRefs: ['a', 'zzz'],
+      recoveryRefsInMemory,
       refDeltas: () => deltasOf([[mid(1), 1], [mid(1), 1], [mid(2), 1], [mid(5), 1], [mid(5), -1], [mid(42), 1]]),
     });
     expect(store.successfullyRecovered).toBe(false);
