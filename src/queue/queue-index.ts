@@ -316,8 +316,11 @@ export class QueueIndex {
       for await (const { entries, n, fileSummary } of liveBySegment(dir, files, loaded.state, (msg) => opts.log('error', msg))) {
         if (fileSummary.count > 0) segments.set(n, fileSummary);
         const missing: number[] = [];
-        for (const e of entries) {
-          if (opts.contains && !(await opts.contains(e.id))) {
+        // asked all at once: the store answers a run of them with one index read
+        const present = opts.contains ? await Promise.all(entries.map((e) => opts.contains!(e.id))) : undefined;
+        for (let i = 0; i < entries.length; i++) {
+          const e = entries[i];
+          if (present && !present[i]) {
             missing.push(e.seq);
             continue;
           }

@@ -128,6 +128,9 @@ type Deferred = { kind: 'remove'; id: MsgId } | Extract<Op, { kind: 'contains' }
 
 class Aborted extends Error {}
 
+/** Queued contains answered together at most (see handleContainsBatch). */
+const CONTAINS_BATCH = 1024;
+
 function keyOf(id: MsgId): string {
   return id.toString('latin1');
 }
@@ -482,17 +485,13 @@ export class MessageStore {
   private async pump(): Promise<void> {
     try {
       while (this.queueHead < this.queue.length && !this.crashed) {
-        const op = this.queue[this.queueHead];
-        this.queue[this.queueHead++] = undefined as unknown as Op;
-        if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-          this.queue.splice(0, this.queueHead);
-          this.queueHead = 0;
-        }
+        const op = this.shift();
+        const batch = op.kind === 'contains' ? this.moreContains(op) : undefined;
         try {
-          await this.handle(op);
+          await (batch ? this.handleContainsBatch(batch) : this.handle(op));
         } catch (e) {
           if (e instanceof Aborted) break;
-          if ('reject' in op) op.reject(e);
+          for (const o of batch ?? [op]) if ('reject' in o) o.reject(e);
           this.fail(e);
         }
       }
@@ -502,6 +501,28 @@ export class MessageStore {
       this.idleWaiters = [];
       for (const w of ws) w();
     }
+  }
+
+  private shift(): Op {
+    const op = this.queue[this.queueHead];
+    this.queue[this.queueHead++] = undefined as unknown as Op;
+    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      this.queue.splice(0, this.queueHead);
+      this.queueHead = 0;
+    }
+    return op;
+  }
+
+  /** `first` and the contains queued right behind it (a recovering queue asks for a segment's worth at once). */
+  private moreContains(first: Extract<Op, { kind: 'contains' }>): Array<Extract<Op, { kind: 'contains' }>> {
+    const batch = [first];
+    while (batch.length < CONTAINS_BATCH && this.queueHead < this.queue.length) {
+      const next = this.queue[this.queueHead];
+      if (next.kind !== 'contains') break;
+      batch.push(next);
+      this.shift();
+    }
+    return batch;
   }
 
   private drain(): Promise<void> {
@@ -631,7 +652,20 @@ export class MessageStore {
   }
 
   private async handleContains(op: Extract<Op, { kind: 'contains' }>): Promise<void> {
-    const loc = await this.index.lookup(op.id);
+    this.answerContains(op, await this.index.lookup(op.id));
+  }
+
+  /**
+   * Lookups only, with no write queued between them, so they may run at once:
+   * an index that goes to disk reads them in one trip instead of one each.
+   */
+  private async handleContainsBatch(ops: Array<Extract<Op, { kind: 'contains' }>>): Promise<void> {
+    if (ops.length === 1) return this.handleContains(ops[0]);
+    const locs = await Promise.all(ops.map((op) => this.index.lookup(op.id)));
+    for (let i = 0; i < ops.length; i++) this.answerContains(ops[i], locs[i]);
+  }
+
+  private answerContains(op: Extract<Op, { kind: 'contains' }>, loc: MsgLocation | undefined): void {
     if (!loc) return op.resolve(false);
     const gc = this.gcActive;
     if (gc && (loc.file === gc.src || loc.file === gc.dst)) {

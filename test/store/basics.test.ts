@@ -252,6 +252,26 @@ describe('MessageStore basics', () => {
     await store.close();
   });
 
+  test('contains asked many at once are answered right, and LevelDB reads them in a few trips', async () => {
+    let store = await MessageStore.open({ dir, index: 'leveldb', clientRefs: undefined });
+    const q = store.client('q');
+    const ids = Array.from({ length: 3000 }, (_, i) => mid(i));
+    for (const id of ids) q.write(id, body(1, 20));
+    await q.sync(ids);
+    q.remove(ids.filter((_, i) => i % 3 === 0));
+    await store.close();
+    // reopened clean: nothing is cached, every present id is a LevelDB read
+    store = await MessageStore.open({ dir, index: 'leveldb', clientRefs: ['q'] });
+    expect(store.successfullyRecovered).toBe(true);
+    const asked = [...ids, mid(1_000_000)];
+    const got = await Promise.all(asked.map((id) => store.contains(id)));
+    expect(got).toEqual(asked.map((_, i) => i < 3000 && i % 3 !== 0));
+    const ix = store.stats().index!;
+    expect(ix.diskReads).toBeGreaterThanOrEqual(2000);
+    expect(ix.readBatches).toBeLessThanOrEqual(Math.ceil(asked.length / 1024) + 1);
+    await store.close();
+  });
+
   test('terminate keeps the ref recorded, deleteAndTerminate forgets it', async () => {
     let store = await MessageStore.open({ dir });
     const a = store.client('a');
