@@ -72,10 +72,11 @@ export class SegmentWriter {
     }
     try {
       const st = await fh.stat();
-      if (st.size !== size) {
-        await fh.truncate(size);
-        await fh.datasync();
-      }
+      if (st.size !== size) await fh.truncate(size);
+      // Always: after a crash the bytes up to `size` may be in the page cache
+      // only (a killed process's writes), and a sync of a message already
+      // there is answered without writing anything.
+      await fh.datasync();
     } catch (e) {
       await fh.close();
       throw e;

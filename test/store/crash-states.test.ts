@@ -18,6 +18,8 @@ import * as path from 'path';
 import { Level } from 'level';
 import sinon from 'sinon';
 import { MessageStore } from '../../src/store';
+import { encodeRecord } from '../../src/store/record-codec';
+import { fsyncDir } from '../../src/util/durable-file';
 import { Recorder } from '../crash-recorder';
 import { rng } from '../random';
 import { body, deltasOf, mid } from './helpers';
@@ -149,6 +151,40 @@ describe(`crash states of the message store (${SEEDS} seeds from ${BASE_SEED}; W
     // The images after the clean close are trusted, dropped (only what was synced) and torn alike.
     const end = rec.images[rec.images.length - 1];
     expect(trusted).toEqual(expect.arrayContaining([end.dropped, end.torn]));
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+});
+
+describe('a record a killed process left unsynced in the current file', () => {
+  it('is made durable when the store reopens, before a sync of the same message can be answered from it', async () => {
+    const base = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-scs-'));
+    const dir = path.join(base, 'store');
+    const rec = new Recorder(dir, path.join(base, 'images'), rng(1));
+    await rec.install();
+    const id = mid(7);
+    try {
+      // What a SIGKILL leaves: the record written to the current file, never fsynced (its name is durable).
+      fs.mkdirSync(dir);
+      await fsyncDir(base);
+      const fh = await fs.promises.open(path.join(dir, '0.rdq'), 'w');
+      await fh.write(encodeRecord(id, body(7, 300)));
+      await fh.close();
+      await fsyncDir(dir);
+      const store = await MessageStore.open({ dir, clientRefs: ['a'], refDeltas: () => deltasOf([[id, 1]]) });
+      expect(store.successfullyRecovered).toBe(false);
+      // a second queue publishes the same message: the store already holds it, so the sync is answered at once
+      const b = store.client('b');
+      b.write(id, body(7, 300));
+      await b.sync([id]);
+      rec.finish();
+      await store.close();
+    } finally {
+      rec.uninstall();
+    }
+    const end = rec.images[rec.images.length - 1];
+    const after = await MessageStore.open({ dir: end.dropped, clientRefs: ['a', 'b'], refDeltas: () => deltasOf([[id, 2]]) });
+    expect(await after.client('b').read(id)).toEqual(body(7, 300));
+    await after.close();
     fs.rmSync(base, { recursive: true, force: true });
   });
 });
