@@ -6,6 +6,8 @@
  * deleted. Data is duplicated, never moved: every step that drops bytes comes
  * after an fsync of the copy (see recoverCrashedCompactions for the way back).
  *
+ * A file with a damaged record is never compacted (DamagedSegmentError).
+ *
  * The caller has locked both files and waited for their readers to leave.
  * All I/O is chunked and async, so the event loop keeps running.
  */
@@ -31,10 +33,32 @@ interface Located {
   totalSize: number;
 }
 
-/** Records of `file` that the index still points at, ascending by offset. */
+/**
+ * A file of the pair holds records that fail their checksum, or bytes that are
+ * no intact record (a damaged header hides a whole record). Compacting it
+ * would drop their bytes while their index entries (and the file's valid
+ * count) still account for them, so a later remove of one would make the
+ * count run short and could delete the file with live records in it. The
+ * pair is left as it is, before anything was written.
+ */
+export class DamagedSegmentError extends Error {
+  constructor(
+    readonly file: number,
+    readonly checksumFailures: number,
+    readonly skippedBytes: number,
+  ) {
+    super(`segment file ${file} holds ${checksumFailures} records that fail their checksum and ${skippedBytes} bytes that are no intact record`);
+  }
+}
+
+/** Records of `file` that the index still points at, ascending by offset; throws DamagedSegmentError on damage. */
 async function findUnremoved(ctx: CompactionContext, file: number): Promise<Located[]> {
   const scan = await scanSegment(segmentPath(ctx.dir, file), ctx.chunkSize);
-  if (scan.checksumFailures) ctx.onChecksumFailures(scan.checksumFailures);
+  // Never the current file, so any byte outside an intact record is damage (a torn length hides its record entirely).
+  if (scan.checksumFailures || scan.skippedBytes) {
+    ctx.onChecksumFailures(scan.checksumFailures);
+    throw new DamagedSegmentError(file, scan.checksumFailures, scan.skippedBytes);
+  }
   const out: Located[] = [];
   const BATCH = 512;
   for (let b = 0; b < scan.records.length; b += BATCH) {
@@ -90,7 +114,9 @@ async function copyMessages(
   let blockDest = 0;
   const updates: Array<Promise<void>> = [];
   for (const m of work) {
-    updates.push(ctx.index.updateFields(m.id, { file: destFile, offset: indexPos + copied }));
+    const u = ctx.index.updateFields(m.id, { file: destFile, offset: indexPos + copied });
+    u.catch(() => undefined); // awaited below; if a copy fails first, its failure is the one reported
+    updates.push(u);
     if (blockEnd === m.offset) {
       blockEnd += m.totalSize;
     } else {
@@ -108,16 +134,19 @@ async function copyMessages(
 
 /** Combines `src` into `dst` (its left neighbour). Returns the destination's new size (all valid). */
 export async function combineFiles(ctx: CompactionContext, src: FileSummary, dst: FileSummary): Promise<number> {
+  // Both files are read before anything is written, so a damaged one stops the compaction while nothing has changed.
+  const srcWork = await findUnremoved(ctx, src.file);
+  const top = dst.contiguousTop;
+  const dstWork = top === dst.validTotalSize ? undefined : (await findUnremoved(ctx, dst.file)).filter((m) => m.offset >= top);
   const dstFh = await fsp.open(segmentPath(ctx.dir, dst.file), 'r+');
   let srcFh: fsp.FileHandle | undefined;
   let dstEnd: number;
   try {
-    const top = dst.contiguousTop;
-    if (top === dst.validTotalSize) {
+    if (!dstWork) {
       await dstFh.truncate(top);
       dstEnd = top;
     } else {
-      const work = (await findUnremoved(ctx, dst.file)).filter((m) => m.offset >= top);
+      const work = dstWork;
       const tmp = tmpPath(ctx.dir, dst.file);
       const tmpFh = await fsp.open(tmp, 'w+');
       let tmpSize: number;
@@ -139,7 +168,6 @@ export async function combineFiles(ctx: CompactionContext, src: FileSummary, dst
     }
     ctx.checkAbort();
     srcFh = await fsp.open(segmentPath(ctx.dir, src.file), 'r');
-    const srcWork = await findUnremoved(ctx, src.file);
     dstEnd += await copyMessages(ctx, srcWork, srcFh, dstFh, dstEnd, dst.file, dstEnd);
     await dstFh.truncate(dstEnd);
     await dstFh.datasync();

@@ -16,6 +16,8 @@ export interface FileSummary {
   fileSize: number;
   locked: boolean;
   readers: number;
+  /** A compaction found records failing their checksum here: never compacted again in this run. */
+  damaged?: boolean;
 }
 
 export const FILE_SUMMARY_NAME = 'file_summary.json';

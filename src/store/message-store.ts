@@ -12,7 +12,7 @@
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { Index, IndexFactory, MsgId, MsgLocation } from '../index/types';
-import { combineFiles } from './compaction';
+import { combineFiles, DamagedSegmentError } from './compaction';
 import { DedupCache } from './dedup-cache';
 import {
   ClientTerminatedError,
@@ -120,6 +120,7 @@ type Op =
   | { kind: 'contains'; id: MsgId; resolve: (v: boolean) => void; reject: (e: unknown) => void }
   | { kind: 'gcDone'; src: FileSummary; dst: FileSummary; total: number }
   | { kind: 'gcFailed'; src: FileSummary; dst: FileSummary }
+  | { kind: 'gcSkipped'; src: FileSummary; dst: FileSummary }
   | { kind: 'clientDelete'; ref: string }
   | { kind: 'barrier'; resolve: () => void; reject: (e: unknown) => void };
 
@@ -546,6 +547,8 @@ export class MessageStore {
         return this.handleGcDone(op.src, op.dst, op.total);
       case 'gcFailed':
         return this.handleGcFailed(op.src, op.dst);
+      case 'gcSkipped':
+        return this.handleGcSkipped(op.src, op.dst);
       case 'clientDelete':
         this.clientRefs.delete(op.ref);
         return;
@@ -597,6 +600,10 @@ export class MessageStore {
   }
 
   private async removeMessage(id: MsgId): Promise<void> {
+    // A failed store's counts may be wrong (a compaction that failed half-way
+    // leaves index entries pointing at copies that are not all there): no file
+    // is deleted on their word. The next open rebuilds them from the queues.
+    if (this.failure !== undefined) return;
     const loc = await this.index.lookup(id);
     if (!loc) {
       this.log('warn', `remove of unknown message ${id.toString('hex')} ignored`);
@@ -685,7 +692,7 @@ export class MessageStore {
     while (dst && dst.right !== undefined) {
       const src = this.summaries.get(dst.right)!;
       if (src.right === undefined) return; // never the current file
-      if (dst.validTotalSize + src.validTotalSize <= limit) {
+      if (!dst.damaged && !src.damaged && dst.validTotalSize + src.validTotalSize <= limit) {
         this.startCompaction(src, dst);
         return;
       }
@@ -717,7 +724,6 @@ export class MessageStore {
             },
             onChecksumFailures: (n) => {
               this.counters.checksumFailures += n;
-              this.log('error', `compaction found ${n} damaged records; they are dropped`);
             },
           },
           src,
@@ -726,6 +732,12 @@ export class MessageStore {
         this.post({ kind: 'gcDone', src, dst, total }, true);
       } catch (e) {
         if (e instanceof Aborted || this.crashed) return;
+        if (e instanceof DamagedSegmentError) {
+          this.log('error', `compaction of ${src.file}${SEGMENT_EXT} into ${dst.file}${SEGMENT_EXT} not done: ${e.message}; the file is kept as it is and never compacted in this run, its intact records stay readable`);
+          this.summaries.get(e.file)!.damaged = true;
+          this.post({ kind: 'gcSkipped', src, dst }, true);
+          return;
+        }
         this.fail(e);
         this.post({ kind: 'gcFailed', src, dst }, true);
       }
@@ -743,6 +755,16 @@ export class MessageStore {
     src.locked = false;
     dst.locked = false;
     for (const d of this.endCompaction()) if (d.kind === 'contains') await this.handleContains(d);
+  }
+
+  /** A compaction that found damage before it wrote anything: both files as they were, the deferred operations done now. */
+  private async handleGcSkipped(src: FileSummary, dst: FileSummary): Promise<void> {
+    src.locked = false;
+    dst.locked = false;
+    for (const d of this.endCompaction()) {
+      if (d.kind === 'remove') await this.removeMessage(d.id);
+      else await this.handleContains(d);
+    }
   }
 
   /** The running compaction is over: waiters released; returns what was deferred behind it. */

@@ -189,11 +189,21 @@ it.each([
   expect(store.failed?.message).toMatch(new RegExp(code));
   expect(() => c.write(mid(1000), body(1000))).toThrow(/failed/);
   expect(logs.join('\n')).toMatch(/store failed, no further writes will be accepted/);
+  // Removes still come (queues ack), but a failed store's counts are not trusted to delete a file:
+  // a compaction that failed half-way left index entries pointing at copies that may not be there.
+  const files = (await fsp.readdir(dir)).filter((f) => f.endsWith('.rdq')).sort();
+  const acked = keep.filter((i) => i < 5 || (i >= 20 && i < 40)); // the second file (20 records of 200 B each) holds only 27 and 33
+  c.remove(acked.map(mid));
+  for (let i = 0; i < 80; i++) if (!keep.includes(i)) c.remove([mid(i)]);
+  await store.quiesce();
+  expect((await fsp.readdir(dir)).filter((f) => f.endsWith('.rdq')).sort()).toEqual(files);
   await store.close(); // must not wait forever on the failed compaction
-  const again = await MessageStore.open({ dir, fileSizeLimit: LIMIT, clientRefs: ['q'], refDeltas: () => deltasOf(keep.map((i) => [mid(i), 1] as [Buffer, number])) });
+  const left = keep.filter((i) => !acked.includes(i));
+  const again = await MessageStore.open({ dir, fileSizeLimit: LIMIT, clientRefs: ['q'], refDeltas: () => deltasOf(left.map((i) => [mid(i), 1] as [Buffer, number])) });
   expect(again.successfullyRecovered).toBe(false);
   const c2 = again.client('q');
-  for (const i of keep) expect(await c2.read(mid(i))).toEqual(body(i, 172));
+  for (const i of left) expect(await c2.read(mid(i))).toEqual(body(i, 172));
+  for (const i of acked) expect(await c2.read(mid(i))).toBeUndefined();
   await checkInvariants(again);
   await again.close();
 });
@@ -227,4 +237,34 @@ describe('a clean close whose state files cannot be written', () => {
       await rmDir(dir);
     }
   });
+});
+
+it('never compacts a file holding a damaged record: its count stays exact, and no file with live records is deleted', async () => {
+  // 200-byte records, 21 a file. File 0 keeps 0, 10 (to be damaged, beyond the contiguous prefix), 11 and 12;
+  // file 1 keeps 21; file 2 empties and goes; file 3 is current. Compacting 0 and 1 would drop 10's bytes while
+  // its index entry stays, so removing 10, 11, 12 and 21 would take file 0's count to zero with 0 still in it.
+  const logs: string[] = [];
+  const store = await MessageStore.open({ dir, fileSizeLimit: LIMIT, log: (_l, m) => logs.push(m) });
+  const c = store.client('q');
+  for (let i = 0; i < 80; i++) c.write(mid(i), body(i, 172));
+  await c.sync(Array.from({ length: 80 }, (_, i) => mid(i)));
+  const seg0 = path.join(dir, '0.rdq');
+  const buf = await fsp.readFile(seg0);
+  buf[10 * 200 + 150] ^= 0x10;
+  await fsp.writeFile(seg0, buf);
+  const keep = [0, 10, 11, 12, 21, ...Array.from({ length: 17 }, (_, i) => 63 + i)];
+  c.remove(Array.from({ length: 80 }, (_, i) => i).filter((i) => !keep.includes(i)).map(mid));
+  await store.quiesce();
+  expect(logs.join('\n')).toMatch(/compaction of 1\.rdq into 0\.rdq not done: segment file 0 holds 1 records that fail their checksum and \d+ bytes that are no intact record/);
+  expect(store.failed).toBeUndefined();
+  expect(store.stats().checksumFailures).toBe(1);
+  expect(await c.read(mid(10))).toBeUndefined();
+  c.remove([10, 11, 12, 21].map(mid));
+  await store.quiesce();
+  expect(await c.read(mid(0))).toEqual(body(0, 172));
+  for (let i = 63; i < 80; i++) expect(await c.read(mid(i))).toEqual(body(i, 172));
+  await checkInvariants(store);
+  c.write(mid(100), body(100, 172)); // the store still takes writes
+  await c.sync([mid(100)]);
+  await store.close();
 });
