@@ -155,12 +155,30 @@ async function* liveBySegment(
 }
 
 /**
+ * The queue's segment size from layout.json (undefined if there is none).
+ * A damaged one is replaced by whichever of the configured and the default
+ * size every segment file agrees with (`inferred`: the caller writes it back
+ * when it says it will, `rewrite`); if none does, LayoutError.
+ */
+async function readOrInferLayout(dir: string, configured: number | undefined, log?: Logger, rewrite = false): Promise<{ segmentEntries: number | undefined; inferred?: number }> {
+  try {
+    return { segmentEntries: await readLayout(dir) };
+  } catch (e) {
+    if (!(e instanceof LayoutError)) throw e;
+    const fits = await layoutsMatchingSegments(dir, [configured ?? DEFAULT_SEGMENT_ENTRIES, DEFAULT_SEGMENT_ENTRIES]);
+    if (fits.length === 0) throw new LayoutError(`${e.message}; no known segment size fits the segment files in ${dir}: not opened`);
+    log?.('error', `${e.message}; the segment files agree with ${fits[0]} entries a segment${rewrite ? ', rewritten' : ''}`);
+    return { segmentEntries: fits[0], inferred: fits[0] };
+  }
+}
+
+/**
  * A queue directory's live entries (segments merged with the journal), a
  * segment's worth at a time, without opening it for writing. For the
  * ref-count walk of a non-clean start and for deleting a crashed queue.
  */
-export async function* scanQueueIndex(dir: string): AsyncGenerator<JournalEntry[]> {
-  const segmentEntries = (await readLayout(dir)) ?? DEFAULT_SEGMENT_ENTRIES;
+export async function* scanQueueIndex(dir: string, configured?: number, log?: Logger): AsyncGenerator<JournalEntry[]> {
+  const segmentEntries = (await readOrInferLayout(dir, configured, log)).segmentEntries ?? DEFAULT_SEGMENT_ENTRIES;
   const journal = await loadJournal(dir, segmentEntries);
   for await (const { entries } of liveBySegment(dir, await listSegments(dir), journal.state)) yield entries;
 }
@@ -254,18 +272,9 @@ export class QueueIndex {
   static async open(dir: string, opts: OpenOptions): Promise<{ index: QueueIndex; recovery: Recovery }> {
     await fsp.mkdir(dir, { recursive: true });
     const files = await listSegments(dir, true);
-    let segmentEntries: number | undefined;
-    try {
-      segmentEntries = await readLayout(dir);
-    } catch (e) {
-      if (!(e instanceof LayoutError)) throw e;
-      // Damaged: the size is whichever of the configured and the default one every segment file agrees with.
-      const fits = await layoutsMatchingSegments(dir, [opts.segmentEntries ?? DEFAULT_SEGMENT_ENTRIES, DEFAULT_SEGMENT_ENTRIES]);
-      if (fits.length === 0) throw new LayoutError(`${e.message}; no known segment size fits the segment files in ${dir}: not opened`);
-      opts.log('error', `${e.message}; the segment files agree with ${fits[0]} entries a segment, rewritten`);
-      segmentEntries = fits[0];
-      await writeLayout(dir, segmentEntries);
-    }
+    const found = await readOrInferLayout(dir, opts.segmentEntries, opts.log, true);
+    let segmentEntries = found.segmentEntries;
+    if (found.inferred) await writeLayout(dir, found.inferred);
     if (segmentEntries === undefined) {
       // No layout: a new index, or one written before segments existed (journal only).
       segmentEntries = files.length ? DEFAULT_SEGMENT_ENTRIES : (opts.segmentEntries ?? DEFAULT_SEGMENT_ENTRIES);

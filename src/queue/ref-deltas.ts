@@ -10,12 +10,12 @@ import { Logger, scanQueueIndex } from './queue-index';
 
 const PROGRESS_MS = 1000;
 
-export async function* indexRefDeltas(queuesDir: string, keys: readonly string[], log: Logger): AsyncIterable<[Buffer, number]> {
+export async function* indexRefDeltas(queuesDir: string, keys: readonly string[], log: Logger, segmentEntries?: number): AsyncIterable<[Buffer, number]> {
   const started = Date.now();
   let lastReport = started;
   let messages = 0;
   for (let i = 0; i < keys.length; i++) {
-    for await (const entries of scanQueueIndex(path.join(queuesDir, keys[i]))) {
+    for await (const entries of scanQueueIndex(path.join(queuesDir, keys[i]), segmentEntries, log)) {
       for (const e of entries) {
         messages++;
         yield [e.id, 1];

@@ -93,7 +93,7 @@ export class SidecarServer {
   ) {
     if (token.length !== TOKEN_BYTES) throw new RangeError(`the connection token must be ${TOKEN_BYTES} bytes`);
     this.vhostsDir = path.join(path.resolve(cfg.dataDir), 'msg_stores', 'vhosts');
-    this.vhosts = new Vhosts({ index: cfg.index, fileSizeLimit: cfg.fileSizeLimit, syncIntervalMs: cfg.syncIntervalMs });
+    this.vhosts = new Vhosts({ index: cfg.index, fileSizeLimit: cfg.fileSizeLimit, syncIntervalMs: cfg.syncIntervalMs, segmentEntries: cfg.queue?.segmentEntries });
     if (cfg.maxOpenJournals !== undefined) sharedJournalFiles.limit = cfg.maxOpenJournals;
   }
 
@@ -438,7 +438,7 @@ export class SidecarServer {
     const qdir = path.join(dir, 'warren', 'queues', key);
     if (vh) {
       const client = vh.store.client(key);
-      for await (const entries of scanQueueIndex(qdir)) if (entries.length) client.remove(entries.map((e) => e.id));
+      for await (const entries of scanQueueIndex(qdir, this.cfg.queue?.segmentEntries, log)) if (entries.length) client.remove(entries.map((e) => e.id));
       await client.deleteAndTerminate();
     }
     await fs.promises.rm(qdir, { recursive: true, force: true });

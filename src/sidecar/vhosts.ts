@@ -32,6 +32,8 @@ export interface StoreSettings {
   index: string;
   fileSizeLimit: number;
   syncIntervalMs: number;
+  /** Queue segment size configured (read back from a damaged layout.json on the ref-count walk). */
+  segmentEntries?: number;
 }
 
 async function listDirs(dir: string): Promise<string[]> {
@@ -125,7 +127,7 @@ export class Vhosts {
       syncIntervalMs: this.settings.syncIntervalMs,
       index: this.settings.index,
       clientRefs: [...cleanKeys.keys()],
-      refDeltas: () => indexRefDeltas(queuesDir, keys, log),
+      refDeltas: () => indexRefDeltas(queuesDir, keys, log, this.settings.segmentEntries),
       log: (level, msg) => log(level, `vhost ${vhost} store: ${msg}`),
     });
     const storeClean = store.successfullyRecovered;

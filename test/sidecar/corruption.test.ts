@@ -165,3 +165,13 @@ describe('damage to a state file costs trust, never a message', () => {
     expect(seqs).toEqual(all);
   });
 });
+
+describe('damage found by the ref-count walk of a non-clean start', () => {
+  it('a damaged queue layout: the walk takes the segment size the files agree with, and every message comes back', async () => {
+    await fill('crash');
+    fs.writeFileSync(path.join(queueDir(), 'layout.json'), '{"segmentEnt');
+    const { seqs, log } = await reopen('crash');
+    expect(seqs).toEqual(all);
+    expect(log).toMatch(/layout\.json is not JSON.*the segment files agree with 64 entries a segment/);
+  });
+});
