@@ -1,6 +1,6 @@
 /**
  * CRC32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of every
- * record, journal entry and state file. Chainable: crc32c(b, crc32c(a)) ===
+ * segment record, queue journal and segment record and Bloom filter file. Chainable: crc32c(b, crc32c(a)) ===
  * crc32c(concat(a, b)). Returns an unsigned 32-bit value.
  *
  * Inputs of NATIVE_MIN bytes or more go to @node-rs/crc32 (the CPU's CRC32
