@@ -129,7 +129,11 @@ export class Recorder {
 
   private listing(dir: string): Map<string, number> {
     const m = new Map<string, number>();
-    for (const n of fs.readdirSync(dir)) m.set(n, this.lid(fs.statSync(path.join(dir, n)).ino));
+    for (const n of fs.readdirSync(dir)) {
+      // a name removed by an operation still running (the store's async unlink) between readdir and stat is gone
+      const st = fs.statSync(path.join(dir, n), { throwIfNoEntry: false });
+      if (st) m.set(n, this.lid(st.ino));
+    }
     return m;
   }
 
