@@ -110,8 +110,8 @@ export async function countMsgRefs(
     else {
       const k = keyOf(id);
       const cur = refs.inMemory.get(k);
-      const rc = (cur ?? 0) + delta;
       if (cur === undefined && delta < 0) continue;
+      const rc = (cur ?? 0) + delta;
       if (rc <= 0) refs.inMemory.delete(k);
       else refs.inMemory.set(k, rc);
       if (refs.inMemory.size > maxInMemory) {
