@@ -135,6 +135,7 @@ export class Vhosts {
       dir: path.join(warrenDir, 'transient'),
       fileSizeLimit: this.settings.fileSizeLimit,
       index: 'memory',
+      writeHints: false, // emptied at every start: nothing to recover
       clientRefs: undefined, // start empty
       log: (level, msg) => log(level, `vhost ${vhost} transient store: ${msg}`),
     });

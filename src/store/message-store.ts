@@ -25,6 +25,7 @@ import {
 import { FileSummary, newSummary, recoverFileSummary, storeFileSummary } from './file-summary';
 import { fsyncDir } from './fs-util';
 import { HandleCache } from './handles';
+import { encodeHint, HINT_EXT, removeHint, removeOrphanHints, writeHint } from './hint-file';
 import { resolveIndex } from './index-registry';
 import { decodeRecord, encodeHeader, ID_SIZE, MAX_BODY_SIZE } from './record-codec';
 import {
@@ -37,6 +38,7 @@ import {
   StoreLogger,
 } from './recovery';
 import { listNumbered, segmentPath, SEGMENT_EXT, SegmentWriter, TMP_EXT } from './segment-file';
+import { scanSegment } from './segment-scanner';
 import { SyncBatcher } from './sync-batcher';
 import { WriteCache } from './write-cache';
 
@@ -55,6 +57,12 @@ export interface MessageStoreOptions {
   index?: string | IndexFactory;
   /** undefined: start empty (the directory is wiped); else the clients expected back. */
   clientRefs?: readonly string[];
+  /**
+   * Whether files that stop changing get a hint file (default true), which a
+   * non-clean start reads instead of scanning the file. A store wiped at every
+   * start (transient bodies) has no use for them.
+   */
+  writeHints?: boolean;
   /** Ref-count deltas, consumed only on a non-clean start. */
   refDeltas?: () => AsyncIterable<[id: Buffer, delta: number]>;
   log?: StoreLogger;
@@ -100,6 +108,11 @@ export interface StoreStats {
   checksumFailures: number;
   /** Bytes skipped by scans as damaged or torn. */
   skippedBytes: number;
+  /** Files whose records the last open (non-clean) took from their hint instead of a scan, and files it scanned. */
+  openHintedFiles: number;
+  openScannedFiles: number;
+  /** Hint files written since the open. */
+  hintsWritten: number;
   writes: number;
   reads: number;
   removes: number;
@@ -174,6 +187,9 @@ export class MessageStore {
   private gcIdleWaiters: Array<() => void> = [];
   private readonly noReaderWaiters = new Map<number, () => void>();
   private deferred: Deferred[] = [];
+  /** Hint writes and deletions, one at a time in the order asked (hint-file.ts says why). */
+  private hintChain: Promise<void> = Promise.resolve();
+  private writeHints = true;
 
   private closing = false;
   private closed = false;
@@ -185,6 +201,9 @@ export class MessageStore {
     reclaimedBytes: 0,
     checksumFailures: 0,
     skippedBytes: 0,
+    openHintedFiles: 0,
+    openScannedFiles: 0,
+    hintsWritten: 0,
     writes: 0,
     reads: 0,
     removes: 0,
@@ -273,6 +292,9 @@ export class MessageStore {
     let currentSize: number;
     let scanFailures = 0;
     let skipped = 0;
+    let hints: Array<{ file: number; data: Buffer }> = [];
+    let hinted = 0;
+    let scanned = 0;
     if (clean) {
       summaries = recoveredSummary!;
       const last = summaries[summaries.length - 1];
@@ -290,11 +312,17 @@ export class MessageStore {
       currentSize = r.currentSize;
       scanFailures = r.checksumFailures;
       skipped = r.skippedBytes;
+      hints = r.hints;
+      hinted = r.hintedFiles;
+      scanned = r.summaries.length + r.deletedFiles - r.hintedFiles;
     }
+    await removeOrphanHints(dir, summaries.map((s) => s.file));
 
     const store = new MessageStore(dir, fileSizeLimit, index, clean, clean ? options.clientRefs! : [], log, tuning, maxOpenFiles);
     store.counters.checksumFailures = scanFailures;
     store.counters.skippedBytes = skipped;
+    store.counters.openHintedFiles = hinted;
+    store.counters.openScannedFiles = scanned;
     for (const s of summaries) {
       store.summaries.set(s.file, s);
       store.sumValid += s.validTotalSize;
@@ -305,6 +333,18 @@ export class MessageStore {
       onError: (e) => store.fail(e),
     });
     await fsyncDir(dir);
+    // Files without a hint get one in the background (those a rebuild just
+    // scanned from that scan; after a clean start, from a scan of their own),
+    // so that the next non-clean start reads the hints instead.
+    if (options.writeHints !== false) {
+      for (const h of hints) void store.hintStep(() => store.writeHintOf(h.file, h.data)).catch(() => undefined);
+      if (clean) {
+        const have = new Set(await listNumbered(dir, HINT_EXT));
+        for (const s of summaries) if (s.file !== current && !have.has(s.file)) store.hintFromScan(s.file);
+      }
+    } else {
+      store.writeHints = false;
+    }
     log(
       'info',
       `opened ${clean ? 'clean' : 'after a non-clean shutdown'} in ${Date.now() - started} ms: ${summaries.length} files, ` +
@@ -595,8 +635,40 @@ export class MessageStore {
     this.summaries.get(old.file)!.right = next;
     this.writer = w;
     await old.close();
+    this.hintFromScan(old.file);
     this.writeCache.dropAllIdle();
     this.maybeCompact();
+  }
+
+  // ---------------------------------------------------------------- hints
+
+  /** Runs `step` after every hint step asked before it; a failure fails the store (and rejects). */
+  private hintStep(step: () => Promise<void>): Promise<void> {
+    const p = this.hintChain.then(step);
+    this.hintChain = p.catch((e) => this.fail(e));
+    return p;
+  }
+
+  /** Writes `file`'s hint unless the store crashed or failed, or the file is gone; its data is already fsynced. */
+  private async writeHintOf(file: number, data: Buffer): Promise<void> {
+    // Not while closing: a clean stop does not wait for them (the next start scans what has none).
+    if (this.crashed || this.closing || this.failure !== undefined || !this.summaries.has(file)) return;
+    await writeHint(this.dir, data, file);
+    this.counters.hintsWritten++;
+  }
+
+  /** Scans `file` (fsynced, no longer appended to) and writes its hint if the scan found it sound. */
+  private hintFromScan(file: number): void {
+    if (!this.writeHints) return;
+    void this.hintStep(async () => {
+      if (this.crashed || this.closing || this.failure !== undefined || !this.summaries.has(file)) return;
+      const scan = await scanSegment(segmentPath(this.dir, file), this.opts.ioChunkSize);
+      if (scan.checksumFailures || scan.skippedBytes) {
+        this.log('warn', `${file}${SEGMENT_EXT}: ${scan.checksumFailures} records fail their checksum, ${scan.skippedBytes} bytes are no intact record; no hint written`);
+        return;
+      }
+      await this.writeHintOf(file, encodeHint(file, scan.fileSize, scan.records));
+    }).catch(() => undefined);
   }
 
   private async removeMessage(id: MsgId): Promise<void> {
@@ -637,6 +709,7 @@ export class MessageStore {
     this.handles.invalidate(fs.file);
     this.sumFile -= fs.fileSize;
     await fsp.rm(segmentPath(this.dir, fs.file), { force: true });
+    void this.hintStep(() => removeHint(this.dir, fs.file, false)).catch(() => undefined);
   }
 
   private async handleSync(op: Extract<Op, { kind: 'sync' }>): Promise<void> {
@@ -714,6 +787,8 @@ export class MessageStore {
       try {
         await this.waitNoReaders(src);
         await this.waitNoReaders(dst);
+        // The destination changes: its hint goes first, for good, before any byte of it is written.
+        await this.hintStep(() => removeHint(this.dir, dst.file, true));
         const total = await combineFiles(
           {
             dir: this.dir,
@@ -729,6 +804,8 @@ export class MessageStore {
           src,
           dst,
         );
+        void this.hintStep(() => removeHint(this.dir, src.file, false)).catch(() => undefined);
+        this.hintFromScan(dst.file);
         this.post({ kind: 'gcDone', src, dst, total }, true);
       } catch (e) {
         if (e instanceof Aborted || this.crashed) return;
@@ -864,6 +941,7 @@ export class MessageStore {
       if (this.queueHead < this.queue.length) continue;
       break;
     }
+    await this.hintChain;
     let ok = this.failure === undefined;
     try {
       await this.batcher.syncNow();
@@ -913,6 +991,7 @@ export class MessageStore {
     for (const d of this.deferred) if (d.kind === 'contains') d.reject(new StoreClosedError());
     this.deferred = [];
     await this.gcRun?.catch(() => undefined);
+    await this.hintChain;
     const w = this.writer;
     const synced = w.syncedOffset;
     await w.abandon();
@@ -939,6 +1018,9 @@ export class MessageStore {
       syncs: this.batcher.syncs,
       checksumFailures: this.counters.checksumFailures,
       skippedBytes: this.counters.skippedBytes,
+      openHintedFiles: this.counters.openHintedFiles,
+      openScannedFiles: this.counters.openScannedFiles,
+      hintsWritten: this.counters.hintsWritten,
       writes: this.counters.writes,
       reads: this.counters.reads,
       removes: this.counters.removes,
@@ -972,6 +1054,9 @@ export class MessageStore {
         continue;
       }
       if (this.queueHead < this.queue.length || this.pumping) continue;
+      const hints = this.hintChain;
+      await hints;
+      if (hints !== this.hintChain) continue;
       return;
     }
   }

@@ -1,7 +1,8 @@
 /**
  * Start-up: interrupted compactions, recovery terms, and the non-clean rebuild
- * (ref counts from the caller's deltas, then a scan of every segment file that
- * claims, for each referenced id, its first intact record).
+ * (ref counts from the caller's deltas, then a pass over every segment file
+ * that claims, for each referenced id, its first intact record: read from the
+ * file's hint where it has a trusted one, scanned otherwise).
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
@@ -10,6 +11,7 @@ import { FileSummary, newSummary } from './file-summary';
 import { fsyncDir, sealJson, takeFile, unsealJson, writeFileAtomic } from './fs-util';
 import { listNumbered, segmentPath, SEGMENT_EXT, TMP_EXT, tmpPath } from './segment-file';
 import { scanSegment, ScannedRecord, ScanResult } from './segment-scanner';
+import { encodeHint, HINT_EXT, readHint, removeHint } from './hint-file';
 
 export type StoreLogger = (level: 'info' | 'warn' | 'error', msg: string) => void;
 
@@ -163,6 +165,32 @@ export interface RebuildResult {
   deletedFiles: number;
   /** Referenced messages found in no segment file (counted only while the counts were in memory). */
   lostMessages: number;
+  /** Files whose records came from their hint (not read); the others were scanned. */
+  hintedFiles: number;
+  /** Hints to write for files this rebuild scanned and found sound (each fsynced before it returned). */
+  hints: Array<{ file: number; data: Buffer }>;
+}
+
+type FileRecords = ScanResult & { hinted: boolean };
+
+/**
+ * The records of `file`: from its hint when it has one that can be trusted
+ * (never for the current file, which is cut and appended to), else a scan.
+ */
+async function recordsOf(dir: string, file: number, current: boolean, log: StoreLogger): Promise<FileRecords> {
+  const p = segmentPath(dir, file);
+  if (current) {
+    await removeHint(dir, file, false);
+  } else {
+    const size = (await fsp.stat(p)).size;
+    const h = await readHint(dir, file, size);
+    if (h.records) return { records: h.records, fileSize: size, checksumFailures: 0, skippedBytes: 0, hinted: true };
+    if (h.reason) {
+      log('warn', `recovery: ${file}${HINT_EXT} not trusted (${h.reason}); scanning ${file}${SEGMENT_EXT}`);
+      await removeHint(dir, file, false); // a sound scan writes a new one
+    }
+  }
+  return { ...(await scanSegment(p)), hinted: false };
 }
 
 const LOOKUP_BATCH = 512;
@@ -182,15 +210,15 @@ export async function rebuildFromSegments(
   const files = await listNumbered(dir, SEGMENT_EXT);
   if (files.length === 0) {
     await dropUnclaimed(index, refs, log);
-    return { summaries: [newSummary(0, undefined)], current: 0, currentSize: 0, checksumFailures: 0, skippedBytes: 0, deletedFiles: 0, lostMessages: refs.inMemory.size };
+    return { summaries: [newSummary(0, undefined)], current: 0, currentSize: 0, checksumFailures: 0, skippedBytes: 0, deletedFiles: 0, lostMessages: refs.inMemory.size, hintedFiles: 0, hints: [] };
   }
   const started = Date.now();
   let lastReport = started;
-  const scans: Array<Promise<ScanResult> | undefined> = [];
+  const scans: Array<Promise<FileRecords> | undefined> = [];
   let nextToStart = 0;
   const startMore = (upTo: number): void => {
     while (nextToStart < files.length && nextToStart < upTo) {
-      const p = scanSegment(segmentPath(dir, files[nextToStart]));
+      const p = recordsOf(dir, files[nextToStart], nextToStart === files.length - 1, log);
       p.catch(() => undefined);
       scans[nextToStart++] = p;
     }
@@ -200,6 +228,8 @@ export async function rebuildFromSegments(
   let checksumFailures = 0;
   let skippedBytes = 0;
   let scannedBytes = 0;
+  const hinted = new Set<number>();
+  const hints = new Map<number, Buffer>();
   for (let i = 0; i < files.length; i++) {
     startMore(i + opts.concurrency);
     const file = files[i];
@@ -207,7 +237,10 @@ export async function rebuildFromSegments(
     scans[i] = undefined;
     checksumFailures += scan.checksumFailures;
     skippedBytes += scan.skippedBytes;
-    scannedBytes += scan.fileSize;
+    if (scan.hinted) hinted.add(file);
+    else scannedBytes += scan.fileSize;
+    const isLast = i === files.length - 1;
+    if (!scan.hinted && !isLast && scan.checksumFailures === 0 && scan.skippedBytes === 0) hints.set(file, encodeHint(file, scan.fileSize, scan.records));
     if (scan.checksumFailures > 0 || (scan.skippedBytes > 0 && i < files.length - 1)) {
       log('warn', `recovery: ${file}${SEGMENT_EXT}: ${scan.checksumFailures} records failed their checksum, ${scan.skippedBytes} bytes skipped`);
     }
@@ -234,7 +267,6 @@ export async function rebuildFromSegments(
       valid += r.totalSize;
       lastEnd = r.offset + r.totalSize;
     }
-    const isLast = i === files.length - 1;
     all.push({
       file,
       validTotalSize: valid,
@@ -248,24 +280,27 @@ export async function rebuildFromSegments(
     });
     if (Date.now() - lastReport >= PROGRESS_MS) {
       lastReport = Date.now();
-      log('info', `recovery: scanned ${i + 1}/${files.length} segment files (${Math.round(scannedBytes / 1048576)} MiB)`);
+      log('info', `recovery: ${i + 1}/${files.length} segment files done (${hinted.size} from their hints, ${Math.round(scannedBytes / 1048576)} MiB scanned)`);
     }
   }
   const lostMessages = refs.inMemory.size;
   await dropUnclaimed(index, refs, log);
 
   // Empty files other than the current one go; the others are made durable
-  // (their bytes may have been written but never fsynced before the crash).
+  // (their bytes may have been written but never fsynced before the crash),
+  // except those read from a hint: a hint is written after its file's fsync.
   const kept: FileSummary[] = [];
   let deletedFiles = 0;
   for (let i = 0; i < all.length; i++) {
     const s = all[i];
     if (s.validTotalSize === 0 && i < all.length - 1) {
       await fsp.rm(segmentPath(dir, s.file), { force: true });
+      await removeHint(dir, s.file, false);
+      hints.delete(s.file);
       deletedFiles++;
       continue;
     }
-    if (i < all.length - 1) {
+    if (i < all.length - 1 && !hinted.has(s.file)) {
       const fh = await fsp.open(segmentPath(dir, s.file), 'r+');
       try {
         await fh.datasync();
@@ -281,10 +316,22 @@ export async function rebuildFromSegments(
   }
   if (deletedFiles) await fsyncDir(dir);
   const cur = kept[kept.length - 1];
-  if (Date.now() - started >= PROGRESS_MS) {
-    log('info', `recovery: scanned ${files.length} segment files (${Math.round(scannedBytes / 1048576)} MiB) in ${Date.now() - started} ms`);
-  }
-  return { summaries: kept, current: cur.file, currentSize: cur.fileSize, checksumFailures, skippedBytes, deletedFiles, lostMessages };
+  log(
+    'info',
+    `recovery: ${files.length} segment files in ${Date.now() - started} ms: ${hinted.size} read from their hints, ` +
+      `${files.length - hinted.size} scanned (${Math.round(scannedBytes / 1048576)} MiB)`,
+  );
+  return {
+    summaries: kept,
+    current: cur.file,
+    currentSize: cur.fileSize,
+    checksumFailures,
+    skippedBytes,
+    deletedFiles,
+    lostMessages,
+    hintedFiles: hinted.size,
+    hints: [...hints].map(([file, data]) => ({ file, data })),
+  };
 }
 
 /** Referenced messages that no segment file holds intact are forgotten: their queues drop them when they recover. */

@@ -1,19 +1,13 @@
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { MessageStore, StoreError } from '../../src/store';
-import { body, checkInvariants, deltasOf, mid, rmDir, segmentFiles, tmpDir } from './helpers';
+import { body, checkInvariants, deltasOf, mid, freshDirEach, segmentFiles } from './helpers';
 
 describe('MessageStore basics', () => {
-  let dir: string;
-  beforeEach(async () => {
-    dir = await tmpDir();
-  });
-  afterEach(async () => {
-    await rmDir(dir);
-  });
+  const dir = freshDirEach();
 
   test('write, read, contains, remove', async () => {
-    const store = await MessageStore.open({ dir });
+    const store = await MessageStore.open({ dir: dir() });
     expect(store.successfullyRecovered).toBe(false);
     const c = store.client('q1');
     c.write(mid(1), body(1));
@@ -31,7 +25,7 @@ describe('MessageStore basics', () => {
   });
 
   test('empty body and large body', async () => {
-    const store = await MessageStore.open({ dir, fileSizeLimit: 4096 });
+    const store = await MessageStore.open({ dir: dir(), fileSizeLimit: 4096 });
     const c = store.client('q');
     c.write(mid(1), Buffer.alloc(0));
     c.write(mid(2), body(2, 100_000));
@@ -39,14 +33,14 @@ describe('MessageStore basics', () => {
     expect(await c.read(mid(1))).toEqual(Buffer.alloc(0));
     expect(await c.read(mid(2))).toEqual(body(2, 100_000));
     await store.close();
-    const again = await MessageStore.open({ dir, fileSizeLimit: 4096, clientRefs: ['q'] });
+    const again = await MessageStore.open({ dir: dir(), fileSizeLimit: 4096, clientRefs: ['q'] });
     expect(await again.client('q').read(mid(2))).toEqual(body(2, 100_000));
     expect(await again.client('q').read(mid(1))).toEqual(Buffer.alloc(0));
     await again.close();
   });
 
   test('ref counting across clients', async () => {
-    const store = await MessageStore.open({ dir });
+    const store = await MessageStore.open({ dir: dir() });
     const a = store.client('a');
     const b = store.client('b');
     a.write(mid(7), body(7));
@@ -63,7 +57,7 @@ describe('MessageStore basics', () => {
   });
 
   test('contains never overtakes a preceding remove', async () => {
-    const store = await MessageStore.open({ dir });
+    const store = await MessageStore.open({ dir: dir() });
     const c = store.client('q');
     for (let i = 0; i < 100; i++) c.write(mid(i), body(i));
     const results: Array<Promise<boolean>> = [];
@@ -76,7 +70,7 @@ describe('MessageStore basics', () => {
   });
 
   test('a remove of a message whose write is still pending leaves the store consistent', async () => {
-    const store = await MessageStore.open({ dir });
+    const store = await MessageStore.open({ dir: dir() });
     const c = store.client('q');
     c.write(mid(1), body(1));
     c.remove([mid(1)]);
@@ -91,24 +85,24 @@ describe('MessageStore basics', () => {
   });
 
   test('reads of unflushed messages come from the write cache, with no flush', async () => {
-    const store = await MessageStore.open({ dir });
+    const store = await MessageStore.open({ dir: dir() });
     const c = store.client('q');
     c.write(mid(1), body(1, 1000));
     await store.quiesce();
     expect(await c.read(mid(1))).toEqual(body(1, 1000));
-    expect((await fsp.stat(path.join(dir, '0.rdq'))).size).toBe(0);
+    expect((await fsp.stat(path.join(dir(), '0.rdq'))).size).toBe(0);
     await store.close();
   });
 
   test('sync resolves once durable; batched; already-durable and removed ids resolve without an fsync', async () => {
-    const store = await MessageStore.open({ dir, syncIntervalMs: 20 });
+    const store = await MessageStore.open({ dir: dir(), syncIntervalMs: 20 });
     const c = store.client('q');
     for (let i = 0; i < 50; i++) c.write(mid(i), body(i));
     const syncs = [];
     for (let i = 0; i < 50; i++) syncs.push(c.sync([mid(i)]));
     await Promise.all(syncs);
     expect(store.stats().syncs).toBe(1);
-    expect((await fsp.stat(path.join(dir, '0.rdq'))).size).toBeGreaterThan(50 * 100);
+    expect((await fsp.stat(path.join(dir(), '0.rdq'))).size).toBeGreaterThan(50 * 100);
     await c.sync([mid(3), mid(4)]);
     await c.sync([mid(999)]);
     c.write(mid(100), body(100));
@@ -119,12 +113,12 @@ describe('MessageStore basics', () => {
   });
 
   test('files roll at the size limit and are numbered from 0', async () => {
-    const store = await MessageStore.open({ dir, fileSizeLimit: 1000 });
+    const store = await MessageStore.open({ dir: dir(), fileSizeLimit: 1000 });
     const c = store.client('q');
     for (let i = 0; i < 30; i++) c.write(mid(i), body(i, 172)); // 200 bytes per record
     await store.quiesce();
     // six full files, and the new current file the last roll created
-    expect(await segmentFiles(dir)).toEqual(['0.rdq', '1.rdq', '2.rdq', '3.rdq', '4.rdq', '5.rdq', '6.rdq']);
+    expect(await segmentFiles(dir())).toEqual(['0.rdq', '1.rdq', '2.rdq', '3.rdq', '4.rdq', '5.rdq', '6.rdq']);
     const s = store.fileSummaries();
     expect(s.map((x) => x.fileSize)).toEqual([1000, 1000, 1000, 1000, 1000, 1000, 0]);
     expect(store.stats().currentFile).toBe(6);
@@ -133,17 +127,17 @@ describe('MessageStore basics', () => {
   });
 
   test('a file whose valid data drops to zero is deleted, never the current one', async () => {
-    const store = await MessageStore.open({ dir, fileSizeLimit: 1000 });
+    const store = await MessageStore.open({ dir: dir(), fileSizeLimit: 1000 });
     const c = store.client('q');
     for (let i = 0; i < 12; i++) c.write(mid(i), body(i, 172));
     await store.quiesce();
-    expect(await segmentFiles(dir)).toEqual(['0.rdq', '1.rdq', '2.rdq']);
+    expect(await segmentFiles(dir())).toEqual(['0.rdq', '1.rdq', '2.rdq']);
     c.remove([0, 1, 2, 3, 4].map(mid)); // all of file 0
     await store.quiesce();
-    expect(await segmentFiles(dir)).toEqual(['1.rdq', '2.rdq']);
+    expect(await segmentFiles(dir())).toEqual(['1.rdq', '2.rdq']);
     c.remove([10, 11].map(mid)); // all of the current file
     await store.quiesce();
-    expect(await segmentFiles(dir)).toEqual(['1.rdq', '2.rdq']);
+    expect(await segmentFiles(dir())).toEqual(['1.rdq', '2.rdq']);
     await checkInvariants(store);
     const s = store.fileSummaries();
     expect(s[0]).toMatchObject({ file: 1, left: undefined, right: 2, validTotalSize: 1000, contiguousTop: 1000 });
@@ -154,7 +148,7 @@ describe('MessageStore basics', () => {
   });
 
   test('contiguous top follows the valid prefix', async () => {
-    const store = await MessageStore.open({ dir, fileSizeLimit: 10_000 });
+    const store = await MessageStore.open({ dir: dir(), fileSizeLimit: 10_000 });
     const c = store.client('q');
     for (let i = 0; i < 5; i++) c.write(mid(i), body(i, 72)); // 100 bytes each
     await store.quiesce();
@@ -170,7 +164,7 @@ describe('MessageStore basics', () => {
 
   test('clean close and reopen with the same client refs trusts the saved state', async () => {
     const logs: string[] = [];
-    let store = await MessageStore.open({ dir, fileSizeLimit: 1000 });
+    let store = await MessageStore.open({ dir: dir(), fileSizeLimit: 1000 });
     const a = store.client('a');
     store.client('b');
     for (let i = 0; i < 20; i++) a.write(mid(i), body(i, 150));
@@ -178,7 +172,7 @@ describe('MessageStore basics', () => {
     await store.close();
     let deltasCalled = false;
     store = await MessageStore.open({
-      dir,
+      dir: dir(),
       fileSizeLimit: 1000,
       clientRefs: ['b', 'a'],
       refDeltas: () => {
@@ -198,16 +192,16 @@ describe('MessageStore basics', () => {
   });
 
   test('a LevelDB directory deleted after a clean stop is not trusted: the store rebuilds from refDeltas and loses nothing', async () => {
-    let store = await MessageStore.open({ dir, fileSizeLimit: 64 * 1024, index: 'leveldb', clientRefs: undefined });
+    let store = await MessageStore.open({ dir: dir(), fileSizeLimit: 64 * 1024, index: 'leveldb', clientRefs: undefined });
     const q = store.client('q');
     for (let i = 0; i < 1000; i++) q.write(mid(i), body(i, 100));
     await q.sync(Array.from({ length: 1000 }, (_, i) => mid(i)));
     await store.close();
-    const lvl = (await fsp.readdir(dir, { recursive: true })).map(String).find((p) => path.basename(p) === 'leveldb');
+    const lvl = (await fsp.readdir(dir(), { recursive: true })).map(String).find((p) => path.basename(p) === 'leveldb');
     expect(lvl).toBeDefined();
-    await fsp.rm(path.join(dir, lvl!), { recursive: true, force: true });
+    await fsp.rm(path.join(dir(), lvl!), { recursive: true, force: true });
     store = await MessageStore.open({
-      dir,
+      dir: dir(),
       fileSizeLimit: 64 * 1024,
       index: 'leveldb',
       clientRefs: ['q'],
@@ -225,13 +219,13 @@ describe('MessageStore basics', () => {
     ['in memory', undefined],
     ['in the index', 1],
   ])('different client refs: non-clean start, rebuilt from refDeltas counted %s', async (_how, recoveryRefsInMemory) => {
-    let store = await MessageStore.open({ dir, fileSizeLimit: 1000 });
+    let store = await MessageStore.open({ dir: dir(), fileSizeLimit: 1000 });
     const a = store.client('a');
     for (let i = 0; i < 10; i++) a.write(mid(i), body(i, 150));
     a.write(mid(1), body(1, 150));
     await store.close();
     store = await MessageStore.open({
-      dir,
+      dir: dir(),
       fileSizeLimit: 1000,
       clientRefs: ['a', 'zzz'],
       recoveryRefsInMemory,
@@ -253,7 +247,7 @@ describe('MessageStore basics', () => {
   });
 
   test('contains asked many at once are answered right, and LevelDB reads them in a few trips', async () => {
-    let store = await MessageStore.open({ dir, index: 'leveldb', clientRefs: undefined });
+    let store = await MessageStore.open({ dir: dir(), index: 'leveldb', clientRefs: undefined });
     const q = store.client('q');
     const ids = Array.from({ length: 3000 }, (_, i) => mid(i));
     for (const id of ids) q.write(id, body(1, 20));
@@ -261,7 +255,7 @@ describe('MessageStore basics', () => {
     q.remove(ids.filter((_, i) => i % 3 === 0));
     await store.close();
     // reopened clean: nothing is cached, every present id is a LevelDB read
-    store = await MessageStore.open({ dir, index: 'leveldb', clientRefs: ['q'] });
+    store = await MessageStore.open({ dir: dir(), index: 'leveldb', clientRefs: ['q'] });
     expect(store.successfullyRecovered).toBe(true);
     const asked = [...ids, mid(1_000_000)];
     const got = await Promise.all(asked.map((id) => store.contains(id)));
@@ -273,7 +267,7 @@ describe('MessageStore basics', () => {
   });
 
   test('terminate keeps the ref recorded, deleteAndTerminate forgets it', async () => {
-    let store = await MessageStore.open({ dir });
+    let store = await MessageStore.open({ dir: dir() });
     const a = store.client('a');
     const b = store.client('b');
     a.write(mid(1), body(1));
@@ -281,33 +275,33 @@ describe('MessageStore basics', () => {
     await b.deleteAndTerminate();
     expect(() => a.write(mid(2), body(2))).toThrow(expect.objectContaining({ code: 'CLIENT_TERMINATED' }));
     await store.close();
-    store = await MessageStore.open({ dir, clientRefs: ['a', 'b'], refDeltas: () => deltasOf([[mid(1), 1]]) });
+    store = await MessageStore.open({ dir: dir(), clientRefs: ['a', 'b'], refDeltas: () => deltasOf([[mid(1), 1]]) });
     expect(store.successfullyRecovered).toBe(false);
     await store.close();
     // the non-clean start registered nobody; register a again and close cleanly
-    store = await MessageStore.open({ dir, clientRefs: [], refDeltas: () => deltasOf([[mid(1), 1]]) });
+    store = await MessageStore.open({ dir: dir(), clientRefs: [], refDeltas: () => deltasOf([[mid(1), 1]]) });
     expect(store.successfullyRecovered).toBe(true);
     store.client('a');
     await store.close();
-    store = await MessageStore.open({ dir, clientRefs: ['a'] });
+    store = await MessageStore.open({ dir: dir(), clientRefs: ['a'] });
     expect(store.successfullyRecovered).toBe(true);
     expect(await store.client('a').read(mid(1))).toEqual(body(1));
     await store.close();
   });
 
   test('clientRefs undefined wipes the directory', async () => {
-    let store = await MessageStore.open({ dir });
+    let store = await MessageStore.open({ dir: dir() });
     store.client('a').write(mid(1), body(1));
     await store.close();
-    await fsp.writeFile(path.join(dir, 'stray'), 'x');
-    store = await MessageStore.open({ dir });
+    await fsp.writeFile(path.join(dir(), 'stray'), 'x');
+    store = await MessageStore.open({ dir: dir() });
     expect(await store.contains(mid(1))).toBe(false);
-    expect(await fsp.readdir(dir)).not.toContain('stray');
+    expect(await fsp.readdir(dir())).not.toContain('stray');
     await store.close();
   });
 
   test('a crash loses nothing that was synced; unsynced tails are cut', async () => {
-    let store = await MessageStore.open({ dir, fileSizeLimit: 2000 });
+    let store = await MessageStore.open({ dir: dir(), fileSizeLimit: 2000 });
     const c = store.client('q');
     for (let i = 0; i < 30; i++) c.write(mid(i), body(i, 100));
     await c.sync([mid(29)]);
@@ -315,7 +309,7 @@ describe('MessageStore basics', () => {
     await store.simulateCrash();
     const all: Array<[Buffer, number]> = [];
     for (let i = 0; i < 40; i++) all.push([mid(i), 1]);
-    store = await MessageStore.open({ dir, fileSizeLimit: 2000, clientRefs: ['q'], refDeltas: () => deltasOf(all) });
+    store = await MessageStore.open({ dir: dir(), fileSizeLimit: 2000, clientRefs: ['q'], refDeltas: () => deltasOf(all) });
     expect(store.successfullyRecovered).toBe(false);
     const c2 = store.client('q');
     for (let i = 0; i < 30; i++) expect(await c2.read(mid(i))).toEqual(body(i, 100));
@@ -324,14 +318,14 @@ describe('MessageStore basics', () => {
   });
 
   test('bad input gets a clear error with a stable code', async () => {
-    const store = await MessageStore.open({ dir });
+    const store = await MessageStore.open({ dir: dir() });
     const c = store.client('q');
     expect(() => c.write(Buffer.alloc(3), body(1))).toThrow(StoreError);
     expect(() => c.write(Buffer.alloc(3), body(1))).toThrow(expect.objectContaining({ code: 'INVALID_ID' }));
     expect(() => c.write(mid(1), 'x' as unknown as Buffer)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     expect(() => c.remove([Buffer.alloc(17)])).toThrow(expect.objectContaining({ code: 'INVALID_ID' }));
-    await expect(MessageStore.open({ dir: dir + '-x', index: 'nope' })).rejects.toMatchObject({ code: 'UNKNOWN_INDEX' });
-    await expect(MessageStore.open({ dir: dir + '-x', fileSizeLimit: -1 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(MessageStore.open({ dir: dir() + '-x', index: 'nope' })).rejects.toMatchObject({ code: 'UNKNOWN_INDEX' });
+    await expect(MessageStore.open({ dir: dir() + '-x', fileSizeLimit: -1 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await store.close();
     expect(() => c.write(mid(1), body(1))).toThrow(expect.objectContaining({ code: 'STORE_CLOSED' }));
     await expect(store.contains(mid(1)).catch((e) => Promise.reject(e))).rejects.toMatchObject({ code: 'STORE_CLOSED' });

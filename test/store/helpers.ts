@@ -11,6 +11,18 @@ export async function rmDir(dir: string): Promise<void> {
   await fsp.rm(dir, { recursive: true, force: true });
 }
 
+/** A fresh directory for each test of the enclosing block, removed after it; call the result for its path. */
+export function freshDirEach(): () => string {
+  let dir = '';
+  beforeEach(async () => {
+    dir = await tmpDir();
+  });
+  afterEach(async () => {
+    await rmDir(dir);
+  });
+  return () => dir;
+}
+
 /** A 16-byte id from a number. */
 export function mid(n: number): Buffer {
   const b = Buffer.alloc(16);
