@@ -77,7 +77,7 @@ export class MemoryIndex implements Index {
     let p = HEADER_SIZE;
     for (const [k, l] of this.map) {
       buf.write(k, p, 16, 'latin1');
-      // file may be -1 only transiently during a rebuild, never at shutdown
+      // file is UNPLACED_FILE (0xffffffff) only transiently during a rebuild, never at shutdown
       buf.writeUInt32BE(l.refCount, p + 16);
       buf.writeUInt32BE(l.file, p + 20);
       buf.writeBigUInt64BE(BigInt(l.offset), p + 24);
