@@ -82,9 +82,10 @@ export interface OpenOptions extends QueueIndexOptions {
   /**
    * Non-clean recovery: every live entry is checked against the store (those
    * whose body is missing were never confirmed and are dropped), and every
-   * recovered entry comes back delivered.
+   * recovered entry comes back delivered. Asked a segment's live ids at a
+   * time, with the segment's number; answers whether each body is there.
    */
-  contains?: (id: Buffer) => Promise<boolean>;
+  contains?: (ids: Buffer[], segment: number) => Promise<boolean[]>;
 }
 
 export interface Recovery {
@@ -177,10 +178,10 @@ async function readOrInferLayout(dir: string, configured: number | undefined, lo
  * segment's worth at a time, without opening it for writing. For the
  * ref-count walk of a non-clean start and for deleting a crashed queue.
  */
-export async function* scanQueueIndex(dir: string, configured?: number, log?: Logger): AsyncGenerator<JournalEntry[]> {
+export async function* scanQueueIndex(dir: string, configured?: number, log?: Logger): AsyncGenerator<{ entries: JournalEntry[]; n: number }> {
   const segmentEntries = (await readOrInferLayout(dir, configured, log)).segmentEntries ?? DEFAULT_SEGMENT_ENTRIES;
   const journal = await loadJournal(dir, segmentEntries);
-  for await (const { entries } of liveBySegment(dir, await listSegments(dir), journal.state)) yield entries;
+  for await (const { entries, n } of liveBySegment(dir, await listSegments(dir), journal.state)) yield { entries, n };
 }
 
 /**
@@ -325,8 +326,7 @@ export class QueueIndex {
       for await (const { entries, n, fileSummary } of liveBySegment(dir, files, loaded.state, (msg) => opts.log('error', msg))) {
         if (fileSummary.count > 0) segments.set(n, fileSummary);
         const missing: number[] = [];
-        // asked all at once: the store answers a run of them with one index read
-        const present = opts.contains ? await Promise.all(entries.map((e) => opts.contains!(e.id))) : undefined;
+        const present = opts.contains ? await opts.contains(entries.map((e) => e.id), n) : undefined;
         for (let i = 0; i < entries.length; i++) {
           const e = entries[i];
           if (present && !present[i]) {

@@ -3,24 +3,35 @@
  * the vhost's durable queues, a segment at a time, and yields (message id, +1)
  * for every persistent message published and not acked. Queues not listed
  * contribute nothing, so their messages become garbage. Progress is logged on
- * long walks.
+ * long walks. With `seen`, each queue's segment digests go there
+ * (walk-digest.ts says what for).
  */
 import * as path from 'path';
 import { Logger, scanQueueIndex } from './queue-index';
+import { idsDigest, SegmentDigests } from './walk-digest';
 
 const PROGRESS_MS = 1000;
 
-export async function* indexRefDeltas(queuesDir: string, keys: readonly string[], log: Logger, segmentEntries?: number): AsyncIterable<[Buffer, number]> {
+export async function* indexRefDeltas(
+  queuesDir: string,
+  keys: readonly string[],
+  log: Logger,
+  segmentEntries?: number,
+  seen?: Map<string, SegmentDigests>,
+): AsyncIterable<[Buffer, number]> {
   const started = Date.now();
   let lastReport = started;
   let messages = 0;
   for (let i = 0; i < keys.length; i++) {
-    for await (const entries of scanQueueIndex(path.join(queuesDir, keys[i]), segmentEntries, log)) {
+    const digests: SegmentDigests = new Map();
+    for await (const { entries, n } of scanQueueIndex(path.join(queuesDir, keys[i]), segmentEntries, log)) {
+      if (seen) digests.set(n, idsDigest(entries.map((e) => e.id)));
       for (const e of entries) {
         messages++;
         yield [e.id, 1];
       }
     }
+    seen?.set(keys[i], digests);
     const now = Date.now();
     if (now - lastReport >= PROGRESS_MS) {
       lastReport = now;

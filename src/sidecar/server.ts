@@ -436,9 +436,10 @@ export class SidecarServer {
     if (h !== undefined) await this.dropSessions([h]);
     const vh = this.vhosts.get(vhost);
     const qdir = path.join(dir, 'warren', 'queues', key);
+    vh?.walk?.digests.delete(key);
     if (vh) {
       const client = vh.store.client(key);
-      for await (const entries of scanQueueIndex(qdir, this.cfg.queue?.segmentEntries, log)) if (entries.length) client.remove(entries.map((e) => e.id));
+      for await (const { entries } of scanQueueIndex(qdir, this.cfg.queue?.segmentEntries, log)) if (entries.length) client.remove(entries.map((e) => e.id));
       await client.deleteAndTerminate();
     }
     await fs.promises.rm(qdir, { recursive: true, force: true });

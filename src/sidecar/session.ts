@@ -8,6 +8,7 @@ import { BackingQueue } from '../queue/backing-queue';
 import { QueueIndex } from '../queue/queue-index';
 import type { QueueLayout } from './config';
 import { log } from './log';
+import { presenceCheck, PresenceCounts } from './presence';
 import { VhostState } from './vhosts';
 
 /** Runs tasks one after another; a synchronous task runs at once when nothing is pending. */
@@ -89,12 +90,15 @@ export async function openQueue(a: OpenQueueArgs): Promise<BackingQueue> {
   a.vh.cleanKeys.delete(a.key);
   const clean = a.fresh || (terms !== undefined && a.vh.storeClean);
   const started = Date.now();
+  const counts: PresenceCounts = { fromWalk: 0, asked: 0 };
+  const contains = clean ? undefined : presenceCheck(a.vh.store, a.vh.walk, a.key, counts);
+  if (a.vh.walk?.digests.size === 0) a.vh.walk = undefined; // every walked queue has had its first INIT
   const { index, recovery } = await QueueIndex.open(qdir, {
     log: qlog,
     segmentEntries: a.layout?.segmentEntries,
     journalEntries: a.layout?.journalEntries,
     terms: clean ? terms : undefined,
-    contains: clean ? undefined : (id) => a.vh.store.contains(id),
+    contains,
   });
   if (recovery.dropped > 0) {
     log('warn', `queue ${a.name}: ${recovery.dropped} messages recorded in the queue index have no body in the store (never confirmed); dropped`);
@@ -102,7 +106,8 @@ export async function openQueue(a: OpenQueueArgs): Promise<BackingQueue> {
   if (!a.fresh) {
     log(
       'info',
-      `queue ${a.name}: recovered ${recovery.count} messages (${clean ? 'clean' : 'non-clean'} stop${recovery.scanned ? ', index scanned' : ''}) in ${Date.now() - started} ms`,
+      `queue ${a.name}: recovered ${recovery.count} messages (${clean ? 'clean' : 'non-clean'} stop${recovery.scanned ? ', index scanned' : ''}` +
+        `${contains ? `; bodies: ${counts.fromWalk} known from the start-up walk, ${counts.asked} asked of the store` : ''}) in ${Date.now() - started} ms`,
     );
   }
   return new BackingQueue({

@@ -15,6 +15,8 @@ import { pathExists } from '../store/fs-util';
 import { MessageStore } from '../store';
 import { CleanTerms, consumeCleanMarker } from '../queue/queue-index';
 import { indexRefDeltas } from '../queue/ref-deltas';
+import type { SegmentDigests } from '../queue/walk-digest';
+import type { StartupWalk } from './presence';
 import { log } from './log';
 
 export interface VhostState {
@@ -26,6 +28,8 @@ export interface VhostState {
   /** Queues whose clean marker START consumed, with its terms: their index needs no body checks. */
   cleanKeys: Map<string, CleanTerms>;
   storeClean: boolean;
+  /** After a non-clean start whose counts fit in memory: what the walk tells the queues' first INITs (presence.ts). */
+  walk?: StartupWalk;
 }
 
 export interface StoreSettings {
@@ -121,16 +125,19 @@ export class Vhosts {
       if (terms) cleanKeys.set(k, terms);
     }
     const started = Date.now();
+    const seen = new Map<string, SegmentDigests>();
     const store = await MessageStore.open({
       dir: storeDir,
       fileSizeLimit: this.settings.fileSizeLimit,
       syncIntervalMs: this.settings.syncIntervalMs,
       index: this.settings.index,
       clientRefs: [...cleanKeys.keys()],
-      refDeltas: () => indexRefDeltas(queuesDir, keys, log, this.settings.segmentEntries),
+      refDeltas: () => indexRefDeltas(queuesDir, keys, log, this.settings.segmentEntries, seen),
       log: (level, msg) => log(level, `vhost ${vhost} store: ${msg}`),
     });
     const storeClean = store.successfullyRecovered;
+    const unfound = store.takeUnfound();
+    const walk = unfound && seen.size ? { unfound, digests: seen } : undefined;
     const transient = await MessageStore.open({
       dir: path.join(warrenDir, 'transient'),
       fileSizeLimit: this.settings.fileSizeLimit,
@@ -144,7 +151,7 @@ export class Vhosts {
       `vhost ${vhost}: store at ${storeDir} opened ${storeClean ? 'clean' : 'after a non-clean stop (rebuilt from queue indexes)'} in ${Date.now() - started} ms; ` +
         `${keys.length} durable queues, ${cleanKeys.size} stopped cleanly`,
     );
-    this.open.set(vhost, { vhost, dir, queuesDir, store, transient, cleanKeys, storeClean });
+    this.open.set(vhost, { vhost, dir, queuesDir, store, transient, cleanKeys, storeClean, walk });
     return clean;
   }
 

@@ -190,6 +190,8 @@ export class MessageStore {
   /** Hint writes and deletions, one at a time in the order asked (hint-file.ts says why). */
   private hintChain: Promise<void> = Promise.resolve();
   private writeHints = true;
+  /** Referenced ids the non-clean open found no record of, until takeUnfound(). */
+  private unfoundAtOpen?: Set<string>;
 
   private closing = false;
   private closed = false;
@@ -295,6 +297,7 @@ export class MessageStore {
     let hints: Array<{ file: number; data: Buffer }> = [];
     let hinted = 0;
     let scanned = 0;
+    let unfound: Set<string> | undefined;
     if (clean) {
       summaries = recoveredSummary!;
       const last = summaries[summaries.length - 1];
@@ -315,6 +318,7 @@ export class MessageStore {
       hints = r.hints;
       hinted = r.hintedFiles;
       scanned = r.summaries.length + r.deletedFiles - r.hintedFiles;
+      if (options.refDeltas) unfound = r.unfound;
     }
     await removeOrphanHints(dir, summaries.map((s) => s.file));
 
@@ -323,6 +327,7 @@ export class MessageStore {
     store.counters.skippedBytes = skipped;
     store.counters.openHintedFiles = hinted;
     store.counters.openScannedFiles = scanned;
+    store.unfoundAtOpen = unfound;
     for (const s of summaries) {
       store.summaries.set(s.file, s);
       store.sumValid += s.validTotalSize;
@@ -919,6 +924,19 @@ export class MessageStore {
   }
 
   /** The error that failed the store (a write or fsync), if one did: it accepts no writes after it. */
+  /**
+   * After a non-clean open that counted its references in memory: a test for
+   * the ids its deltas referenced that no segment file held. The store holds
+   * every other referenced id, until a client removes that reference. Given
+   * once (the caller keeps it as long as it needs it); undefined after a clean
+   * open, or when the counts spilled to the index (then it is not known).
+   */
+  takeUnfound(): ((id: MsgId) => boolean) | undefined {
+    const s = this.unfoundAtOpen;
+    this.unfoundAtOpen = undefined;
+    return s && ((id) => s.has(keyOf(id)));
+  }
+
   get failed(): Error | undefined {
     if (this.failure === undefined) return undefined;
     return this.failure instanceof Error ? this.failure : new Error(String(this.failure));

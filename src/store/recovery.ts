@@ -165,6 +165,8 @@ export interface RebuildResult {
   deletedFiles: number;
   /** Referenced messages found in no segment file (counted only while the counts were in memory). */
   lostMessages: number;
+  /** Their ids (latin1 keys); undefined when the counts spilled to the index (then not known). */
+  unfound: Set<string> | undefined;
   /** Files whose records came from their hint (not read); the others were scanned. */
   hintedFiles: number;
   /** Hints to write for files this rebuild scanned and found sound (each fsynced before it returned). */
@@ -209,8 +211,9 @@ export async function rebuildFromSegments(
   const { log } = opts;
   const files = await listNumbered(dir, SEGMENT_EXT);
   if (files.length === 0) {
+    const unfound = refs.spilled ? undefined : new Set(refs.inMemory.keys());
     await dropUnclaimed(index, refs, log);
-    return { summaries: [newSummary(0, undefined)], current: 0, currentSize: 0, checksumFailures: 0, skippedBytes: 0, deletedFiles: 0, lostMessages: refs.inMemory.size, hintedFiles: 0, hints: [] };
+    return { summaries: [newSummary(0, undefined)], current: 0, currentSize: 0, checksumFailures: 0, skippedBytes: 0, deletedFiles: 0, lostMessages: unfound?.size ?? 0, unfound, hintedFiles: 0, hints: [] };
   }
   const started = Date.now();
   let lastReport = started;
@@ -284,6 +287,7 @@ export async function rebuildFromSegments(
     }
   }
   const lostMessages = refs.inMemory.size;
+  const unfound = refs.spilled ? undefined : new Set(refs.inMemory.keys());
   await dropUnclaimed(index, refs, log);
 
   // Empty files other than the current one go; the others are made durable
@@ -329,6 +333,7 @@ export async function rebuildFromSegments(
     skippedBytes,
     deletedFiles,
     lostMessages,
+    unfound,
     hintedFiles: hinted.size,
     hints: [...hints].map(([file, data]) => ({ file, data })),
   };

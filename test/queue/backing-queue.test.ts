@@ -84,7 +84,7 @@ async function openQueue(store: FakeStore, window: number, mode: 'fresh' | 'clea
     log: quiet,
     ...LAYOUT,
     terms,
-    contains: mode === 'crash' ? async (id) => store.has(id) : undefined,
+    contains: mode === 'crash' ? async (ids) => ids.map((id) => store.has(id)) : undefined,
   });
   return new BackingQueue({
     name: 'q',

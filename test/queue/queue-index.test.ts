@@ -24,7 +24,7 @@ afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 async function scanned(d: string): Promise<JournalEntry[]> {
   const out: JournalEntry[] = [];
-  for await (const page of scanQueueIndex(d)) out.push(...page);
+  for await (const { entries } of scanQueueIndex(d)) out.push(...entries);
   return out;
 }
 
@@ -200,7 +200,7 @@ describe('QueueIndex', () => {
     r = await open(dir, { terms: marker });
     expect(r.recovery).toMatchObject({ scanned: true, deliveryCounts: [[3, 1]] });
     await r.index.close();
-    r = await open(dir, { contains: async () => true });
+    r = await open(dir, { contains: async (ids) => ids.map(() => true) });
     expect(r.recovery).toMatchObject({ redeliverBelow: 20, deliveryCounts: [] });
     await r.index.close();
   });
@@ -232,7 +232,7 @@ describe('QueueIndex', () => {
     index.publish(entry(12));
     await index.close();
     const missing = new Set([3, 12]);
-    const r = await open(dir, { contains: async (i) => !missing.has(i.readUInt32BE(0)) });
+    const r = await open(dir, { contains: async (ids) => ids.map((i) => !missing.has(i.readUInt32BE(0))) });
     expect(r.recovery).toMatchObject({ count: 11, dropped: 2, nextSeq: 13, scanned: true });
     r.index.publish(entry(13));
     const live = await readAll(r.index);
