@@ -4,7 +4,8 @@
  * one_for_all supervisor restarts the vhost, every queue with it, and the
  * store recovers non-clean) against Warren's sidecar killed with SIGKILL (the
  * plugin starts a new one, every queue process on the node exits and
- * RabbitMQ restarts it, non-clean). Same node setup, same backlog:
+ * RabbitMQ restarts it, non-clean). RabbitMQ's side runs classic queues v1
+ * and v2 on 3.x, v2 on 4.x (4.0 removed v1). Same node setup, same backlog:
  *
  *   Q durable queues holding M persistent messages of B bytes in all
  *   (bodies over RabbitMQ's 4 KiB queue-index embedding limit, so that they
@@ -110,7 +111,11 @@ async function killAndTime(b: Broker, warren: boolean, url: string, queues: stri
   }
 }
 
+/** The targets: RabbitMQ's classic queues v1 (3.x only; 4.0 removed them) and v2 on its own store, and Warren. */
+const LABELS: Record<string, string> = { cqv1: 'rabbitmq (classic queue v1)', cqv2: 'rabbitmq (classic queue v2)', warren: 'warren' };
+
 async function child(store: string, n: number, bodyBytes: number, queueCount: number, run: number, series: string): Promise<void> {
+  if (!(store in LABELS)) throw new Error(`unknown target ${store}: ${Object.keys(LABELS).join(', ')}`);
   const warren = store === 'warren';
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `warren-outage-${store}-`));
   const amqpPort = await freePort();
@@ -122,7 +127,8 @@ async function child(store: string, n: number, bodyBytes: number, queueCount: nu
     await b.start();
     const conn = await amqp.connect(url);
     const ch = await conn.createConfirmChannel();
-    for (const q of queues) await ch.assertQueue(q, { durable: true, arguments: warren ? {} : { 'x-queue-version': 1 } });
+    const args = store === 'cqv1' ? { 'x-queue-version': 1 } : store === 'cqv2' ? { 'x-queue-version': 2 } : {};
+    for (const q of queues) await ch.assertQueue(q, { durable: true, arguments: args });
     const body = Buffer.alloc(bodyBytes, 7);
     for (const q of queues) {
       for (let i = 0; i < per; i++) {
@@ -144,7 +150,7 @@ async function child(store: string, n: number, bodyBytes: number, queueCount: nu
     process.stdout.write(
       JSON.stringify({
         bench: 'outage',
-        store: warren ? 'warren' : 'rabbitmq (classic queue v1)',
+        store: LABELS[store],
         killed: warren ? 'sidecar (SIGKILL)' : 'msg_store_persistent (exit kill)',
         rabbitmq: b.rabbitmq.version,
         run,
@@ -173,7 +179,8 @@ function main(): void {
   const opts = ['messages', 'body', 'queues'].map((k, j) => String(numberOption(args, k, [40_000, 5000, 4][j])));
   const runs = numberOption(args, 'runs', 3);
   // Alternating targets, a fresh node each run.
-  const children = Array.from({ length: runs }, (_, run) => ['rabbitmq', 'warren'].map((store) => [store, ...opts, String(run), rt.series])).flat();
+  const targets = rt.series.startsWith('3.') ? ['cqv1', 'cqv2', 'warren'] : ['cqv2', 'warren'];
+  const children = Array.from({ length: runs }, (_, run) => targets.map((store) => [store, ...opts, String(run), rt.series])).flat();
   runChildren(`outage-${rt.series}`, __filename, [], children, `RabbitMQ ${rt.version} (Erlang ${rt.erlang}): its own message store process killed vs Warren's sidecar killed, same backlog; shared 2-core machine`);
 }
 

@@ -1,9 +1,10 @@
 /**
  * Recovery benchmarks: how long a store takes to open after a crash (non-clean:
- * ref counts fed from the caller, every segment file scanned) and after a
- * clean stop, with N live messages among garbage; and how fast the same files
- * read raw, for scale. One child process per index; JSON lines on stdout and
- * in bench/results/recovery.json.
+ * ref counts fed from the caller, each segment file read from its hint file,
+ * or, with the hints deleted before the crash, scanned) and after a clean
+ * stop, with N live messages among garbage; and how fast the same files read
+ * raw, for scale. One child process per index and mode; JSON lines on stdout
+ * and in bench/results/recovery.json.
  *
  *   npm run bench -- recovery [--messages 2000000] [--body 512]
  *
@@ -46,7 +47,7 @@ async function rawRead(dir: string): Promise<{ bytes: number; seconds: number }>
   return { bytes, seconds: secondsSince(t0) };
 }
 
-async function child(index: string, n: number, bodySize: number): Promise<void> {
+async function child(index: string, n: number, bodySize: number, mode: string): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-recovery-bench-'));
   try {
     let store = await MessageStore.open({ dir, index, clientRefs: undefined });
@@ -68,6 +69,8 @@ async function child(index: string, n: number, bodySize: number): Promise<void> 
     await store.quiesce();
     const before = store.stats();
     await store.simulateCrash();
+    // 'scan': as a start that finds no hints (the first after an upgrade, or every hint damaged)
+    if (mode === 'scan') for (const f of fs.readdirSync(dir)) if (f.endsWith('.rdh')) fs.rmSync(path.join(dir, f));
 
     const lines: Array<{ t: number; msg: string }> = [];
     const t0 = process.hrtime.bigint();
@@ -84,6 +87,7 @@ async function child(index: string, n: number, bodySize: number): Promise<void> 
     const nonClean = secondsSince(t0);
     store.client('bench'); // the queue comes back and registers its ref again
     const after = store.stats();
+    await store.quiesce(); // the hints a scan leaves behind are written before the clean stop
     if (after.messages !== before.messages) throw new Error(`recovered ${after.messages} messages, expected ${before.messages}`);
     await store.close();
 
@@ -95,15 +99,19 @@ async function child(index: string, n: number, bodySize: number): Promise<void> 
 
     const raw = await rawRead(dir);
     const mib = before.fileBytes / 1048576;
-    const progress = lines.filter((l) => /^recovery: (scanned|counted)/.test(l.msg));
+    const progress = lines.filter((l) => /^recovery: (\d+\/\d+ segment files done|counted)/.test(l.msg));
     process.stdout.write(
       JSON.stringify({
         bench: 'recovery',
         index,
+        mode,
+        hintedFiles: after.openHintedFiles,
+        scannedFiles: after.openScannedFiles,
         messages: before.messages,
         garbageMessages: n - before.messages,
         segmentMiB: Math.round(mib),
         nonCleanOpenSeconds: r3(nonClean),
+        // segment MiB recovered per second (read from hints or scanned)
         scanMiBPerSec: Math.round(mib / nonClean),
         rawReadMiBPerSec: Math.round(raw.bytes / 1048576 / raw.seconds),
         cleanOpenSeconds: r3(clean),
@@ -118,10 +126,10 @@ async function child(index: string, n: number, bodySize: number): Promise<void> 
 
 function main(): void {
   const args = process.argv.slice(2);
-  if (runIfChild(args, ([index, n, body]) => child(index, Number(n), Number(body)))) return;
+  if (runIfChild(args, ([index, n, body, mode]) => child(index, Number(n), Number(body), mode))) return;
   const messages = String(numberOption(args, 'messages', 2_000_000));
   const body = String(numberOption(args, 'body', 512));
-  const children = ['memory', 'leveldb'].map((index) => [index, messages, body]);
+  const children = ['memory', 'leveldb'].flatMap((index) => ['hints', 'scan'].map((mode) => [index, messages, body, mode]));
   runChildren('recovery', __filename, ['--max-old-space-size=8192'], children, 'files in the page cache; shared 2-core machine; one run');
 }
 
