@@ -654,10 +654,14 @@ export class MessageStore {
     return p;
   }
 
+  /** Whether `file` may get a hint now. Not while closing: a clean stop does not wait for them (the next start scans what has none). */
+  private hintWanted(file: number): boolean {
+    return !this.crashed && !this.closing && this.failure === undefined && this.summaries.has(file);
+  }
+
   /** Writes `file`'s hint unless the store crashed or failed, or the file is gone; its data is already fsynced. */
   private async writeHintOf(file: number, data: Buffer): Promise<void> {
-    // Not while closing: a clean stop does not wait for them (the next start scans what has none).
-    if (this.crashed || this.closing || this.failure !== undefined || !this.summaries.has(file)) return;
+    if (!this.hintWanted(file)) return;
     await writeHint(this.dir, data, file);
     this.counters.hintsWritten++;
   }
@@ -666,7 +670,7 @@ export class MessageStore {
   private hintFromScan(file: number): void {
     if (!this.writeHints) return;
     void this.hintStep(async () => {
-      if (this.crashed || this.closing || this.failure !== undefined || !this.summaries.has(file)) return;
+      if (!this.hintWanted(file)) return;
       const scan = await scanSegment(segmentPath(this.dir, file), this.opts.ioChunkSize);
       if (scan.checksumFailures || scan.skippedBytes) {
         this.log('warn', `${file}${SEGMENT_EXT}: ${scan.checksumFailures} records fail their checksum, ${scan.skippedBytes} bytes are no intact record; no hint written`);
