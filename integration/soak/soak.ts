@@ -9,7 +9,9 @@
  * before the ack and 0.5% are rejected back to the queue, so long-lived
  * records sit scattered among dead ones in the store's files, which only
  * compaction can reclaim. Every 10 s the sidecar's resident memory and open
- * descriptors are sampled. At the end the publishers stop, the consumers drain
+ * descriptors are sampled, with the store's files, their bytes and the live
+ * bytes in them (compaction runs while garbage is over half, so the bytes stay
+ * near twice the live ones) and the hint steps waiting. At the end the publishers stop, the consumers drain
  * every queue, and the test checks that every confirmed message came exactly
  * once and intact, and that memory and descriptors stayed flat. The series
  * goes to bench/results/soak-<series>.json.
@@ -32,6 +34,11 @@ interface Sample {
   confirmed: number;
   consumed: number;
   compactions: number;
+  /** The stores' segment files, their bytes and the live bytes in them, and hint steps waiting. */
+  files: number;
+  fileMB: number;
+  liveMB: number;
+  hintSteps: number;
 }
 
 function body(q: number, n: number): Buffer {
@@ -42,16 +49,27 @@ function body(q: number, n: number): Buffer {
   return b;
 }
 
-async function sidecarFigures(): Promise<{ rssMB: number; fds: number; compactions: number }> {
+type StoreFigures = { compactions: number; files: number; fileBytes: number; validBytes: number; hintSteps: number };
+const mb = (n: number) => Math.round(n / 1e5) / 10;
+
+async function sidecarFigures(): Promise<Omit<Sample, 'atSeconds' | 'confirmed' | 'consumed'>> {
   const b = broker();
   const [pid] = b.sidecarPids();
   if (pid === undefined) throw new Error('no sidecar');
   const rss = Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
   const fds = fs.readdirSync(`/proc/${pid}/fd`).length;
   const out = await b.ctl(['eval', 'io:format("~s", [rabbit_warren_sidecar:stats()]).']);
-  const stats = JSON.parse(out.slice(0, out.lastIndexOf('}') + 1)) as { vhosts: Record<string, { store: { compactions: number } }> };
-  const compactions = Object.values(stats.vhosts).reduce((a, v) => a + v.store.compactions, 0);
-  return { rssMB: Math.round(rss * 10) / 10, fds, compactions };
+  const stats = JSON.parse(out.slice(0, out.lastIndexOf('}') + 1)) as { vhosts: Record<string, { store: StoreFigures }> };
+  const sum = (k: keyof StoreFigures) => Object.values(stats.vhosts).reduce((a, v) => a + v.store[k], 0);
+  return {
+    rssMB: Math.round(rss * 10) / 10,
+    fds,
+    compactions: sum('compactions'),
+    files: sum('files'),
+    fileMB: mb(sum('fileBytes')),
+    liveMB: mb(sum('validBytes')),
+    hintSteps: sum('hintSteps'),
+  };
 }
 
 jest.setTimeout((MINUTES + 15) * 60_000);
@@ -148,7 +166,7 @@ it(`${MINUTES} minutes of mixed load with compaction: nothing lost or duplicated
     await sleep(10_000);
     samples.push({ atSeconds: Math.round((Date.now() - t0) / 1000), ...(await sidecarFigures()), ...total() });
     const s = samples[samples.length - 1];
-    process.stdout.write(`soak ${s.atSeconds}s: sidecar ${s.rssMB} MB, ${s.fds} fds, ${s.confirmed} confirmed, ${s.consumed} consumed, ${s.compactions} compactions\n`);
+    process.stdout.write(`soak ${s.atSeconds}s: sidecar ${s.rssMB} MB, ${s.fds} fds, ${s.confirmed} confirmed, ${s.consumed} consumed, ${s.compactions} compactions, ${s.files} files holding ${s.fileMB} MB (${s.liveMB} MB live), ${s.hintSteps} hint steps waiting\n`);
   }
   stop = true;
   await Promise.all(publishers);
@@ -162,7 +180,8 @@ it(`${MINUTES} minutes of mixed load with compaction: nothing lost or duplicated
   await conn.close();
 
   const series = rabbitmqSeries();
-  const out = path.resolve(__dirname, `../../bench/results/soak-${series}.json`);
+  // A shorter run than the default goes beside the full series, not over it.
+  const out = path.resolve(__dirname, `../../bench/results/soak-${series}${MINUTES === 30 ? '' : `-${MINUTES}min`}.json`);
   fs.writeFileSync(out, JSON.stringify({ bench: 'soak', rabbitmq: broker().rabbitmq.version, minutes: MINUTES, queues: QUEUES, inFlight: IN_FLIGHT, held, requeued, date: new Date().toISOString(), samples }, null, 1) + '\n');
   process.stdout.write(`soak: ${held} messages held 5-30 s before their ack, ${requeued} rejected back to their queue\n`);
 

@@ -113,6 +113,8 @@ export interface StoreStats {
   openScannedFiles: number;
   /** Hint files written since the open. */
   hintsWritten: number;
+  /** Hint writes and deletions asked and not yet done. */
+  hintSteps: number;
   writes: number;
   reads: number;
   removes: number;
@@ -189,6 +191,8 @@ export class MessageStore {
   private deferred: Deferred[] = [];
   /** Hint writes and deletions, one at a time in the order asked (hint-file.ts says why). */
   private hintChain: Promise<void> = Promise.resolve();
+  /** Hint steps asked and not yet done. */
+  private hintSteps = 0;
   private writeHints = true;
   /** Referenced ids the non-clean open found no record of, until takeUnfound(). */
   private unfoundAtOpen?: Set<string>;
@@ -649,7 +653,8 @@ export class MessageStore {
 
   /** Runs `step` after every hint step asked before it; a failure fails the store (and rejects). */
   private hintStep(step: () => Promise<void>): Promise<void> {
-    const p = this.hintChain.then(step);
+    this.hintSteps++;
+    const p = this.hintChain.then(step).finally(() => this.hintSteps--);
     this.hintChain = p.catch((e) => this.fail(e));
     return p;
   }
@@ -1043,6 +1048,7 @@ export class MessageStore {
       openHintedFiles: this.counters.openHintedFiles,
       openScannedFiles: this.counters.openScannedFiles,
       hintsWritten: this.counters.hintsWritten,
+      hintSteps: this.hintSteps,
       writes: this.counters.writes,
       reads: this.counters.reads,
       removes: this.counters.removes,
