@@ -11,10 +11,11 @@
  * compaction can reclaim. Every 10 s the sidecar's resident memory and open
  * descriptors are sampled, with the store's files, their bytes and the live
  * bytes in them (compaction runs while garbage is over half, so the bytes stay
- * near twice the live ones) and the hint steps waiting. At the end the publishers stop, the consumers drain
- * every queue, and the test checks that every confirmed message came exactly
- * once and intact, and that memory and descriptors stayed flat. The series
- * goes to bench/results/soak-<series>.json.
+ * near twice the live ones) and the hint steps waiting. At the end the
+ * publishers stop, the consumers drain every queue, and the test checks that
+ * every confirmed message came exactly once and intact, and that memory and
+ * descriptors stayed flat. The series goes to
+ * bench/results/soak-<series>.json (a shorter run to soak-<series>-<n>min.json).
  */
 import * as amqp from 'amqplib';
 import * as crypto from 'crypto';
@@ -22,7 +23,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { amqpUrl, broker, listQueues, qname, rabbitmqSeries, sleep, waitFor } from '../harness';
 
-const MINUTES = Number(process.env.WARREN_SOAK_MINUTES ?? 30);
+const FULL_MINUTES = 30;
+const MINUTES = Number(process.env.WARREN_SOAK_MINUTES ?? FULL_MINUTES);
 const QUEUES = 8;
 const IN_FLIGHT = 200;
 const MAX_BACKLOG = 5_000;
@@ -180,8 +182,7 @@ it(`${MINUTES} minutes of mixed load with compaction: nothing lost or duplicated
   await conn.close();
 
   const series = rabbitmqSeries();
-  // A shorter run than the default goes beside the full series, not over it.
-  const out = path.resolve(__dirname, `../../bench/results/soak-${series}${MINUTES === 30 ? '' : `-${MINUTES}min`}.json`);
+  const out = path.resolve(__dirname, `../../bench/results/soak-${series}${MINUTES === FULL_MINUTES ? '' : `-${MINUTES}min`}.json`);
   fs.writeFileSync(out, JSON.stringify({ bench: 'soak', rabbitmq: broker().rabbitmq.version, minutes: MINUTES, queues: QUEUES, inFlight: IN_FLIGHT, held, requeued, date: new Date().toISOString(), samples }, null, 1) + '\n');
   process.stdout.write(`soak: ${held} messages held 5-30 s before their ack, ${requeued} rejected back to their queue\n`);
 
