@@ -8,3 +8,13 @@ export function rng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/**
+ * A second stream for the same seed, independent of the first: a consumer
+ * whose draws depend on timing (the crash recorder draws once per mutating
+ * file operation, and how writes coalesce varies with load) must not shift
+ * the workload's draws, or a seed would not replay.
+ */
+export function rngBeside(seed: number): () => number {
+  return rng((seed ^ 0x9e3779b9) >>> 0);
+}

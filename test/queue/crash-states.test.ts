@@ -25,7 +25,7 @@ import { JournalEntry } from '../../src/queue/journal-codec';
 import { JournalFiles } from '../../src/queue/journal-files';
 import { QueueIndex, consumeCleanMarker } from '../../src/queue/queue-index';
 import { Recorder } from '../crash-recorder';
-import { rng } from '../random';
+import { rng, rngBeside } from '../random';
 
 const quiet = () => undefined;
 // Each seed opens a store or an index a few hundred times: seconds, more on a loaded machine.
@@ -107,7 +107,7 @@ describe(`crash states of the queue index (${SEEDS} seeds from ${BASE_SEED}; WAR
     const dir = path.join(base, 'q');
     const scratch = path.join(base, 'images');
     const random = rng(seed);
-    const rec = new Recorder(dir, scratch, random);
+    const rec = new Recorder(dir, scratch, rngBeside(seed));
     await rec.install();
     let result: { pubs: Stamped[]; acks: Stamped[] };
     try {
