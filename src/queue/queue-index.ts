@@ -18,6 +18,7 @@ import { JournalFile, JournalFiles } from './journal-files';
 import { DamagedRange, JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from './journal-codec';
 import { DELIVERED, JournalState, overlay } from './journal-state';
 import { LayoutError, SegmentSummary, layoutsMatchingSegments, listSegments, readLayout, readSegment, summarize, writeLayout, writeSegment } from './segment-files';
+import { SerialQueue } from '../util/serial-queue';
 
 const JOURNAL = 'journal';
 
@@ -233,7 +234,7 @@ export class QueueIndex {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   /** Serializes every file operation: journal writes, folds, segment reads. */
-  private io: Promise<void> = Promise.resolve();
+  private readonly io = new SerialQueue();
   private closed = false;
   private foldQueued = false;
   /** Opening: no fold may start while the recovery scan reads the segments. */
@@ -526,7 +527,7 @@ export class QueueIndex {
     if (this.closed) return;
     await this.write().catch(() => undefined);
     this.closed = true;
-    await this.io;
+    await this.io.idle();
     await this.journalFile.close();
   }
 
@@ -536,22 +537,17 @@ export class QueueIndex {
     this.pendingBytes = 0;
     if (!this.closed) {
       this.closed = true;
-      await this.io;
+      await this.io.idle();
       await this.journalFile.close().catch(() => undefined);
     }
     await fsp.rm(this.dir, { recursive: true, force: true });
   }
 
   private enqueue<T>(task: () => Promise<T>): Promise<T> {
-    const p = this.io.then(() => {
+    return this.io.run(() => {
       if (this.failed) throw this.failed;
       return task();
     });
-    this.io = p.then(
-      () => undefined,
-      () => undefined,
-    );
-    return p;
   }
 
   /**

@@ -5,45 +5,12 @@
  */
 import * as path from 'path';
 import { BackingQueue } from '../queue/backing-queue';
+import { SerialQueue } from '../util/serial-queue';
 import { QueueIndex } from '../queue/queue-index';
 import type { QueueLayout } from './config';
 import { log } from './log';
 import { presenceCheck, PresenceCounts } from './presence';
 import { VhostState } from './vhosts';
-
-/** Runs tasks one after another; a synchronous task runs at once when nothing is pending. */
-export class SerialExecutor {
-  private tail: Promise<void> | null = null;
-
-  run<T>(task: () => T | Promise<T>): Promise<T> {
-    let p: Promise<T>;
-    if (this.tail === null) {
-      let r: T | Promise<T>;
-      try {
-        r = task();
-      } catch (e) {
-        return Promise.reject(e);
-      }
-      if (!(r instanceof Promise)) return Promise.resolve(r);
-      p = r;
-    } else {
-      p = this.tail.then(task);
-    }
-    const guard = p.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.tail = guard;
-    void guard.then(() => {
-      if (this.tail === guard) this.tail = null;
-    });
-    return p;
-  }
-
-  idle(): Promise<void> {
-    return this.tail ?? Promise.resolve();
-  }
-}
 
 export interface SessionInfo {
   handle: number;
@@ -53,7 +20,8 @@ export interface SessionInfo {
 }
 
 export class Session {
-  readonly exec = new SerialExecutor();
+  /** The queue's requests, in arrival order; a synchronous one runs at once when nothing waits. */
+  readonly exec = new SerialQueue(true);
   constructor(
     readonly info: SessionInfo,
     readonly queue: BackingQueue,

@@ -18,6 +18,7 @@ import { indexRefDeltas } from '../queue/ref-deltas';
 import type { SegmentDigests } from '../queue/walk-digest';
 import type { StartupWalk } from './presence';
 import { log } from './log';
+import { KeyedSerialQueues } from '../util/serial-queue';
 
 export interface VhostState {
   vhost: string;
@@ -75,7 +76,7 @@ async function migrateLegacyKeys(vhost: string, queuesDir: string, keys: readonl
 export class Vhosts {
   private readonly open = new Map<string, VhostState>();
   /** Serializes START/INIT/close per vhost. */
-  private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly chains = new KeyedSerialQueues();
 
   constructor(private readonly settings: StoreSettings) {}
 
@@ -88,10 +89,7 @@ export class Vhosts {
   }
 
   serial<T>(vhost: string, task: () => Promise<T>): Promise<T> {
-    const prev = this.chains.get(vhost) ?? Promise.resolve();
-    const p = prev.then(task, task);
-    this.chains.set(vhost, p.catch(() => undefined));
-    return p;
+    return this.chains.run(vhost, task);
   }
 
   /**
