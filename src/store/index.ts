@@ -1,6 +1,11 @@
 /** Public API of the message store (src/store). */
-export { MessageStore, StoreClient, DEFAULT_FILE_SIZE_LIMIT, GARBAGE_FRACTION } from './message-store';
-export type { MessageStoreOptions, StoreStats, StoreLogger } from './message-store';
+export { MessageStore } from './message-store';
+export type { StoreStats } from './message-store';
+export { StoreClient } from './store-client';
+export { DEFAULT_FILE_SIZE_LIMIT } from './options';
+export type { MessageStoreOptions } from './options';
+export { GARBAGE_FRACTION } from './compactor';
+export type { StoreLogger } from './recovery';
 export { registerIndex, resolveIndex, indexNames } from './index-registry';
 export {
   StoreError,
