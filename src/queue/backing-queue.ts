@@ -23,83 +23,24 @@
  * a message without an entry counts 1 (it may have been delivered before a
  * non-clean recovery). A failed delivery (FAIL_DELIVERY) adds one; the entry
  * goes when the message leaves the queue and survives a clean stop.
+ *
+ * The parts: messages.ts (the types), ready-windows.ts (head / delta / tail,
+ * the invariant stated there), body-read-ahead.ts, group-commit.ts (confirms
+ * after fsync). What stays here is one request handler per backing-queue
+ * operation; they share the queue's figures (ready, pending and stored counts
+ * and bytes), which each must move together, so they are kept in one file.
  */
-import { JournalEntry } from './journal-codec';
+import { BodyReadAhead } from './body-read-ahead';
+import { GroupCommit } from './group-commit';
+import { BackingQueueError, BodyStore, FetchMode, Flags, fromEntry, isStored, Message, MessageOut, PublishInput, QueueFigures } from './messages';
 import { Logger, MAX_DELIVERY_COUNT, QueueIndex } from './queue-index';
-import { ReadyList } from './ready-list';
-
-export const Flags = { PERSISTENT: 1, NEEDS_CONFIRMING: 2, DELIVERED: 4, UNACKED: 8 } as const;
-
-/** How fetch takes messages (the protocol's AckRequired byte). */
-export enum FetchMode {
-  NoAck = 0,
-  Ack = 1,
-  Reserve = 2,
-}
-
-/** The part of a message-store client a queue uses (see src/store). */
-export interface StoreClient {
-  write(id: Buffer, body: Buffer): void;
-  read(id: Buffer): Promise<Buffer | undefined>;
-  remove(ids: Buffer[]): void;
-  sync(ids: Buffer[]): Promise<void>;
-  terminate(): Promise<void>;
-  deleteAndTerminate(): Promise<void>;
-}
-
-export interface PublishInput {
-  seq: number;
-  flags: number;
-  /** The message's delivery_count annotation as it arrived; 0 for none. */
-  deliveryCount: number;
-  expiry: number;
-  size: number;
-  id: Buffer;
-  blob: Buffer;
-}
-
-/** A message as handed back to the broker. */
-export interface MessageOut {
-  seq: number;
-  flags: number;
-  /** Deliveries that failed (see BackingQueue.countOf); 0 for none. */
-  deliveryCount: number;
-  expiry: number;
-  size: number;
-  id: Buffer;
-  blob?: Buffer;
-}
-
-interface Message {
-  seq: number;
-  id: Buffer;
-  /** Protocol flags; PERSISTENT is set only when the message is stored durably. */
-  flags: number;
-  expiry: number;
-  size: number;
-  /** Body of a message kept in memory (not stored durably). */
-  body?: Buffer;
-  /** A transient message whose body was paged out to the transient store. */
-  paged?: boolean;
-}
-
-export interface QueueFigures {
-  len: number;
-  readyBytes: number;
-  /** Ready messages with an expiry: while there are none the broker needs no TTL checks. */
-  readyExpiring: number;
-  unacked: number;
-  unackedBytes: number;
-  persistentCount: number;
-  persistentBytes: number;
-  nextSeq: number;
-}
+import { ReadyWindows } from './ready-windows';
 
 export interface BackingQueueOptions {
   name: string;
   durable: boolean;
   /** Store client and journal: both present for a durable queue. */
-  client?: StoreClient;
+  client?: BodyStore;
   index?: QueueIndex;
   /**
    * What the index recovered (durable queues): live entries, their bytes and
@@ -128,87 +69,44 @@ export interface BackingQueueOptions {
    * transient messages beyond the tail window are paged out to it, so they
    * do not stay in memory however long the queue grows.
    */
-  pager?: StoreClient;
+  pager?: BodyStore;
 }
 
 export const DEFAULT_WINDOW = 4096;
 /** Index entries handled per step by purge and delete. */
 const PAGE = 4096;
 
-/**
- * Bodies of the next ready messages read from the store ahead of FETCH, at
- * most this many messages and bytes per queue: a consumer then waits for no
- * disk read, the reads overlap its deliveries.
- */
-const BODY_AHEAD_COUNT = 256;
-const BODY_AHEAD_BYTES = 2 * 1024 * 1024;
-
-/** Start a group commit at once when this many confirms wait. */
-const EAGER_CONFIRMS = 2048;
-
-export class BackingQueueError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'BackingQueueError';
-    this.code = code;
-  }
-}
-
-/** Persistent ready messages of seqs [lo, hi) that live only in the queue index. */
-interface Delta {
-  lo: number;
-  hi: number;
-  count: number;
-  bytes: number;
-}
-
-function fromEntry(e: JournalEntry): Message {
-  return { seq: e.seq, id: e.id, flags: (e.flags | Flags.PERSISTENT) & ~(Flags.UNACKED | Flags.NEEDS_CONFIRMING), expiry: e.expiry, size: e.size };
-}
-
-
 export class BackingQueue {
   readonly name: string;
   readonly durable: boolean;
-  private readonly client?: StoreClient;
+  /** The vhost's message store (durable queues) and the queue's index: both or neither. */
+  private readonly client?: BodyStore;
   private readonly index?: QueueIndex;
-  private readonly pager?: StoreClient;
-  private pagedCount = 0;
+  /** The vhost's transient store, for bodies of transient messages spilled from the windows. */
+  private readonly pager?: BodyStore;
   /** Ready messages, seq order: head < delta range ≤ tail. */
-  private readonly head = new ReadyList<Message>();
-  private readonly tail = new ReadyList<Message>();
-  private readonly delta: Delta = { lo: 0, hi: 0, count: 0, bytes: 0 };
-  /** Transient ready messages whose seq falls in the delta range. */
-  private readonly deltaTransient = new ReadyList<Message>();
+  private readonly ready: ReadyWindows;
+  /** Pending acks by seq (bounded by the consumers' prefetch). */
   private readonly unacked = new Map<number, Message>();
   /** Delivery counts by seq, only of messages in the queue that have one (sparse). */
   private readonly deliveryCounts: Map<number, number>;
   /** Messages of lower seqs may have been delivered before this start: without an entry they count 1. */
   private readonly redeliverBelow: number;
-  /** Store reads in flight or done for ready messages at the front of the head, by seq. */
-  private readonly bodyAhead = new Map<number, { read: Promise<Buffer | undefined>; size: number }>();
-  private bodyAheadBytes = 0;
-  private readonly headWindow: number;
-  private readonly tailWindow: number;
+  /** Store reads started for ready messages at the front of the head. */
+  private readonly ahead?: BodyReadAhead;
+  private readonly commits: GroupCommit;
+  /** Figures of the ready and pending messages, and of those stored. */
   private readyBytes = 0;
   private readyExpiring = 0;
   private unackedBytes = 0;
   private persistentCount = 0;
   private persistentBytes = 0;
+  /** The seq the next publish must have at least. */
   private nextSeq: number;
-
-  /** Confirms waiting for the next group commit, split by whether they need an fsync. */
-  private confirmDurable: Buffer[] = [];
-  private confirmNow: Buffer[] = [];
-  private commitTimer: NodeJS.Timeout | null = null;
-  private committing: Promise<void> | null = null;
   private closed = false;
-  private readonly onConfirm: (ids: Buffer[]) => void;
   private readonly log: Logger;
-  private readonly syncIntervalMs: number;
   private readonly onFailure: ((e: Error) => void) | undefined;
-  /** Set once a commit failed: sticky. */
+  /** Set once the queue failed: sticky. */
   private failure: Error | null = null;
 
   constructor(opts: BackingQueueOptions) {
@@ -217,19 +115,42 @@ export class BackingQueue {
     this.client = opts.client;
     this.index = opts.index;
     this.pager = opts.pager;
-    this.onConfirm = opts.onConfirm;
     this.onFailure = opts.onFailure;
     this.log = opts.log;
-    this.syncIntervalMs = opts.syncIntervalMs;
-    this.headWindow = Math.max(1, opts.headWindow ?? DEFAULT_WINDOW);
-    this.tailWindow = Math.max(1, opts.tailWindow ?? DEFAULT_WINDOW);
+    this.ready = new ReadyWindows({
+      name: opts.name,
+      index: opts.index,
+      pager: opts.pager,
+      headWindow: Math.max(1, opts.headWindow ?? DEFAULT_WINDOW),
+      tailWindow: Math.max(1, opts.tailWindow ?? DEFAULT_WINDOW),
+      log: opts.log,
+      isUnacked: (s) => this.unacked.has(s),
+      onLost: (count, bytes) => {
+        this.readyBytes -= bytes;
+        // Which of them had an expiry is unknown: an overcount only costs the broker TTL checks.
+        this.persistentCount -= count;
+        this.persistentBytes -= bytes;
+      },
+    });
+    if (opts.client) this.ahead = new BodyReadAhead(opts.client);
+    this.commits = new GroupCommit({
+      index: opts.index,
+      client: opts.client,
+      syncIntervalMs: opts.syncIntervalMs,
+      onConfirm: opts.onConfirm,
+      failure: () => this.failure,
+      fail: (e) => {
+        this.fail(e);
+        return this.failure!;
+      },
+      closed: () => this.closed,
+    });
     this.nextSeq = opts.nextSeq ?? 0;
     const r = opts.recovered;
     this.redeliverBelow = r?.redeliverBelow ?? 0;
     this.deliveryCounts = new Map(r?.deliveryCounts ?? []);
     if (r && r.count > 0) {
-      // Everything recovered starts in the delta; the first fetch or peek reads the head.
-      Object.assign(this.delta, { lo: 0, hi: this.nextSeq, count: r.count, bytes: r.bytes });
+      this.ready.recovered(this.nextSeq, r.count, r.bytes);
       this.readyBytes = r.bytes;
       this.readyExpiring = r.expiring;
       this.persistentCount = r.count;
@@ -238,7 +159,7 @@ export class BackingQueue {
   }
 
   get length(): number {
-    return this.head.length + this.tail.length + this.delta.count + this.deltaTransient.length;
+    return this.ready.length;
   }
 
   figures(): QueueFigures {
@@ -257,12 +178,12 @@ export class BackingQueue {
   /** Message objects held in memory (ready windows, transient side list, pending acks, delivery counts), and the index's in-memory journal. */
   memory(): { messages: number; pendingAcks: number; deltaCount: number; journalEntries: number; pagedTransient: number; bodiesAhead: number; deliveryCounts: number } {
     return {
-      messages: this.head.length + this.tail.length + this.deltaTransient.length + this.unacked.size,
+      messages: this.ready.held + this.unacked.size,
       deliveryCounts: this.deliveryCounts.size,
-      bodiesAhead: this.bodyAhead.size,
-      pagedTransient: this.pagedCount,
+      bodiesAhead: this.ahead?.size ?? 0,
+      pagedTransient: this.ready.paged,
       pendingAcks: this.unacked.size,
-      deltaCount: this.delta.count,
+      deltaCount: this.ready.delta.count,
       journalEntries: this.index?.journalSize ?? 0,
     };
   }
@@ -294,10 +215,6 @@ export class BackingQueue {
     if (m.expiry >= 0) this.readyExpiring += sign;
   }
 
-  private isStored(m: Message): boolean {
-    return (m.flags & Flags.PERSISTENT) !== 0;
-  }
-
   private checkOpen(): void {
     if (this.failure) throw this.failure;
     if (this.closed) throw new BackingQueueError('ECLOSED', `queue ${this.name} is closed`);
@@ -313,13 +230,8 @@ export class BackingQueue {
     const code = (e as NodeJS.ErrnoException).code;
     this.failure = new BackingQueueError('EFAILED', `queue ${this.name} failed: ${e.message}${code && !e.message.includes(code) ? ` (${code})` : ''}`);
     this.log('error', `${this.failure.message}; nothing more is confirmed, the queue process must restart`);
-    if (this.commitTimer) clearTimeout(this.commitTimer);
-    this.commitTimer = null;
+    this.commits.cancel();
     this.onFailure?.(this.failure);
-  }
-
-  private deltaEmpty(): boolean {
-    return this.delta.count === 0 && this.deltaTransient.length === 0;
   }
 
   publish(p: PublishInput): void {
@@ -348,110 +260,10 @@ export class BackingQueue {
       this.unackedBytes += m.size;
     } else {
       this.countReady(m, 1);
-      if (this.deltaEmpty() && this.tail.length === 0 && this.head.length < this.headWindow) {
-        this.head.push(m);
-      } else {
-        this.tail.push(m);
-        if (this.tail.length > this.tailWindow && (this.index || this.pager)) this.spillTail();
-      }
+      this.ready.add(m);
     }
-    if (p.flags & Flags.NEEDS_CONFIRMING) {
-      (stored ? this.confirmDurable : this.confirmNow).push(p.id);
-    }
-    this.scheduleCommit();
-  }
-
-  /** Moves a transient message's body to the transient store, if the queue has one. */
-  private pageOut(m: Message): void {
-    if (!this.pager || !m.body) return;
-    this.pager.write(m.id, m.body);
-    m.body = undefined;
-    m.paged = true;
-    this.pagedCount++;
-  }
-
-  /** Releases the transient store's references of paged messages leaving the queue. */
-  private release(ms: readonly Message[]): void {
-    const ids: Buffer[] = [];
-    for (const m of ms) {
-      if (!m.paged) continue;
-      m.paged = false;
-      ids.push(m.id);
-    }
-    if (ids.length === 0) return;
-    this.pagedCount -= ids.length;
-    this.pager!.remove(ids);
-  }
-
-  /** Drops the tail to the delta: its persistent messages are in the index already. */
-  private spillTail(): void {
-    const ms = this.tail.clear();
-    if (ms.length === 0) return;
-    if (this.deltaEmpty()) this.delta.lo = ms[0].seq;
-    for (const m of ms) {
-      if (this.isStored(m)) {
-        this.delta.count++;
-        this.delta.bytes += m.size;
-      } else {
-        this.pageOut(m);
-        this.deltaTransient.push(m);
-      }
-    }
-    this.delta.hi = ms[ms.length - 1].seq + 1;
-  }
-
-  /**
-   * Appends the next ready messages to the head: a page of the delta, or the
-   * whole tail when the delta is empty. Returns how many were moved.
-   */
-  private async refill(): Promise<number> {
-    if (this.deltaEmpty()) {
-      const ms = this.tail.clear();
-      for (const m of ms) this.head.push(m);
-      return ms.length;
-    }
-    const d = this.delta;
-    let ms: Message[] = [];
-    let next = d.hi;
-    if (d.count > 0) {
-      const r = await this.index!.readLive(d.lo, d.hi, this.headWindow, (s) => this.unacked.has(s));
-      ms = r.entries.map(fromEntry);
-      next = r.next;
-      for (const m of ms) {
-        d.count--;
-        d.bytes -= m.size;
-      }
-    }
-    let mixed = false;
-    while (this.deltaTransient.length > 0 && this.deltaTransient.at(0)!.seq < next) {
-      ms.push(this.deltaTransient.shift()!);
-      mixed = true;
-    }
-    if (mixed) ms.sort((a, b) => a.seq - b.seq);
-    d.lo = next;
-    if (next >= d.hi && d.count !== 0) {
-      // Never expected: the figures said more than the index holds.
-      this.log('error', `queue ${this.name}: ${d.count} messages (${d.bytes} bytes) counted in seqs below ${d.hi} are not in the queue index`);
-      this.readyBytes -= d.bytes;
-      // Which of them had an expiry is unknown: an overcount only costs the broker TTL checks.
-      this.persistentCount -= d.count;
-      this.persistentBytes -= d.bytes;
-      d.count = 0;
-      d.bytes = 0;
-    }
-    for (const m of ms) this.head.push(m);
-    return ms.length;
-  }
-
-  private async shiftReady(): Promise<Message | undefined> {
-    await this.headReady();
-    return this.head.shift();
-  }
-
-  /** The first ready message, left in place. */
-  private async headReady(): Promise<Message | undefined> {
-    if (this.head.length === 0) await this.refill();
-    return this.head.at(0);
+    if (p.flags & Flags.NEEDS_CONFIRMING) this.commits.awaitConfirm(p.id, stored);
+    this.commits.schedule();
   }
 
   /**
@@ -471,9 +283,9 @@ export class BackingQueue {
     while (res.length < max) {
       const batch: Message[] = [];
       while (batch.length < max - res.length) {
-        const next = await this.headReady();
+        const next = await this.ready.first();
         if (!next || (bytes > 0 && bytes + next.size > maxBytes)) break;
-        const m = (await this.shiftReady())!;
+        const m = (await this.ready.shift())!;
         bytes += m.size;
         this.countReady(m, -1);
         batch.push(m);
@@ -484,7 +296,7 @@ export class BackingQueue {
       // disk round trips).
       const blobs = await Promise.all(
         batch.map((m) => {
-          const ahead = this.takeAhead(m);
+          const ahead = this.ahead?.take(m);
           return withBody ? (ahead ?? this.body(m)) : undefined;
         }),
       );
@@ -505,41 +317,14 @@ export class BackingQueue {
         }
       });
     }
-    this.scheduleCommit();
-    this.readAhead();
+    this.commits.schedule();
+    if (!this.closed) this.ahead?.fill(this.ready.head);
     return res;
-  }
-
-  /** Starts store reads for the messages at the front of the head, within the read-ahead bounds. */
-  private readAhead(): void {
-    if (this.closed || !this.client) return;
-    for (let i = 0; i < this.head.length && this.bodyAhead.size < BODY_AHEAD_COUNT && this.bodyAheadBytes < BODY_AHEAD_BYTES; i++) {
-      const m = this.head.at(i)!;
-      if (!this.isStored(m) || this.bodyAhead.has(m.seq)) continue;
-      const read = this.client.read(m.id);
-      read.catch(() => undefined); // a failure surfaces when FETCH takes it
-      this.bodyAhead.set(m.seq, { read, size: m.size });
-      this.bodyAheadBytes += m.size;
-    }
-  }
-
-  /** The read started ahead for a message leaving the ready list, if any; forgotten either way. */
-  private takeAhead(m: Message): Promise<Buffer | undefined> | undefined {
-    const a = this.bodyAhead.get(m.seq);
-    if (!a) return undefined;
-    this.bodyAhead.delete(m.seq);
-    this.bodyAheadBytes -= a.size;
-    return a.read;
-  }
-
-  private dropAhead(): void {
-    this.bodyAhead.clear();
-    this.bodyAheadBytes = 0;
   }
 
   private setDelivered(m: Message): void {
     if (m.flags & Flags.DELIVERED) return;
-    if (this.isStored(m)) this.index!.delivered([m.seq]);
+    if (isStored(m)) this.index!.delivered([m.seq]);
     m.flags |= Flags.DELIVERED;
   }
 
@@ -555,15 +340,15 @@ export class BackingQueue {
   private async body(m: Message): Promise<Buffer | undefined> {
     if (m.body) return m.body;
     if (m.paged) return this.pager!.read(m.id);
-    if (!this.isStored(m)) return undefined;
+    if (!isStored(m)) return undefined;
     return this.client!.read(m.id);
   }
 
   /** Removes messages for good: index ack, store ref released, delivery count dropped. */
   private forget(ms: Message[]): void {
     if (this.deliveryCounts.size > 0) for (const m of ms) this.deliveryCounts.delete(m.seq);
-    this.release(ms);
-    const stored = ms.filter((m) => this.isStored(m));
+    this.ready.release(ms);
+    const stored = ms.filter(isStored);
     if (stored.length === 0) return;
     this.index!.acked(stored.map((m) => m.seq));
     this.client!.remove(stored.map((m) => m.id));
@@ -590,7 +375,7 @@ export class BackingQueue {
     this.checkOpen();
     const ms = this.takeUnacked(seqs);
     this.forget(ms);
-    this.scheduleCommit();
+    this.commits.schedule();
     return ms.map((m) => m.id);
   }
 
@@ -598,39 +383,18 @@ export class BackingQueue {
   requeue(seqs: readonly number[]): Buffer[] {
     this.checkOpen();
     const ms = this.takeUnacked(seqs);
-    const toHead: Message[] = [];
-    const toTail: Message[] = [];
-    const toDelta: Message[] = [];
-    const d = this.delta;
-    for (const m of ms) {
-      this.countReady(m, 1);
-      if (!this.deltaEmpty()) {
-        if (m.seq < d.lo) toHead.push(m);
-        else if (m.seq >= d.hi) toTail.push(m);
-        else if (this.isStored(m)) {
-          // Still live in the index: counting it is enough.
-          d.count++;
-          d.bytes += m.size;
-        } else toDelta.push(m);
-      } else if (this.tail.length > 0 && m.seq > this.tail.at(0)!.seq) {
-        toTail.push(m);
-      } else {
-        toHead.push(m);
-      }
-    }
-    this.head.insert(toHead);
-    this.tail.insert(toTail);
-    this.deltaTransient.insert(toDelta);
+    for (const m of ms) this.countReady(m, 1);
+    this.ready.requeue(ms);
     return ms.map((m) => m.id);
   }
 
   /** Properties of the first `max` ready messages (for TTL: dropwhile / fetchwhile). */
   async peek(max: number): Promise<{ expiry: number; size: number; flags: number }[]> {
     this.checkOpen();
-    while (this.head.length < max && (await this.refill()) > 0);
+    await this.ready.fillHead(max);
     const res: { expiry: number; size: number; flags: number }[] = [];
     for (let i = 0; i < max; i++) {
-      const m = this.head.at(i);
+      const m = this.ready.head.at(i);
       if (!m) break;
       res.push({ expiry: m.expiry, size: m.size, flags: m.flags });
     }
@@ -660,23 +424,7 @@ export class BackingQueue {
    */
   async fold(afterSeq: number, max: number, maxBytes = Infinity): Promise<MessageOut[]> {
     this.checkOpen();
-    const picked: { m: Message; unacked: boolean }[] = [];
-    const fromList = (l: ReadyList<Message>) => {
-      for (let i = l.firstAfter(afterSeq), n = 0; n < max; i++, n++) {
-        const m = l.at(i);
-        if (!m) break;
-        picked.push({ m, unacked: false });
-      }
-    };
-    fromList(this.head);
-    if (!this.deltaEmpty() && this.delta.hi > afterSeq + 1) {
-      if (this.delta.count > 0) {
-        const r = await this.index!.readLive(Math.max(this.delta.lo, afterSeq + 1), this.delta.hi, max, (s) => this.unacked.has(s));
-        for (const e of r.entries) picked.push({ m: fromEntry(e), unacked: false });
-      }
-      fromList(this.deltaTransient);
-    }
-    fromList(this.tail);
+    const picked: { m: Message; unacked: boolean }[] = (await this.ready.after(afterSeq, max)).map((m) => ({ m, unacked: false }));
     for (const m of this.unacked.values()) if (m.seq > afterSeq) picked.push({ m, unacked: true });
     picked.sort((a, b) => a.m.seq - b.m.seq);
     const res: MessageOut[] = [];
@@ -704,11 +452,11 @@ export class BackingQueue {
   async purge(): Promise<{ count: number; persistentCount: number; persistentBytes: number }> {
     this.checkOpen();
     const before = { c: this.persistentCount, b: this.persistentBytes };
-    this.dropAhead();
-    const ms = [...this.head.clear(), ...this.deltaTransient.clear(), ...this.tail.clear()];
+    this.ahead?.clear();
+    const ms = this.ready.clearHeld();
     this.forget(ms);
     let count = ms.length;
-    const d = this.delta;
+    const d = this.ready.delta;
     if (d.count > 0) {
       let seen = 0;
       await this.eachIndexPage(
@@ -723,10 +471,10 @@ export class BackingQueue {
       if (seen !== d.count) this.log('error', `queue ${this.name}: purge found ${seen} messages in the queue index where ${d.count} were counted`);
       count += seen;
     }
-    Object.assign(d, { lo: 0, hi: 0, count: 0, bytes: 0 });
+    this.ready.resetDelta();
     this.readyBytes = 0;
     this.readyExpiring = 0;
-    this.scheduleCommit();
+    this.commits.schedule();
     return { count, persistentCount: before.c - this.persistentCount, persistentBytes: before.b - this.persistentBytes };
   }
 
@@ -737,63 +485,12 @@ export class BackingQueue {
     this.unacked.clear();
     this.unackedBytes = 0;
     this.forget(ms);
-    this.scheduleCommit();
+    this.commits.schedule();
   }
 
-  private scheduleCommit(): void {
-    if (this.closed || this.commitTimer) return;
-    const waiting = this.confirmDurable.length + this.confirmNow.length;
-    const buffered = this.index?.bufferedBytes ?? 0;
-    if (waiting === 0 && buffered === 0) return;
-    const delay = waiting >= EAGER_CONFIRMS || (waiting > 0 && this.confirmDurable.length === 0) ? 0 : this.syncIntervalMs;
-    this.commitTimer = setTimeout(() => {
-      this.commitTimer = null;
-      this.commit().catch(() => undefined); // commit() fails the queue itself
-    }, delay);
-  }
-
-  /**
-   * Group commit: writes the journal, and when confirms wait, fsyncs it and
-   * the store's records of those messages, then confirms them.
-   */
+  /** Group commit now (see group-commit.ts): resolves once the confirms due are sent. */
   commit(): Promise<void> {
-    if (this.committing) {
-      // One commit at a time; the next one picks up whatever came meanwhile.
-      return this.committing.then(() => this.commit());
-    }
-    const durable = this.confirmDurable;
-    const now = this.confirmNow;
-    this.confirmDurable = [];
-    this.confirmNow = [];
-    const run = async (): Promise<void> => {
-      if (this.failure) throw this.failure;
-      try {
-        if (durable.length > 0) {
-          await Promise.all([this.index!.sync(), this.client!.sync(durable)]);
-        } else if (this.index) {
-          await this.index.write();
-        }
-      } catch (e) {
-        // Its confirms are never sent: the publishers get nacks when the queue process ends.
-        this.fail(e as Error);
-        throw this.failure!;
-      }
-      const ids = now.length ? durable.concat(now) : durable;
-      if (ids.length) this.onConfirm(ids);
-    };
-    this.committing = run().finally(() => {
-      this.committing = null;
-      if (!this.failure) this.scheduleCommit();
-    });
-    return this.committing;
-  }
-
-  private async stopCommits(): Promise<void> {
-    if (this.commitTimer) {
-      clearTimeout(this.commitTimer);
-      this.commitTimer = null;
-    }
-    await this.commit();
+    return this.commits.commit();
   }
 
   /**
@@ -803,9 +500,9 @@ export class BackingQueue {
    */
   async terminate(): Promise<void> {
     this.checkOpen();
-    await this.stopCommits();
+    await this.commits.stop();
     this.closed = true;
-    this.dropAhead();
+    this.ahead?.clear();
     if (this.index && this.client) {
       const terms = await this.index.terminate(this.nextSeq, this.storedCounts());
       if (terms.count !== this.persistentCount || terms.bytes !== this.persistentBytes) {
@@ -820,9 +517,9 @@ export class BackingQueue {
   private storedCounts(): [number, number][] {
     const res: [number, number][] = [];
     for (const [seq, n] of this.deliveryCounts) {
-      const m = this.unacked.get(seq) ?? this.head.get(seq) ?? this.tail.get(seq) ?? this.deltaTransient.get(seq);
+      const m = this.unacked.get(seq) ?? this.ready.get(seq);
       // Not held in memory: it lives only in the index (the delta), so it is stored.
-      if (m === undefined || this.isStored(m)) res.push([seq, n]);
+      if (m === undefined || isStored(m)) res.push([seq, n]);
     }
     return res;
   }
@@ -831,7 +528,7 @@ export class BackingQueue {
   private async dropPaged(): Promise<void> {
     if (!this.pager) return;
     try {
-      if (this.pagedCount > 0) this.release([...this.head, ...this.deltaTransient, ...this.tail, ...this.unacked.values()]);
+      if (this.ready.paged > 0) this.ready.release([...this.ready, ...this.unacked.values()]);
       await this.pager.deleteAndTerminate();
     } catch (e) {
       // the transient store is wiped at the next start anyway
@@ -842,9 +539,9 @@ export class BackingQueue {
   /** Deletes the queue: every message goes, and its index. */
   async deleteAndTerminate(): Promise<void> {
     this.checkOpen();
-    await this.stopCommits();
+    await this.commits.stop();
     this.closed = true;
-    this.dropAhead();
+    this.ahead?.clear();
     this.deliveryCounts.clear();
     if (this.index && this.client) {
       const client = this.client;
@@ -862,13 +559,10 @@ export class BackingQueue {
    */
   async abandon(): Promise<void> {
     if (this.closed) return;
-    if (this.commitTimer) {
-      clearTimeout(this.commitTimer);
-      this.commitTimer = null;
-    }
+    this.commits.cancel();
     this.closed = true;
-    this.dropAhead();
-    if (this.committing) await this.committing.catch(() => undefined);
+    this.ahead?.clear();
+    await this.commits.settle();
     if (this.index) await this.index.close();
     await this.dropPaged();
   }

@@ -1,7 +1,7 @@
 /**
  * The requests and replies of docs/PROTOCOL.md, decoded into typed values.
  */
-import { FetchMode } from '../queue/backing-queue';
+import { FetchMode } from '../queue/messages';
 import { ProtocolError, Reader, Writer } from './frames';
 
 export const Op = {
@@ -34,7 +34,7 @@ export const TOKEN_BYTES = 32;
 export const Push = { REPLY: 100, CONFIRM: 101, FAILED: 102 } as const;
 
 // Message flags and FETCH's AckRequired byte are the queue's own vocabulary.
-export { FetchMode, Flags } from '../queue/backing-queue';
+export { FetchMode, Flags } from '../queue/messages';
 
 export const ID_BYTES = 16;
 
@@ -45,8 +45,8 @@ export enum RecoverMode {
 }
 
 // A publish as decoded, and a message as returned to Erlang, are the queue's own shapes.
-export type { PublishInput as Publish, MessageOut as Entry } from '../queue/backing-queue';
-import type { MessageOut as Entry, PublishInput as Publish } from '../queue/backing-queue';
+export type { PublishInput as Publish, MessageOut as Entry } from '../queue/messages';
+import type { MessageOut as Entry, PublishInput as Publish } from '../queue/messages';
 
 export type Request =
   | { op: typeof Op.START; vhost: string; dir: string; keys: string[]; legacyKeys: string[] }

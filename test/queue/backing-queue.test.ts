@@ -8,7 +8,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { BackingQueue, FetchMode, Flags, MessageOut, StoreClient } from '../../src/queue/backing-queue';
+import { BackingQueue } from '../../src/queue/backing-queue';
+import { BodyStore, FetchMode, Flags, MessageOut } from '../../src/queue/messages';
 import { QueueIndex, consumeCleanMarker } from '../../src/queue/queue-index';
 import { sealJson } from '../../src/store/fs-util';
 import { rng } from '../random';
@@ -16,7 +17,7 @@ import { rng } from '../random';
 const quiet = () => undefined;
 
 /** The part of the message store a queue uses, in memory, with ref counts. */
-class FakeStore implements StoreClient {
+class FakeStore implements BodyStore {
   readonly bodies = new Map<string, { body: Buffer; refs: number }>();
   write(id: Buffer, body: Buffer): void {
     const k = id.toString('hex');
