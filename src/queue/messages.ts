@@ -24,26 +24,24 @@ export interface BodyStore {
   deleteAndTerminate(): Promise<void>;
 }
 
-export interface PublishInput {
+/** What the broker and the queue say of a message, both ways. */
+interface MessageHeader {
   seq: number;
   flags: number;
-  /** The message's delivery_count annotation as it arrived; 0 for none. */
+  /** The delivery_count annotation: as it arrived on publish; on the way out, deliveries that failed (see BackingQueue.countOf). 0 for none. */
   deliveryCount: number;
   expiry: number;
   size: number;
   id: Buffer;
+}
+
+/** A message as published. */
+export interface PublishInput extends MessageHeader {
   blob: Buffer;
 }
 
-/** A message as handed back to the broker. */
-export interface MessageOut {
-  seq: number;
-  flags: number;
-  /** Deliveries that failed (see BackingQueue.countOf); 0 for none. */
-  deliveryCount: number;
-  expiry: number;
-  size: number;
-  id: Buffer;
+/** A message as handed back to the broker (the body only when asked for). */
+export interface MessageOut extends MessageHeader {
   blob?: Buffer;
 }
 
