@@ -25,7 +25,9 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
+import { BrokerError } from './broker-error';
 import { Runtime, Series, runtimeFor } from './rabbitmq';
+import { repoRoot } from './repo';
 
 export interface BrokerOptions {
   /** Where the node keeps everything (created if missing, reused if present). */
@@ -120,30 +122,9 @@ function erlTerm(v: string | number | boolean | string[]): string {
   return JSON.stringify(v);
 }
 
-export class BrokerError extends Error {
-  constructor(
-    message: string,
-    readonly code: 'ESTART' | 'ESTOP' | 'ECTL' | 'ERUNNING' | 'EBUILD',
-  ) {
-    super(message);
-    this.name = 'BrokerError';
-  }
-}
-
 /** Where scripts/build-plugin.sh puts the plugin built for a series. */
 export function pluginBuildDir(series: Series): string {
   return path.join(repoRoot(), 'build', `rabbitmq-${series}`, 'plugins');
-}
-
-/** The repository root: the nearest directory above this file with plugin.json. */
-export function repoRoot(from: string = __dirname): string {
-  let dir = from;
-  for (;;) {
-    if (fs.existsSync(path.join(dir, 'plugin.json')) && fs.existsSync(path.join(dir, 'package.json'))) return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new BrokerError(`no plugin.json above ${from}`, 'EBUILD');
-    dir = up;
-  }
 }
 
 /** A TCP port on 127.0.0.1 that is free right now (for a node's listeners in tests and benchmarks). */
