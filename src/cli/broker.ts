@@ -23,9 +23,10 @@
 import { ChildProcess, execFile, spawn, spawnSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
-import * as net from 'net';
 import * as path from 'path';
 import { BrokerError } from './broker-error';
+import { portOpen } from './ports';
+import { alive, cmdlineMatches, descendants, localUser } from './proc';
 import { Runtime, Series, runtimeFor } from './rabbitmq';
 import { repoRoot } from './repo';
 
@@ -78,15 +79,6 @@ export interface BrokerOptions {
   installDir?: string;
 }
 
-/** uid and gid of a local user, from /etc/passwd. */
-export function localUser(name: string): { uid: number; gid: number; home: string } {
-  for (const line of fs.readFileSync('/etc/passwd', 'utf8').split('\n')) {
-    const f = line.split(':');
-    if (f[0] === name && f.length >= 7) return { uid: Number(f[2]), gid: Number(f[3]), home: f[5] };
-  }
-  throw new BrokerError(`no local user ${JSON.stringify(name)} (is rabbitmq-server installed?)`, 'ESTART');
-}
-
 /**
  * Installs Warren's runtime (the built plugin, dist/, plugin.json and the
  * production npm packages) into `dest`, readable by every user, as an
@@ -127,78 +119,8 @@ export function pluginBuildDir(series: Series): string {
   return path.join(repoRoot(), 'build', `rabbitmq-${series}`, 'plugins');
 }
 
-/** A TCP port on 127.0.0.1 that is free right now (for a node's listeners in tests and benchmarks). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean) => {
-      s.destroy();
-      resolve(ok);
-    };
-    s.setTimeout(1000, () => done(false));
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-  });
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function isBeam(pid: number): boolean {
-  try {
-    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    return /beam/.test(cmd);
-  } catch {
-    return false;
-  }
-}
-
-/** Every descendant of `pid` (via /proc), deepest last. */
-function descendants(pid: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
-      // pid (comm) state ppid ...; comm may contain spaces and parentheses
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      const list = children.get(ppid) ?? [];
-      list.push(Number(e));
-      children.set(ppid, list);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    for (const c of children.get(p) ?? []) {
-      out.push(c);
-      walk(c);
-    }
-  };
-  walk(pid);
-  return out;
 }
 
 function tail(file: string, lines = 60): string {
@@ -412,7 +334,7 @@ export class Broker {
   private epmdPid(): number | null {
     try {
       const pid = Number(fs.readFileSync(this.epmdPidFile, 'utf8').trim());
-      if (Number.isInteger(pid) && pid > 0 && alive(pid) && /epmd/.test(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'))) return pid;
+      if (Number.isInteger(pid) && pid > 0 && alive(pid) && cmdlineMatches(pid, /epmd/)) return pid;
     } catch {
       // none
     }
@@ -481,7 +403,7 @@ export class Broker {
   beamPid(): number | null {
     try {
       const pid = Number(fs.readFileSync(this.pidFile, 'utf8').trim());
-      if (Number.isInteger(pid) && pid > 0 && alive(pid) && isBeam(pid)) return pid;
+      if (Number.isInteger(pid) && pid > 0 && alive(pid) && cmdlineMatches(pid, /beam/)) return pid;
     } catch {
       // no pid file
     }
@@ -638,13 +560,7 @@ export class Broker {
   sidecarPids(): number[] {
     const pid = this.beamPid();
     if (pid === null) return [];
-    return descendants(pid).filter((p) => {
-      try {
-        return /sidecar/.test(fs.readFileSync(`/proc/${p}/cmdline`, 'utf8'));
-      } catch {
-        return false;
-      }
-    });
+    return descendants(pid).filter((p) => cmdlineMatches(p, /sidecar/));
   }
 
   /** Runs `rabbitmqctl -n <node> <args>` with this node's environment; resolves with stdout. */
