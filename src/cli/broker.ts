@@ -25,10 +25,10 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { BrokerError } from './broker-error';
+import { ensurePlugin, pluginBuildDir } from './plugin-build';
 import { portOpen } from './ports';
 import { alive, cmdlineMatches, descendants, localUser } from './proc';
 import { Runtime, Series, runtimeFor } from './rabbitmq';
-import { repoRoot } from './repo';
 
 export interface BrokerOptions {
   /** Where the node keeps everything (created if missing, reused if present). */
@@ -79,31 +79,6 @@ export interface BrokerOptions {
   installDir?: string;
 }
 
-/**
- * Installs Warren's runtime (the built plugin, dist/, plugin.json and the
- * production npm packages) into `dest`, readable by every user, as an
- * operator would install it for a broker that runs as its own user. Returns
- * `dest`. The plugin's sidecar_entry must then point into it (Broker's
- * `installDir` does that).
- */
-export function stageInstall(dest: string, series: Series): string {
-  const root = repoRoot();
-  const manifest = JSON.parse(fs.readFileSync(path.join(root, 'plugin.json'), 'utf8')) as { name: string; version: string };
-  const plugin = `${manifest.name}-${manifest.version}`;
-  fs.mkdirSync(dest, { recursive: true });
-  fs.cpSync(path.join(pluginBuildDir(series), plugin), path.join(dest, 'plugins', plugin), { recursive: true });
-  fs.cpSync(path.join(root, 'dist'), path.join(dest, 'dist'), { recursive: true });
-  for (const f of ['plugin.json', 'package.json']) fs.copyFileSync(path.join(root, f), path.join(dest, f));
-  const r = spawnSync('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: root, encoding: 'utf8' });
-  if (r.status !== 0) throw new BrokerError(`npm ls failed: ${r.stderr}`, 'EBUILD');
-  for (const dir of r.stdout.split('\n').filter((d) => d.startsWith(path.join(root, 'node_modules') + path.sep))) {
-    fs.cpSync(dir, path.join(dest, path.relative(root, dir)), { recursive: true });
-  }
-  spawnSync('chmod', ['-R', 'a+rX', dest]);
-  for (let d = dest; d !== path.dirname(d); d = path.dirname(d)) fs.chmodSync(d, fs.statSync(d).mode | 0o111);
-  return dest;
-}
-
 function erlTerm(v: string | number | boolean | string[]): string {
   if (Array.isArray(v)) return `[${v.map((x) => erlTerm(x)).join(', ')}]`;
   if (typeof v === 'boolean') return v ? 'true' : 'false';
@@ -112,11 +87,6 @@ function erlTerm(v: string | number | boolean | string[]): string {
     return String(v);
   }
   return JSON.stringify(v);
-}
-
-/** Where scripts/build-plugin.sh puts the plugin built for a series. */
-export function pluginBuildDir(series: Series): string {
-  return path.join(repoRoot(), 'build', `rabbitmq-${series}`, 'plugins');
 }
 
 function sleep(ms: number): Promise<void> {
@@ -378,27 +348,6 @@ export class Broker {
     fs.rmSync(this.epmdPidFile, { force: true });
   }
 
-  /** Builds the Erlang plugin if it is missing or older than its sources. */
-  private ensurePlugin(): void {
-    const root = repoRoot();
-    const manifest = JSON.parse(fs.readFileSync(path.join(root, 'plugin.json'), 'utf8')) as { name: string; version: string; sidecar?: { entry?: string } };
-    const app = path.join(pluginBuildDir(this.rabbitmq.series), `${manifest.name}-${manifest.version}`, 'ebin', `${manifest.name}.app`);
-    const srcDir = path.join(root, 'rabbitmq', 'src');
-    const appTime = fs.existsSync(app) ? fs.statSync(app).mtimeMs : 0;
-    const stale =
-      appTime === 0 ||
-      fs.readdirSync(srcDir).some((f) => fs.statSync(path.join(srcDir, f)).mtimeMs > appTime) ||
-      fs.statSync(path.join(root, 'plugin.json')).mtimeMs > appTime;
-    if (stale) {
-      const r = spawnSync('bash', [path.join(root, 'scripts', 'build-plugin.sh'), this.rabbitmq.series], { cwd: root, encoding: 'utf8' });
-      if (r.status !== 0) throw new BrokerError(`building the plugin failed:\n${r.stdout}${r.stderr}`, 'EBUILD');
-      // build-plugin.sh leaves the .app untouched when nothing changed
-      if (fs.existsSync(app)) fs.utimesSync(app, new Date(), new Date());
-    }
-    const entry = path.join(root, manifest.sidecar?.entry ?? 'dist/sidecar/main.js');
-    if (!fs.existsSync(entry)) throw new BrokerError(`the sidecar ${entry} is not built: run npm run build`, 'EBUILD');
-  }
-
   /** The pid of the running Erlang VM of this node, from its pid file, or null. */
   beamPid(): number | null {
     try {
@@ -425,7 +374,7 @@ export class Broker {
     if (running !== null) {
       throw new BrokerError(`node ${this.nodeName} is already running (pid ${running}, data ${this.dataDir}); stop it first`, 'ERUNNING');
     }
-    if (this.warren) this.ensurePlugin();
+    if (this.warren) ensurePlugin(this.rabbitmq.series);
     this.writeConfig();
     fs.rmSync(this.pidFile, { force: true });
     await this.startEpmd();
