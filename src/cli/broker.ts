@@ -11,12 +11,8 @@
  *   await b.stop();           // clean stop: `rabbitmqctl stop`, waits for the VM to exit
  *   await b.kill();           // SIGKILL of the Erlang VM and of Warren's sidecar
  *
- * Everything lives under `dataDir`:
- *   etc/       rabbitmq.conf, advanced.config, enabled_plugins, rabbitmq-env.conf (empty)
- *   home/      HOME of the node and of rabbitmqctl, with its own .erlang.cookie (0400)
- *   mnesia/    RABBITMQ_MNESIA_BASE (the node's dir is mnesia/<nodeName>)
- *   log/       RABBITMQ_LOG_BASE; the node log is log/<nodeName>.log, the
- *              server script's own output log/<nodeName>-console.log
+ * Everything lives under `dataDir`, laid out as node-layout.ts says (a
+ * Broker is its node's layout, plus the node's lifecycle).
  * A Broker object can stop, kill or inspect a node another Broker object (or
  * process) started with the same options: the node is found by name and pid file.
  */
@@ -25,6 +21,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { BrokerError } from './broker-error';
+import { NodeLayout } from './node-layout';
 import { ensurePlugin, pluginBuildDir } from './plugin-build';
 import { portOpen } from './ports';
 import { alive, cmdlineMatches, descendants, localUser } from './proc';
@@ -102,18 +99,10 @@ function tail(file: string, lines = 60): string {
   }
 }
 
-/** base36 of md5(vhost), upper case: RabbitMQ's per-vhost directory name. */
-export function vhostDirName(vhost: string): string {
-  const hex = crypto.createHash('md5').update(vhost, 'utf8').digest('hex');
-  return BigInt('0x' + hex).toString(36).toUpperCase();
-}
-
-export class Broker {
-  readonly dataDir: string;
+export class Broker extends NodeLayout {
   readonly amqpPort: number;
   readonly distPort: number;
   readonly epmdPort: number;
-  readonly nodeName: string;
   readonly rabbitmq: Runtime;
   private readonly startTimeoutMs: number;
   private readonly extraPluginDirs: string[];
@@ -126,12 +115,11 @@ export class Broker {
   private childExit: Promise<string> | null = null;
 
   constructor(opts: BrokerOptions) {
-    this.dataDir = path.resolve(opts.dataDir);
+    super(opts.dataDir, opts.nodeName ?? 'warren@localhost');
     this.amqpPort = opts.amqpPort ?? 5672;
     this.distPort = opts.distPort ?? this.amqpPort + 20000;
     this.epmdPort = opts.epmdPort ?? this.distPort + 1;
     this.rabbitmq = typeof opts.rabbitmq === 'object' ? opts.rabbitmq : runtimeFor(opts.rabbitmq);
-    this.nodeName = opts.nodeName ?? 'warren@localhost';
     this.startTimeoutMs = opts.startTimeoutMs ?? 120_000;
     this.extraPluginDirs = opts.extraPluginDirs ?? [];
     this.pluginEnv = opts.pluginEnv ?? (process.env.WARREN_PLUGIN_ENV ? (JSON.parse(process.env.WARREN_PLUGIN_ENV) as Record<string, string | number | boolean | string[]>) : {});
@@ -144,64 +132,6 @@ export class Broker {
     this.installDir = opts.installDir !== undefined ? path.resolve(opts.installDir) : undefined;
     if (this.installDir) this.pluginEnv = { sidecar_entry: path.join(this.installDir, 'dist', 'sidecar', 'main.js'), ...this.pluginEnv };
     if (!this.nodeName.includes('@')) throw new BrokerError(`node name ${JSON.stringify(this.nodeName)} needs a host part (name@localhost)`, 'ESTART');
-  }
-
-  get etcDir(): string {
-    return path.join(this.dataDir, 'etc');
-  }
-  get homeDir(): string {
-    return path.join(this.dataDir, 'home');
-  }
-  get logDir(): string {
-    return path.join(this.dataDir, 'log');
-  }
-  /** The node's own log file (RABBITMQ_LOGS); Warren's and the sidecar's lines are in it. */
-  get logFile(): string {
-    return path.join(this.logDir, `${this.nodeName}.log`);
-  }
-  /**
-   * The node log's error entries (an entry is a timestamped line and the
-   * untimestamped lines after it), at most `maxLines` lines in all: what a
-   * test run prints so that a failure on a machine whose data dir is gone can
-   * still be explained.
-   */
-  errorEntries(maxLines = 200): string[] {
-    let text: string;
-    try {
-      text = fs.readFileSync(this.logFile, 'utf8');
-    } catch {
-      return [];
-    }
-    const out: string[] = [];
-    let inError = false;
-    for (const line of text.split('\n')) {
-      if (/^\d{4}-\d\d-\d\d[ T]/.test(line)) inError = / \[error\] /.test(line);
-      if (inError && line.length) out.push(line);
-      if (out.length >= maxLines) break;
-    }
-    return out;
-  }
-  /** stdout/stderr of the server script (early boot failures land here). */
-  get consoleLogFile(): string {
-    return path.join(this.logDir, `${this.nodeName}-console.log`);
-  }
-  get mnesiaBase(): string {
-    return path.join(this.dataDir, 'mnesia');
-  }
-  /** The node's data dir (RABBITMQ_MNESIA_DIR). */
-  get nodeDir(): string {
-    return path.join(this.mnesiaBase, this.nodeName);
-  }
-  get pidFile(): string {
-    return path.join(this.dataDir, `${this.nodeName}.pid`);
-  }
-  /** rabbit_vhost:msg_store_dir_path(VHost): Warren keeps the vhost's files in <this>/warren. */
-  msgStoreDir(vhost = '/'): string {
-    return path.join(this.nodeDir, 'msg_stores', 'vhosts', vhostDirName(vhost));
-  }
-  /** Warren's directory for a vhost (segment files, index, queue journals). */
-  warrenDir(vhost = '/'): string {
-    return path.join(this.msgStoreDir(vhost), 'warren');
   }
 
   /** The environment the server script and rabbitmqctl run with. */

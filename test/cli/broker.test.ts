@@ -4,7 +4,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Broker, vhostDirName } from '../../src/cli/broker';
+import { Broker } from '../../src/cli/broker';
+import { vhostDirName } from '../../src/cli/node-layout';
 import { repoRoot } from '../../src/cli/repo';
 
 describe('Broker (without a node)', () => {
