@@ -11,18 +11,20 @@
  *   await b.stop();           // clean stop: `rabbitmqctl stop`, waits for the VM to exit
  *   await b.kill();           // SIGKILL of the Erlang VM and of Warren's sidecar
  *
- * Everything lives under `dataDir`, laid out as node-layout.ts says (a
- * Broker is its node's layout, plus the node's lifecycle).
+ * This file is the node's lifecycle: start (epmd, then the server, then
+ * await_startup), stop, kill, wait for the exit, rabbitmqctl. Where the node's
+ * files are is node-layout.ts (a Broker is its node's layout), what it runs
+ * with node-config.ts, the plugin it loads plugin-build.ts.
  * A Broker object can stop, kill or inspect a node another Broker object (or
  * process) started with the same options: the node is found by name and pid file.
  */
-import { ChildProcess, execFile, spawn, spawnSync } from 'child_process';
-import * as crypto from 'crypto';
+import { ChildProcess, execFile, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { BrokerError } from './broker-error';
+import { PluginEnv, nodeEnv, pluginEnvFrom, sidecarArgsFrom, writeNodeConfig } from './node-config';
 import { NodeLayout } from './node-layout';
-import { ensurePlugin, pluginBuildDir } from './plugin-build';
+import { ensurePlugin } from './plugin-build';
 import { portOpen } from './ports';
 import { alive, cmdlineMatches, descendants, localUser } from './proc';
 import { Runtime, Series, runtimeFor } from './rabbitmq';
@@ -56,7 +58,7 @@ export interface BrokerOptions {
    * strings, numbers integers, booleans atoms, string arrays lists of strings.
    * Default: $WARREN_PLUGIN_ENV parsed as JSON, else none.
    */
-  pluginEnv?: Record<string, string | number | boolean | string[]>;
+  pluginEnv?: PluginEnv;
   /**
    * false: the same node without Warren, classic queues on RabbitMQ's own
    * message store (for benchmarks side by side). Default true.
@@ -74,16 +76,6 @@ export interface BrokerOptions {
    * this checkout (build/rabbitmq-<series>/plugins, dist/).
    */
   installDir?: string;
-}
-
-function erlTerm(v: string | number | boolean | string[]): string {
-  if (Array.isArray(v)) return `[${v.map((x) => erlTerm(x)).join(', ')}]`;
-  if (typeof v === 'boolean') return v ? 'true' : 'false';
-  if (typeof v === 'number') {
-    if (!Number.isInteger(v)) throw new BrokerError(`plugin setting ${v} is not an integer`, 'ESTART');
-    return String(v);
-  }
-  return JSON.stringify(v);
 }
 
 function sleep(ms: number): Promise<void> {
@@ -107,7 +99,7 @@ export class Broker extends NodeLayout {
   private readonly startTimeoutMs: number;
   private readonly extraPluginDirs: string[];
   private readonly sidecarArgs: string[];
-  private pluginEnv: Record<string, string | number | boolean | string[]>;
+  private pluginEnv: PluginEnv;
   private readonly warren: boolean;
   private readonly user: { name: string; uid: number; gid: number } | undefined;
   private readonly installDir: string | undefined;
@@ -122,11 +114,8 @@ export class Broker extends NodeLayout {
     this.rabbitmq = typeof opts.rabbitmq === 'object' ? opts.rabbitmq : runtimeFor(opts.rabbitmq);
     this.startTimeoutMs = opts.startTimeoutMs ?? 120_000;
     this.extraPluginDirs = opts.extraPluginDirs ?? [];
-    this.pluginEnv = opts.pluginEnv ?? (process.env.WARREN_PLUGIN_ENV ? (JSON.parse(process.env.WARREN_PLUGIN_ENV) as Record<string, string | number | boolean | string[]>) : {});
-    for (const k of Object.keys(this.pluginEnv)) {
-      if (!/^[a-z][a-z0-9_]*$/.test(k)) throw new BrokerError(`plugin setting name ${JSON.stringify(k)} is not an Erlang atom`, 'ESTART');
-    }
-    this.sidecarArgs = opts.sidecarArgs ?? (process.env.WARREN_SIDECAR_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
+    this.pluginEnv = pluginEnvFrom(opts.pluginEnv);
+    this.sidecarArgs = sidecarArgsFrom(opts.sidecarArgs);
     this.warren = opts.warren ?? true;
     this.user = opts.user !== undefined ? { name: opts.user, ...localUser(opts.user) } : undefined;
     this.installDir = opts.installDir !== undefined ? path.resolve(opts.installDir) : undefined;
@@ -136,83 +125,8 @@ export class Broker extends NodeLayout {
 
   /** The environment the server script and rabbitmqctl run with. */
   env(): NodeJS.ProcessEnv {
-    const env: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(process.env)) {
-      if (!k.startsWith('RABBITMQ_') && !k.startsWith('ERL_')) env[k] = v;
-    }
-    // A host file a Debian root does not have: node (the sidecar) would warn at every start.
-    if (this.rabbitmq.root && env.NODE_EXTRA_CA_CERTS && !fs.existsSync(this.rabbitmq.hostPath(env.NODE_EXTRA_CA_CERTS))) delete env.NODE_EXTRA_CA_CERTS;
-    const ours = this.installDir ? path.join(this.installDir, 'plugins') : pluginBuildDir(this.rabbitmq.series);
-    const pluginDirs = [...this.extraPluginDirs, ours, ...this.rabbitmq.systemPluginDirs()];
-    Object.assign(env, {
-      HOME: this.homeDir,
-      RABBITMQ_NODENAME: this.nodeName,
-      RABBITMQ_BASE: this.dataDir,
-      RABBITMQ_CONF_ENV_FILE: path.join(this.etcDir, 'rabbitmq-env.conf'),
-      RABBITMQ_CONFIG_FILE: path.join(this.etcDir, 'rabbitmq.conf'),
-      RABBITMQ_ADVANCED_CONFIG_FILE: path.join(this.etcDir, 'advanced.config'),
-      RABBITMQ_ENABLED_PLUGINS_FILE: path.join(this.etcDir, 'enabled_plugins'),
-      RABBITMQ_PLUGINS_DIR: pluginDirs.join(':'),
-      RABBITMQ_MNESIA_BASE: this.mnesiaBase,
-      RABBITMQ_MNESIA_DIR: this.nodeDir,
-      RABBITMQ_LOG_BASE: this.logDir,
-      RABBITMQ_LOGS: this.logFile,
-      RABBITMQ_PID_FILE: this.pidFile,
-      RABBITMQ_DIST_PORT: String(this.distPort),
-      RABBITMQ_CTL_DIST_PORT_MIN: String(this.distPort + 10000),
-      RABBITMQ_CTL_DIST_PORT_MAX: String(this.distPort + 10010),
-      RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: '-kernel inet_dist_use_interface {127,0,0,1}',
-      ERL_EPMD_PORT: String(this.epmdPort),
-      ERL_EPMD_ADDRESS: '127.0.0.1',
-    });
-    return env;
-  }
-
-  /** Writes the node's configuration (every start: ports or paths may have changed). */
-  private writeConfig(): void {
-    for (const d of [this.dataDir, this.etcDir, this.homeDir, this.logDir, this.mnesiaBase]) fs.mkdirSync(d, { recursive: true });
-    const write = (file: string, text: string) => {
-      const p = path.join(this.etcDir, file);
-      if (!fs.existsSync(p) || fs.readFileSync(p, 'utf8') !== text) fs.writeFileSync(p, text);
-    };
-    write(
-      'rabbitmq.conf',
-      [
-        '# Written by Warren (src/cli/broker.ts); rewritten at every start.',
-        `listeners.tcp.default = 127.0.0.1:${this.amqpPort}`,
-        'listeners.ssl = none',
-        'loopback_users.guest = true',
-        'log.console = false',
-        'log.file.level = info',
-        '',
-      ].join('\n'),
-    );
-    write(
-      'advanced.config',
-      this.warren
-        ? [
-            '%% Written by Warren (src/cli/broker.ts): classic queues use Warren as their backing queue',
-            '%% (RabbitMQ\'s priority-queue wrapper stays on top of it).',
-            '[{rabbit, [{backing_queue_module, rabbit_warren_bq}]},',
-            ` {rabbitmq_warren, [${Object.entries({ sidecar_args: this.sidecarArgs, ...this.pluginEnv })
-              .map(([k, v]) => `{${k}, ${erlTerm(v)}}`)
-              .join(', ')}]}].`,
-            '',
-          ].join('\n')
-        : '%% Written by Warren (src/cli/broker.ts): Warren is off; classic queues use RabbitMQ\'s own store.\n[].\n',
-    );
-    write('enabled_plugins', this.warren ? '[rabbitmq_amqp1_0,rabbitmq_warren].\n' : '[rabbitmq_amqp1_0].\n');
-    write('rabbitmq-env.conf', '# Intentionally empty: Warren sets the environment itself.\n');
-    const cookie = path.join(this.homeDir, '.erlang.cookie');
-    if (!fs.existsSync(cookie)) {
-      fs.writeFileSync(cookie, crypto.randomBytes(20).toString('hex').toUpperCase(), { mode: 0o400 });
-    }
-    fs.chmodSync(cookie, 0o400);
-    if (this.user) {
-      // The node's user owns everything it keeps; a mkdtemp parent (0700, root's) must let it in.
-      spawnSync('chown', ['-R', `${this.user.uid}:${this.user.gid}`, this.dataDir]);
-      fs.chmodSync(this.dataDir, 0o755);
-    }
+    const { rabbitmq, distPort, epmdPort, installDir, extraPluginDirs } = this;
+    return nodeEnv(this, { rabbitmq, distPort, epmdPort, installDir, extraPluginDirs });
   }
 
   /**
@@ -305,7 +219,8 @@ export class Broker extends NodeLayout {
       throw new BrokerError(`node ${this.nodeName} is already running (pid ${running}, data ${this.dataDir}); stop it first`, 'ERUNNING');
     }
     if (this.warren) ensurePlugin(this.rabbitmq.series);
-    this.writeConfig();
+    const { amqpPort, warren, sidecarArgs, pluginEnv, user } = this;
+    writeNodeConfig(this, { amqpPort, warren, sidecarArgs, pluginEnv, user });
     fs.rmSync(this.pidFile, { force: true });
     await this.startEpmd();
     const out = fs.openSync(this.consoleLogFile, 'a');
