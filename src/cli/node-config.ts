@@ -94,7 +94,7 @@ export function writeNodeConfig(
   write(
     'rabbitmq.conf',
     [
-      '# Written by Warren (src/cli/broker.ts); rewritten at every start.',
+      '# Written by Warren (src/cli/node-config.ts); rewritten at every start.',
       `listeners.tcp.default = 127.0.0.1:${node.amqpPort}`,
       'listeners.ssl = none',
       'loopback_users.guest = true',
@@ -107,7 +107,7 @@ export function writeNodeConfig(
     'advanced.config',
     node.warren
       ? [
-          '%% Written by Warren (src/cli/broker.ts): classic queues use Warren as their backing queue',
+          '%% Written by Warren (src/cli/node-config.ts): classic queues use Warren as their backing queue',
           '%% (RabbitMQ\'s priority-queue wrapper stays on top of it).',
           '[{rabbit, [{backing_queue_module, rabbit_warren_bq}]},',
           ` {rabbitmq_warren, [${Object.entries({ sidecar_args: node.sidecarArgs, ...node.pluginEnv })
@@ -115,7 +115,7 @@ export function writeNodeConfig(
             .join(', ')}]}].`,
           '',
         ].join('\n')
-      : '%% Written by Warren (src/cli/broker.ts): Warren is off; classic queues use RabbitMQ\'s own store.\n[].\n',
+      : '%% Written by Warren (src/cli/node-config.ts): Warren is off; classic queues use RabbitMQ\'s own store.\n[].\n',
   );
   write('enabled_plugins', node.warren ? '[rabbitmq_amqp1_0,rabbitmq_warren].\n' : '[rabbitmq_amqp1_0].\n');
   write('rabbitmq-env.conf', '# Intentionally empty: Warren sets the environment itself.\n');
