@@ -26,7 +26,7 @@ import { PluginEnv, nodeEnv, pluginEnvFrom, sidecarArgsFrom, writeNodeConfig } f
 import { NodeLayout } from './node-layout';
 import { ensurePlugin } from './plugin-build';
 import { portOpen } from './ports';
-import { alive, cmdlineMatches, descendants, localUser } from './proc';
+import { alive, cmdlineMatches, descendants, localUser, pidFileProcess } from './proc';
 import { Runtime, Series, runtimeFor } from './rabbitmq';
 
 export interface BrokerOptions {
@@ -146,13 +146,7 @@ export class Broker extends NodeLayout {
 
   /** The pid of the epmd this node's Broker started, if it still runs. */
   private epmdPid(): number | null {
-    try {
-      const pid = Number(fs.readFileSync(this.epmdPidFile, 'utf8').trim());
-      if (Number.isInteger(pid) && pid > 0 && alive(pid) && cmdlineMatches(pid, /epmd/)) return pid;
-    } catch {
-      // none
-    }
-    return null;
+    return pidFileProcess(this.epmdPidFile, /epmd/);
   }
 
   /**
@@ -194,13 +188,7 @@ export class Broker extends NodeLayout {
 
   /** The pid of the running Erlang VM of this node, from its pid file, or null. */
   beamPid(): number | null {
-    try {
-      const pid = Number(fs.readFileSync(this.pidFile, 'utf8').trim());
-      if (Number.isInteger(pid) && pid > 0 && alive(pid) && cmdlineMatches(pid, /beam/)) return pid;
-    } catch {
-      // no pid file
-    }
-    return null;
+    return pidFileProcess(this.pidFile, /beam/);
   }
 
   /** True if the node's VM is running (it may still be booting). */

@@ -34,6 +34,17 @@ export function cmdlineMatches(pid: number, re: RegExp): boolean {
   }
 }
 
+/** The pid in `pidFile` if that process runs and its command line matches `re`, else null (no file too). */
+export function pidFileProcess(pidFile: string, re: RegExp): number | null {
+  try {
+    const pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
+    if (Number.isInteger(pid) && pid > 0 && alive(pid) && cmdlineMatches(pid, re)) return pid;
+  } catch {
+    // no pid file
+  }
+  return null;
+}
+
 /** Every descendant of `pid` (via /proc), deepest last. */
 export function descendants(pid: number): number[] {
   const children = new Map<number, number[]>();
