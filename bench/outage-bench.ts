@@ -24,7 +24,8 @@ import * as amqp from 'amqplib';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Broker, freePort } from '../src/cli/broker';
+import { Broker } from '../src/cli/broker';
+import { freePort } from '../src/cli/ports';
 import { runtimeFor } from '../src/cli/rabbitmq';
 import { numberOption, runChildren, runIfChild } from './children';
 

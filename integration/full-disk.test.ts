@@ -11,7 +11,8 @@ import * as amqp from 'amqplib';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Broker, freePort } from '../src/cli/broker';
+import { Broker } from '../src/cli/broker';
+import { freePort } from '../src/cli/ports';
 import { waitFor } from './harness';
 
 const TMPFS_BYTES = 24 * 1024 * 1024;

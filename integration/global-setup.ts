@@ -6,7 +6,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Broker, freePort } from '../src/cli/broker';
+import { Broker } from '../src/cli/broker';
+import { freePort } from '../src/cli/ports';
 import { TestState, stateFileOfThisRun } from './harness';
 
 export default async function globalSetup(): Promise<void> {

@@ -13,7 +13,10 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
-import { Broker, freePort, localUser, stageInstall } from '../src/cli/broker';
+import { Broker } from '../src/cli/broker';
+import { stageInstall } from '../src/cli/plugin-build';
+import { freePort } from '../src/cli/ports';
+import { localUser } from '../src/cli/proc';
 import { broker, cleanRestart, connect, drainBodies, qname, waitFor } from './harness';
 
 /** The socket path the node's plugin uses (rabbit_warren_sidecar:socket_path/0). */

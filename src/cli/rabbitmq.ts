@@ -8,6 +8,7 @@
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { dirAbove } from './repo';
 
 export const SERIES = ['3.10', '4.0', '4.3'] as const;
 export type Series = (typeof SERIES)[number];
@@ -80,12 +81,8 @@ function otpVersion(prefix: string): string {
 
 function repoScript(name: string): string {
   // dist/cli/rabbitmq.js or src/cli/rabbitmq.ts -> <repo>/scripts/<name>
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'scripts', name))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new RuntimeError(`scripts/${name} not found above ${__dirname}`);
-    dir = up;
-  }
+  const dir = dirAbove(__dirname, (d) => fs.existsSync(path.join(d, 'scripts', name)));
+  if (dir === undefined) throw new RuntimeError(`scripts/${name} not found above ${__dirname}`);
   return path.join(dir, 'scripts', name);
 }
 

@@ -4,7 +4,9 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Broker, repoRoot, vhostDirName } from '../../src/cli/broker';
+import { Broker } from '../../src/cli/broker';
+import { vhostDirName } from '../../src/cli/node-layout';
+import { repoRoot } from '../../src/cli/repo';
 
 describe('Broker (without a node)', () => {
   const dataDir = path.join(os.tmpdir(), 'warren-broker-unit');
