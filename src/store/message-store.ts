@@ -14,10 +14,14 @@
  *   overtakes a preceding remove); compaction runs outside it, on two locked
  *   files, and its outcome is applied inside it (compactor.ts).
  * - Reads go straight to the caches or the files; a reader counted in a file
- *   keeps compaction out of it until it leaves (readMessage).
+ *   keeps compaction out of it until it leaves (reader.ts).
  *
  * The parts: options.ts (what a store opens with), startup.ts (clean or
- * rebuild), file-table.ts, compactor.ts, hint-chain.ts, store-client.ts.
+ * rebuild), file-table.ts, mailbox.ts, reader.ts, compactor.ts,
+ * hint-chain.ts, store-client.ts. What stays here is the store's state, the
+ * handler of each mailbox operation (write, remove, sync, contains, a
+ * compaction's outcome) and open / close / crash: they all edit that one
+ * state, and the reference keeps them in one module for the same reason.
  */
 import { promises as fsp } from 'fs';
 import { Index, MsgId, MsgLocation } from '../index/types';
@@ -30,11 +34,13 @@ import { fsyncDir } from './fs-util';
 import { HandleCache } from './handles';
 import { HintChain } from './hint-chain';
 import { HINT_EXT, removeOrphanHints } from './hint-file';
+import { Mailbox } from './mailbox';
 import { checkId, checkIds, keyOf } from './message-id';
 import { MessageStoreOptions, resolveOptions, StoreTuning } from './options';
-import { decodeRecord, encodeHeader, MAX_BODY_SIZE } from './record-codec';
+import { encodeHeader, MAX_BODY_SIZE } from './record-codec';
 import { storeRecoveryTerms, StoreLogger } from './recovery';
-import { listNumbered, segmentPath, SEGMENT_EXT, SegmentWriter } from './segment-file';
+import { listNumbered, segmentPath, SegmentWriter } from './segment-file';
+import { readBody, ReaderHost } from './reader';
 import { startState } from './startup';
 import { ClientPort, StoreClient } from './store-client';
 import { SyncBatcher } from './sync-batcher';
@@ -97,6 +103,8 @@ type Op =
 /** Queued contains answered together at most (see handleContainsBatch). */
 const CONTAINS_BATCH = 1024;
 
+const isContains = (op: Op): op is ContainsOp => op.kind === 'contains';
+
 export class MessageStore implements ClientPort {
   /** File number → summary, with the live and file byte totals. */
   private readonly files: FileTable;
@@ -113,17 +121,15 @@ export class MessageStore implements ClientPort {
   /** Refs of registered clients not deleted, recorded at a clean close. */
   private readonly clientRefs: Set<string>;
 
-  /** The mailbox: operations applied one at a time, from `queueHead`. */
-  private readonly queue: Op[] = [];
-  private queueHead = 0;
-  /** Whether the mailbox is being worked through, and who waits for it to drain. */
-  private pumping = false;
-  private idleWaiters: Array<() => void> = [];
+  /** Operations applied one at a time, in order (the gen_server's mailbox). */
+  private readonly mailbox: Mailbox<Op>;
 
   /** Which files to compact, the running compaction, and what waits behind it. */
   private readonly compactor: Compactor<ContainsOp>;
   /** Hint-file writes and deletions, in order. */
   private readonly hints: HintChain;
+  /** What the read path uses of the store. */
+  private readonly readPath: ReaderHost;
   /** Referenced ids the non-clean open found no record of, until takeUnfound(). */
   private unfoundAtOpen?: Set<string>;
 
@@ -160,6 +166,10 @@ export class MessageStore implements ClientPort {
   ) {
     this.clientRefs = new Set(clientRefs);
     this.files = new FileTable(summaries);
+    this.mailbox = new Mailbox<Op>(
+      (op) => this.apply(op),
+      () => this.crashed,
+    );
     this.handles = new HandleCache(dir, maxOpenFiles);
     // A failed group commit fails the store: the writer's chain is failed for good, and no later fsync may confirm.
     this.batcher = new SyncBatcher(
@@ -199,6 +209,19 @@ export class MessageStore implements ClientPort {
         this.counters.checksumFailures += n;
       },
     });
+    this.readPath = {
+      index,
+      files: this.files,
+      compactor: this.compactor,
+      dedup: this.dedup,
+      writeCache: this.writeCache,
+      handles: this.handles,
+      writer: () => this.writer,
+      log,
+      onDamaged: () => {
+        this.counters.checksumFailures++;
+      },
+    };
   }
 
   static async open(options: MessageStoreOptions): Promise<MessageStore> {
@@ -301,149 +324,33 @@ export class MessageStore implements ClientPort {
     this.post({ kind: 'clientDelete', ref });
   }
 
-  /**
-   * @internal Straight to the caches or the files, outside the mailbox. The
-   * race is with compaction, which moves records: a file missing or locked
-   * means one runs or just ran, so the read waits for it and looks again. Once
-   * counted as a reader of a file, no compaction can lock that file until the
-   * read leaves, so a fresh lookup that still names it is exact; one naming
-   * another file means the record moved before the count, and the read
-   * follows it. A remove racing the read may delete the file under it: the
-   * read then finds ENOENT and answers undefined, as if it came after.
-   */
-  async readMessage(id: MsgId): Promise<Buffer | undefined> {
+  /** @internal Straight to the caches or the files, outside the mailbox (reader.ts). */
+  readMessage(id: MsgId): Promise<Buffer | undefined> {
     this.checkOpen();
     checkId(id);
     this.counters.reads++;
-    const key = keyOf(id);
-    const shared = this.dedup.get(key);
-    if (shared) return shared;
-    const cached = this.writeCache.get(key);
-    if (cached) return cached;
-    let loc = await this.index.lookup(id);
-    for (let attempt = 0; ; attempt++) {
-      if (!loc) return undefined;
-      if (attempt > 1000) throw new StoreError('READ_FAILED', `read of ${id.toString('hex')} kept racing with compactions`);
-      const fs = this.files.get(loc.file);
-      if (!fs || fs.locked) {
-        if (this.compactor.isActive) {
-          await this.compactor.idle();
-          loc = await this.index.lookup(id);
-          continue;
-        }
-        const again = await this.index.lookup(id);
-        if (again && again.file !== loc.file) {
-          loc = again;
-          continue;
-        }
-        if (again) this.log('error', `index places ${id.toString('hex')} in file ${loc.file}, which does not exist`);
-        return undefined;
-      }
-      fs.readers++;
-      try {
-        const cur = await this.index.lookup(id);
-        if (!cur) return undefined;
-        if (cur.file !== loc.file) {
-          loc = cur;
-          continue;
-        }
-        let body = await this.readFromDisk(id, cur);
-        if (body && cur.refCount > 1) body = this.dedup.share(key, body);
-        return body;
-      } finally {
-        fs.readers--;
-        this.compactor.readerLeft(fs);
-      }
-    }
-  }
-
-  private async readFromDisk(id: MsgId, loc: MsgLocation): Promise<Buffer | undefined> {
-    const w = this.writer;
-    if (loc.file === w.file && loc.offset + loc.totalSize > w.writtenOffset) await w.flush();
-    const buf = Buffer.allocUnsafe(loc.totalSize);
-    let got = 0;
-    try {
-      got = await this.handles.use(loc.file, async (fh) => {
-        let n = 0;
-        while (n < buf.length) {
-          const { bytesRead } = await fh.read(buf, n, buf.length - n, loc.offset + n);
-          if (bytesRead === 0) break;
-          n += bytesRead;
-        }
-        return n;
-      });
-    } catch (e) {
-      // the file went away under us: the message was removed meanwhile
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
-    const r = got === buf.length ? decodeRecord(buf) : undefined;
-    if (!r || r.kind !== 'ok' || r.totalSize !== loc.totalSize || !r.id.equals(id)) {
-      this.counters.checksumFailures++;
-      this.log('error', `record of ${id.toString('hex')} at ${loc.file}${SEGMENT_EXT}:${loc.offset} is damaged (${r ? r.kind : 'short read'}); not returned`);
-      return undefined;
-    }
-    return r.body;
+    return readBody(this.readPath, id);
   }
 
   // ---------------------------------------------------------------- mailbox
 
   private post(op: Op, front = false): void {
-    if (front) {
-      if (this.queueHead > 0) this.queue[--this.queueHead] = op;
-      else this.queue.unshift(op);
-    } else this.queue.push(op);
-    if (!this.pumping) {
-      this.pumping = true;
-      void this.pump();
-    }
+    this.mailbox.post(op, front);
   }
 
-  private async pump(): Promise<void> {
+  /**
+   * Applies one operation; a contains takes the contains queued right behind
+   * it along (a recovering queue asks for a segment's worth at once). A
+   * failure rejects the operations applied and fails the store.
+   */
+  private async apply(op: Op): Promise<void> {
+    const batch = op.kind === 'contains' ? [op, ...this.mailbox.takeWhile(isContains, CONTAINS_BATCH - 1)] : undefined;
     try {
-      while (this.queueHead < this.queue.length && !this.crashed) {
-        const op = this.shift();
-        const batch = op.kind === 'contains' ? this.moreContains(op) : undefined;
-        try {
-          await (batch ? this.handleContainsBatch(batch) : this.handle(op));
-        } catch (e) {
-          for (const o of batch ?? [op]) if ('reject' in o) o.reject(e);
-          this.fail(e);
-        }
-      }
-    } finally {
-      this.pumping = false;
-      const ws = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const w of ws) w();
+      await (batch ? this.handleContainsBatch(batch) : this.handle(op));
+    } catch (e) {
+      for (const o of batch ?? [op]) if ('reject' in o) o.reject(e);
+      this.fail(e);
     }
-  }
-
-  private shift(): Op {
-    const op = this.queue[this.queueHead];
-    this.queue[this.queueHead++] = undefined as unknown as Op;
-    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-      this.queue.splice(0, this.queueHead);
-      this.queueHead = 0;
-    }
-    return op;
-  }
-
-  /** `first` and the contains queued right behind it (a recovering queue asks for a segment's worth at once). */
-  private moreContains(first: ContainsOp): ContainsOp[] {
-    const batch = [first];
-    while (batch.length < CONTAINS_BATCH && this.queueHead < this.queue.length) {
-      const next = this.queue[this.queueHead];
-      if (next.kind !== 'contains') break;
-      batch.push(next);
-      this.shift();
-    }
-    return batch;
-  }
-
-  private drain(): Promise<void> {
-    if (!this.pumping && this.queueHead >= this.queue.length) return Promise.resolve();
-    return new Promise<void>((r) => this.idleWaiters.push(r));
   }
 
   private async handle(op: Op): Promise<void> {
@@ -676,13 +583,13 @@ export class MessageStore implements ClientPort {
   private async settle(): Promise<void> {
     for (;;) {
       // Wait for the pump to go idle (a barrier would keep it busy forever).
-      await this.drain();
+      await this.mailbox.drain();
       const gc = this.compactor.running;
       if (gc) {
         await gc;
         continue;
       }
-      if (this.queueHead < this.queue.length || this.pumping) continue;
+      if (!this.mailbox.idle) continue;
       return;
     }
   }
@@ -739,10 +646,7 @@ export class MessageStore implements ClientPort {
     if (this.closed || this.crashed) return;
     this.crashed = true;
     this.batcher.failAll(new StoreClosedError());
-    for (let i = this.queueHead; i < this.queue.length; i++) {
-      const op = this.queue[i];
-      if ('reject' in op) op.reject(new StoreClosedError());
-    }
+    for (const op of this.mailbox.waiting()) if ('reject' in op) op.reject(new StoreClosedError());
     for (const d of this.compactor.takeDeferred()) if (d.kind === 'contains') d.reject(new StoreClosedError());
     await this.compactor.running?.catch(() => undefined);
     await this.hints.idle();
@@ -779,7 +683,7 @@ export class MessageStore implements ClientPort {
       writes: this.counters.writes,
       reads: this.counters.reads,
       removes: this.counters.removes,
-      pendingOps: this.queue.length - this.queueHead,
+      pendingOps: this.mailbox.pending,
       deferredOps: this.compactor.deferredCount,
       pendingSyncs: this.batcher.pending,
       writeCacheEntries: this.writeCache.size,
@@ -804,7 +708,7 @@ export class MessageStore implements ClientPort {
     for (;;) {
       await this.settle();
       await this.hints.idle();
-      if (this.hints.pending === 0 && !this.pumping && this.queueHead >= this.queue.length) return;
+      if (this.hints.pending === 0 && this.mailbox.idle) return;
     }
   }
 }
