@@ -4,5 +4,6 @@
  */
 export * from './store';
 export type { Index, IndexFactory, MsgId, MsgLocation, MsgLocationFields } from './index/types';
-export { levelDbIndexFactory } from './index/leveldb';
+export { levelDbIndexFactory, levelDbIndexWith } from './index/leveldb';
+export { memoryIndexFactory } from './index/memory';
 export type { LevelDbIndexOptions, LevelDbIndexStats } from './index/leveldb';

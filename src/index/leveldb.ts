@@ -488,7 +488,8 @@ async function readAndRemove(file: string): Promise<Buffer | undefined> {
   }
 }
 
-export function levelDbIndexFactory(opts: LevelDbIndexOptions = {}): IndexFactory {
+/** A LevelDB index factory with these options (levelDbIndexFactory is the one with the defaults). */
+export function levelDbIndexWith(opts: LevelDbIndexOptions = {}): IndexFactory {
   const t: Tuning = {
     cacheEntries: opts.cacheEntries ?? 100_000,
     maxPendingWrites: opts.maxPendingWrites ?? 16_384,
@@ -539,4 +540,5 @@ export function levelDbIndexFactory(opts: LevelDbIndexOptions = {}): IndexFactor
   };
 }
 
-export const leveldbIndexFactory = levelDbIndexFactory();
+/** The LevelDB index with its default options: the store's index 'leveldb'. */
+export const levelDbIndexFactory = levelDbIndexWith();

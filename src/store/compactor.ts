@@ -21,9 +21,9 @@ export const GARBAGE_FRACTION = 0.5;
 
 /** How a compaction ended, posted to the front of the store's mailbox. */
 export type CompactionEnd =
-  | { kind: 'gcDone'; src: FileSummary; dst: FileSummary; total: number }
-  | { kind: 'gcFailed'; src: FileSummary; dst: FileSummary }
-  | { kind: 'gcSkipped'; src: FileSummary; dst: FileSummary };
+  | { kind: 'compacted'; src: FileSummary; dst: FileSummary; total: number }
+  | { kind: 'compactionFailed'; src: FileSummary; dst: FileSummary }
+  | { kind: 'compactionSkipped'; src: FileSummary; dst: FileSummary };
 
 export interface CompactorHost {
   dir: string;
@@ -157,17 +157,17 @@ export class Compactor<D> {
         );
         void h.hints.remove(src.file, false).catch(() => undefined);
         h.hints.fromScan(dst.file);
-        h.post({ kind: 'gcDone', src, dst, total });
+        h.post({ kind: 'compacted', src, dst, total });
       } catch (e) {
         if (e instanceof Aborted || h.crashed()) return;
         if (e instanceof DamagedSegmentError) {
           h.log('error', `compaction of ${src.file}${SEGMENT_EXT} into ${dst.file}${SEGMENT_EXT} not done: ${e.message}; the file is kept as it is and never compacted in this run, its intact records stay readable`);
           h.files.get(e.file)!.damaged = true;
-          h.post({ kind: 'gcSkipped', src, dst });
+          h.post({ kind: 'compactionSkipped', src, dst });
           return;
         }
         h.fail(e);
-        h.post({ kind: 'gcFailed', src, dst });
+        h.post({ kind: 'compactionFailed', src, dst });
       }
     })();
   }

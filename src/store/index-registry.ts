@@ -1,16 +1,16 @@
 /**
  * Index implementations by name, for `MessageStore.open({ index: 'name' })`.
  * Another implementation registers itself with one line, e.g.
- * `registerIndex(leveldbIndexFactory)`.
+ * `registerIndex(levelDbIndexFactory)`.
  */
 import { IndexFactory } from '../index/types';
 import { memoryIndexFactory } from '../index/memory';
-import { leveldbIndexFactory } from '../index/leveldb';
+import { levelDbIndexFactory } from '../index/leveldb';
 import { UnknownIndexError } from './errors';
 
 const registry = new Map<string, IndexFactory>([
   ['memory', memoryIndexFactory],
-  ['leveldb', leveldbIndexFactory],
+  ['leveldb', levelDbIndexFactory],
 ]);
 
 export function registerIndex(factory: IndexFactory, name: string = factory.kind): void {

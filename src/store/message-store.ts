@@ -365,12 +365,12 @@ export class MessageStore implements ClientPort {
         return this.handleSync(op);
       case 'contains':
         return this.handleContains(op);
-      case 'gcDone':
-        return this.handleGcDone(op.src, op.dst, op.total);
-      case 'gcFailed':
-        return this.handleGcFailed(op.src, op.dst);
-      case 'gcSkipped':
-        return this.handleGcSkipped(op.src, op.dst);
+      case 'compacted':
+        return this.handleCompacted(op.src, op.dst, op.total);
+      case 'compactionFailed':
+        return this.handleCompactionFailed(op.src, op.dst);
+      case 'compactionSkipped':
+        return this.handleCompactionSkipped(op.src, op.dst);
       case 'clientDelete':
         this.clientRefs.delete(op.ref);
         return;
@@ -501,14 +501,14 @@ export class MessageStore implements ClientPort {
    * Removes deferred behind it are dropped (the store takes no writes now; the
    * next open rebuilds the reference counts); lookups deferred are answered.
    */
-  private async handleGcFailed(src: FileSummary, dst: FileSummary): Promise<void> {
+  private async handleCompactionFailed(src: FileSummary, dst: FileSummary): Promise<void> {
     src.locked = false;
     dst.locked = false;
     for (const d of this.compactor.end()) if (d.kind === 'contains') await this.handleContains(d);
   }
 
   /** A compaction that found damage before it wrote anything: both files as they were, the deferred operations done now. */
-  private async handleGcSkipped(src: FileSummary, dst: FileSummary): Promise<void> {
+  private async handleCompactionSkipped(src: FileSummary, dst: FileSummary): Promise<void> {
     src.locked = false;
     dst.locked = false;
     await this.applyDeferred();
@@ -519,7 +519,7 @@ export class MessageStore implements ClientPort {
    * mailbox, at its front: the table takes the new sizes before any operation
    * behind it looks at them, then what was deferred runs, in its order.
    */
-  private async handleGcDone(src: FileSummary, dst: FileSummary, total: number): Promise<void> {
+  private async handleCompacted(src: FileSummary, dst: FileSummary, total: number): Promise<void> {
     this.handles.invalidate(src.file);
     this.handles.invalidate(dst.file);
     const reclaimed = this.files.combined(src, dst, total);

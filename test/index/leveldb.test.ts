@@ -2,10 +2,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import sinon from 'sinon';
-import { LevelDbIndex, levelDbIndexFactory, leveldbIndexFactory } from '../../src/index/leveldb';
+import { LevelDbIndex, levelDbIndexWith, levelDbIndexFactory } from '../../src/index/leveldb';
 import { describeIndexConformance } from './index-conformance';
 
-describeIndexConformance('leveldb', leveldbIndexFactory);
+describeIndexConformance('leveldb', levelDbIndexFactory);
 
 const id = (n: number) => {
   const b = Buffer.alloc(16);
@@ -21,7 +21,7 @@ describe('LevelDB index', () => {
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('serves lookups correctly with a tiny cache (entries evicted and read back from LevelDB)', async () => {
-    const { index } = await levelDbIndexFactory({ cacheEntries: 8 }).open(dir, false);
+    const { index } = await levelDbIndexWith({ cacheEntries: 8 }).open(dir, false);
     for (let i = 0; i < 500; i++) index.insert(id(i), { refCount: 1, file: i % 7, offset: i * 3, totalSize: 9 });
     await index.flush();
     for (let i = 499; i >= 0; i -= 13) expect(await index.lookup(id(i))).toEqual({ refCount: 1, file: i % 7, offset: i * 3, totalSize: 9 });
@@ -29,14 +29,14 @@ describe('LevelDB index', () => {
   });
 
   it('rebuilds, with a warning, from a corrupt directory marked clean', async () => {
-    const first = await leveldbIndexFactory.open(dir, false);
+    const first = await levelDbIndexFactory.open(dir, false);
     first.index.insert(id(1), { refCount: 1, file: 0, offset: 0, totalSize: 1 });
     await first.index.terminate();
     // garble LevelDB's own files
     const dbDir = path.join(dir, 'leveldb');
     for (const f of fs.readdirSync(dbDir)) if (/^(CURRENT|MANIFEST)/.test(f)) fs.writeFileSync(path.join(dbDir, f), 'garbage');
     const warnings: string[] = [];
-    const again = await levelDbIndexFactory({ warn: (m) => warnings.push(m) }).open(dir, true);
+    const again = await levelDbIndexWith({ warn: (m) => warnings.push(m) }).open(dir, true);
     expect(again.recovered).toBe(false);
     expect(warnings.join()).toMatch(/cannot be trusted.*rebuilding/);
     expect(await again.index.lookup(id(1))).toBeUndefined();
@@ -46,7 +46,7 @@ describe('LevelDB index', () => {
   });
 
   it('a lookup racing a compaction update sees a whole location, old or new', async () => {
-    const { index } = await leveldbIndexFactory.open(dir, false);
+    const { index } = await levelDbIndexFactory.open(dir, false);
     index.insert(id(1), { refCount: 2, file: 3, offset: 100, totalSize: 50 });
     await index.flush();
     const seen = index.lookup(id(1));
@@ -58,7 +58,7 @@ describe('LevelDB index', () => {
   });
 
   it('moves and deletes of entries evicted from the cache keep deleteByFile and size right', async () => {
-    const { index } = await levelDbIndexFactory({ cacheEntries: 2 }).open(dir, false);
+    const { index } = await levelDbIndexWith({ cacheEntries: 2 }).open(dir, false);
     for (let i = 0; i < 50; i++) index.insert(id(i), { refCount: 1, file: 1, offset: i * 10, totalSize: 10 });
     await index.flush();
     for (let i = 40; i < 50; i++) await index.lookup(id(i)); // evicts 0..9 from the cache
@@ -79,7 +79,7 @@ describe('LevelDB index', () => {
   });
 
   it('a message inserted and deleted before its batch goes out never reaches LevelDB', async () => {
-    const { index } = await levelDbIndexFactory({ maxPendingWrites: 100 }).open(dir, false);
+    const { index } = await levelDbIndexWith({ maxPendingWrites: 100 }).open(dir, false);
     const ix = index as LevelDbIndex;
     // 1000 short-lived messages, 50 alive at a time (a queue with a fast consumer)
     for (let i = 0; i < 1000; i++) {
@@ -101,7 +101,7 @@ describe('LevelDB index', () => {
   });
 
   it('answers lookups of new ids from the Bloom filter, without reading LevelDB', async () => {
-    const { index } = await levelDbIndexFactory({ cacheEntries: 10 }).open(dir, false);
+    const { index } = await levelDbIndexWith({ cacheEntries: 10 }).open(dir, false);
     const ix = index as LevelDbIndex;
     for (let i = 0; i < 5000; i++) index.insert(id(i), { refCount: 1, file: 1, offset: i, totalSize: 1 });
     await index.flush();
@@ -112,7 +112,7 @@ describe('LevelDB index', () => {
   });
 
   it('grows its Bloom filter by rebuilding it from LevelDB while writes and lookups go on, missing no id', async () => {
-    const { index } = await levelDbIndexFactory({ cacheEntries: 10, maxPendingWrites: 256, bloomMinCapacity: 500 }).open(dir, false);
+    const { index } = await levelDbIndexWith({ cacheEntries: 10, maxPendingWrites: 256, bloomMinCapacity: 500 }).open(dir, false);
     const ix = index as LevelDbIndex;
     const n = 20_000;
     for (let i = 0; i < n; i++) {
@@ -136,10 +136,10 @@ describe('LevelDB index', () => {
   }, 30_000);
 
   it('keeps its Bloom filter across a clean restart, and rebuilds one that is missing or damaged', async () => {
-    const first = await levelDbIndexFactory({ cacheEntries: 10 }).open(dir, false);
+    const first = await levelDbIndexWith({ cacheEntries: 10 }).open(dir, false);
     for (let i = 0; i < 3000; i++) first.index.insert(id(i), { refCount: 1, file: 0, offset: i, totalSize: 1 });
     await first.index.terminate();
-    const again = await levelDbIndexFactory({ cacheEntries: 10 }).open(dir, true);
+    const again = await levelDbIndexWith({ cacheEntries: 10 }).open(dir, true);
     const ix = again.index as LevelDbIndex;
     expect(again.recovered).toBe(true);
     expect(ix.stats().bloomReady).toBe(true);
@@ -151,13 +151,13 @@ describe('LevelDB index', () => {
     const b = fs.readFileSync(bloomFile);
     b[100] ^= 1;
     fs.writeFileSync(bloomFile, b);
-    const third = await levelDbIndexFactory({ cacheEntries: 10 }).open(dir, true);
+    const third = await levelDbIndexWith({ cacheEntries: 10 }).open(dir, true);
     expect(third.recovered).toBe(true);
     for (let i = 0; i < 3000; i += 11) expect(await third.index.lookup(id(i))).toEqual({ refCount: 1, file: 0, offset: i, totalSize: 1 });
     while (!(third.index as LevelDbIndex).stats().bloomReady) await new Promise((r) => setTimeout(r, 5));
     await third.index.terminate();
     fs.rmSync(bloomFile);
-    const fourth = await levelDbIndexFactory({ cacheEntries: 10 }).open(dir, true);
+    const fourth = await levelDbIndexWith({ cacheEntries: 10 }).open(dir, true);
     expect(fourth.recovered).toBe(true);
     for (let i = 0; i < 3000; i += 13) expect(await fourth.index.lookup(id(i))).toEqual({ refCount: 1, file: 0, offset: i, totalSize: 1 });
     await fourth.index.terminate();
@@ -165,7 +165,7 @@ describe('LevelDB index', () => {
 
   it('a batch LevelDB refuses is kept and written by the next flush, under newer writes', async () => {
     const warnings: string[] = [];
-    const { index } = await levelDbIndexFactory({ cacheEntries: 1, warn: (m) => warnings.push(m) }).open(dir, false);
+    const { index } = await levelDbIndexWith({ cacheEntries: 1, warn: (m) => warnings.push(m) }).open(dir, false);
     const db = (index as unknown as { db: { batch: (ops: unknown[]) => Promise<void> } }).db;
     const real = db.batch.bind(db);
     let fail = true;
@@ -186,7 +186,7 @@ describe('LevelDB index', () => {
 
   it('trusts a clean stop only if LevelDB itself holds its clean record: a deleted or swapped directory is rebuilt', async () => {
     const warnings: string[] = [];
-    const f = levelDbIndexFactory({ warn: (m) => warnings.push(m) });
+    const f = levelDbIndexWith({ warn: (m) => warnings.push(m) });
     const first = await f.open(dir, false);
     for (let i = 0; i < 100; i++) first.index.insert(id(i), { refCount: 1, file: 0, offset: i, totalSize: 1 });
     await first.index.terminate();
@@ -217,7 +217,7 @@ describe('LevelDB index', () => {
 
   it('retries a refused batch a bounded number of times with backoff, then fails for good: every later write throws', async () => {
     const warnings: string[] = [];
-    const { index } = await levelDbIndexFactory({ warn: (m) => warnings.push(m), idleFlushMs: 1 }).open(dir, false);
+    const { index } = await levelDbIndexWith({ warn: (m) => warnings.push(m), idleFlushMs: 1 }).open(dir, false);
     const db = (index as unknown as { db: { batch: (...a: unknown[]) => Promise<void> } }).db;
     const stub = sinon.stub(db, 'batch').rejects(Object.assign(new Error('IO error: No space left on device'), { code: 'LEVEL_IO_ERROR' }));
     index.insert(id(1), { refCount: 1, file: 0, offset: 0, totalSize: 1 });
