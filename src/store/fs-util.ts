@@ -37,6 +37,3 @@ export function unsealJson(data: Buffer | undefined): unknown {
   }
 }
 
-export async function unlinkIfExists(file: string): Promise<void> {
-  await fsp.rm(file, { force: true });
-}
