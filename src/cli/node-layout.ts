@@ -11,6 +11,7 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
+import { vhostLayout, vhostsDirOf } from '../sidecar/data-layout';
 
 /** base36 of md5(vhost), upper case: RabbitMQ's per-vhost directory name. */
 export function vhostDirName(vhost: string): string {
@@ -80,10 +81,10 @@ export class NodeLayout {
   }
   /** rabbit_vhost:msg_store_dir_path(VHost): Warren keeps the vhost's files in <this>/warren. */
   msgStoreDir(vhost = '/'): string {
-    return path.join(this.nodeDir, 'msg_stores', 'vhosts', vhostDirName(vhost));
+    return path.join(vhostsDirOf(this.nodeDir), vhostDirName(vhost));
   }
   /** Warren's directory for a vhost (segment files, index, queue journals). */
   warrenDir(vhost = '/'): string {
-    return path.join(this.msgStoreDir(vhost), 'warren');
+    return vhostLayout(this.msgStoreDir(vhost)).warren;
   }
 }

@@ -21,6 +21,7 @@ import { log } from './log';
 import { Entry, FetchMode, Frame, Op, RecoverMode, Request, TOKEN_BYTES, decodeRequest, encodeConfirm, encodeError, encodeFailed, encodeReply, writeEntries } from './protocol';
 import { Session, openQueue } from './session';
 import { Vhosts } from './vhosts';
+import { queueDirOf, vhostsDirOf } from './data-layout';
 
 export class UnknownHandleError extends Error {
   readonly code = 'EHANDLE';
@@ -92,7 +93,7 @@ export class SidecarServer {
     private readonly onShutdown: () => void,
   ) {
     if (token.length !== TOKEN_BYTES) throw new RangeError(`the connection token must be ${TOKEN_BYTES} bytes`);
-    this.vhostsDir = path.join(path.resolve(cfg.dataDir), 'msg_stores', 'vhosts');
+    this.vhostsDir = vhostsDirOf(path.resolve(cfg.dataDir));
     this.vhosts = new Vhosts({ index: cfg.index, fileSizeLimit: cfg.fileSizeLimit, syncIntervalMs: cfg.syncIntervalMs, segmentEntries: cfg.queue?.segmentEntries });
     if (cfg.maxOpenJournals !== undefined) sharedJournalFiles.limit = cfg.maxOpenJournals;
   }
@@ -348,7 +349,7 @@ export class SidecarServer {
 
   private async init(conn: Connection, req: Extract<Request, { op: typeof Op.INIT }>): Promise<Buffer> {
     const keyId = `${req.vhost}\0${req.key}`;
-    const qdir = path.join(req.dir, 'warren', 'queues', req.key);
+    const qdir = queueDirOf(req.dir, req.key);
     if (req.durable && req.recover === RecoverMode.New && (await pathExists(qdir))) {
       // As RabbitMQ's own queue index asserts: a new queue never takes over state that is there
       // (another queue's, or a leftover). Refused before any session is touched.
@@ -435,7 +436,7 @@ export class SidecarServer {
     const h = this.byKey.get(keyId);
     if (h !== undefined) await this.dropSessions([h]);
     const vh = this.vhosts.get(vhost);
-    const qdir = path.join(dir, 'warren', 'queues', key);
+    const qdir = queueDirOf(dir, key);
     vh?.walk?.digests.delete(key);
     if (vh) {
       const client = vh.store.client(key);

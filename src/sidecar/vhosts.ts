@@ -19,6 +19,7 @@ import type { SegmentDigests } from '../queue/walk-digest';
 import type { StartupWalk } from './presence';
 import { log } from './log';
 import { KeyedSerialQueues } from '../util/serial-queue';
+import { vhostLayout } from './data-layout';
 
 export interface VhostState {
   vhost: string;
@@ -99,9 +100,7 @@ export class Vhosts {
    * earlier Warren gave queue `keys[i]`: its directory is renamed first.
    */
   async start(vhost: string, dir: string, keys: readonly string[], legacyKeys: readonly string[] = [], pruneUnlisted = true): Promise<boolean[]> {
-    const warrenDir = path.join(dir, 'warren');
-    const queuesDir = path.join(warrenDir, 'queues');
-    const storeDir = path.join(warrenDir, 'store');
+    const { warren: warrenDir, queues: queuesDir, store: storeDir, transient: transientDir } = vhostLayout(dir);
     // 0700: nothing under a vhost's warren/ is for other users (the sidecar's umask makes its files 0600).
     await fsp.mkdir(queuesDir, { recursive: true, mode: 0o700 });
     await fsp.chmod(warrenDir, 0o700);
@@ -137,7 +136,7 @@ export class Vhosts {
     const unfound = store.takeUnfound();
     const walk = unfound && seen.size ? { unfound, digests: seen } : undefined;
     const transient = await MessageStore.open({
-      dir: path.join(warrenDir, 'transient'),
+      dir: transientDir,
       fileSizeLimit: this.settings.fileSizeLimit,
       index: 'memory',
       writeHints: false, // emptied at every start: nothing to recover
@@ -157,7 +156,7 @@ export class Vhosts {
   async ensure(vhost: string, dir: string): Promise<VhostState> {
     const cur = this.open.get(vhost);
     if (cur) return cur;
-    const queuesDir = path.join(dir, 'warren', 'queues');
+    const queuesDir = vhostLayout(dir).queues;
     const keys = await listDirs(queuesDir);
     log('warn', `vhost ${vhost}: queue init before vhost start; opening the store with the ${keys.length} queues found on disk`);
     await this.start(vhost, dir, keys, [], false);
