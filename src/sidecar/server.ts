@@ -8,6 +8,12 @@
  * (until then frames are limited to a few bytes); a session handle is valid
  * only on the connection that opened it; and every directory a request names
  * must be a vhost directory under the broker's data directory.
+ *
+ * A connection's state is connection.ts's, a vhost's stores vhosts.ts's, a
+ * queue's requests session.ts's. What stays here, at about 430 lines, is the
+ * routing: `dispatch` is one case per op of the protocol, kept in one switch
+ * so that which ops are serialised, per session or per vhost, reads in one
+ * place.
  */
 import * as crypto from 'crypto';
 import * as fs from 'fs';
@@ -16,64 +22,14 @@ import * as path from 'path';
 import { scanQueueIndex, sharedJournalFiles } from '../queue/queue-index';
 import { pathExists } from '../store/fs-util';
 import { SidecarConfig } from './config';
-import { FrameDecoder, ProtocolError, Writer } from './frames';
+import { ProtocolError, Writer } from './frames';
 import { log } from './log';
 import { Entry, FetchMode, Frame, Op, RecoverMode, Request, TOKEN_BYTES, decodeRequest, encodeConfirm, encodeError, encodeFailed, encodeReply, writeEntries } from './protocol';
 import { Session, openQueue } from './session';
 import { Vhosts } from './vhosts';
+import { AUTH_TIMEOUT_MS, Connection, privateDir } from './connection';
 import { queueDirOf, vhostsDirOf } from './data-layout';
-
-export class UnknownHandleError extends Error {
-  readonly code = 'EHANDLE';
-  constructor(handle: number) {
-    super(`unknown queue handle ${handle}`);
-    this.name = 'UnknownHandleError';
-  }
-}
-
-/** A request naming a directory outside the broker's data dir, or otherwise refused. */
-export class RefusedError extends Error {
-  readonly code = 'EREFUSED';
-  constructor(message: string) {
-    super(message);
-    this.name = 'RefusedError';
-  }
-}
-
-/** Frames before AUTH: AUTH itself is 37 bytes; nothing larger is buffered for an unauthenticated peer. */
-const PRE_AUTH_MAX_FRAME = 64;
-/** An unauthenticated connection is closed after this long. */
-const AUTH_TIMEOUT_MS = 10_000;
-
-class Connection {
-  readonly handles = new Set<number>();
-  readonly decoder = new FrameDecoder(PRE_AUTH_MAX_FRAME);
-  authenticated = false;
-  authTimer: NodeJS.Timeout | null = null;
-  closed = false;
-
-  constructor(
-    readonly id: number,
-    readonly sock: net.Socket,
-  ) {}
-
-  private draining = false;
-
-  send(frame: Buffer): void {
-    if (this.closed) return;
-    if (!this.sock.write(frame) && !this.draining) {
-      // Erlang is not reading: stop taking requests until it does (one
-      // listener however many frames are sent meanwhile).
-      this.draining = true;
-      this.sock.pause();
-      this.sock.once('drain', () => {
-        this.draining = false;
-        this.sock.resume();
-      });
-    }
-  }
-
-}
+import { RefusedError, UnknownHandleError } from './errors';
 
 export class SidecarServer {
   private readonly vhosts: Vhosts;
@@ -474,20 +430,6 @@ export class SidecarServer {
     }
     this.server?.close();
   }
-}
-
-/**
- * Makes `dir` (the socket's directory) private: created 0700 if missing, and
- * refused unless it is a real directory owned by this process's user; its
- * mode is then forced to 0700.
- */
-function privateDir(dir: string): void {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const st = fs.lstatSync(dir);
-  const uid = process.getuid?.();
-  if (!st.isDirectory()) throw new RefusedError(`socket directory ${dir} is not a directory`);
-  if (uid !== undefined && st.uid !== uid) throw new RefusedError(`socket directory ${dir} belongs to uid ${st.uid}, not to this process (uid ${uid})`);
-  fs.chmodSync(dir, 0o700);
 }
 
 function entries(list: Entry[]): Buffer {

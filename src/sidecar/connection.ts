@@ -1,0 +1,59 @@
+/**
+ * One connection from the plugin: its state (handles it opened, whether it
+ * authenticated) and its back-pressure (stop reading while Erlang is not),
+ * and the privacy of the socket's directory. The protocol over it is
+ * server.ts's.
+ */
+import * as fs from 'fs';
+import * as net from 'net';
+import { RefusedError } from './errors';
+import { FrameDecoder } from './frames';
+
+/** Frames before AUTH: AUTH itself is 37 bytes; nothing larger is buffered for an unauthenticated peer. */
+const PRE_AUTH_MAX_FRAME = 64;
+/** An unauthenticated connection is closed after this long. */
+export const AUTH_TIMEOUT_MS = 10_000;
+
+export class Connection {
+  readonly handles = new Set<number>();
+  readonly decoder = new FrameDecoder(PRE_AUTH_MAX_FRAME);
+  authenticated = false;
+  authTimer: NodeJS.Timeout | null = null;
+  closed = false;
+
+  constructor(
+    readonly id: number,
+    readonly sock: net.Socket,
+  ) {}
+
+  /** The socket is paused until Erlang reads again. */
+  private draining = false;
+
+  send(frame: Buffer): void {
+    if (this.closed) return;
+    if (!this.sock.write(frame) && !this.draining) {
+      // Erlang is not reading: stop taking requests until it does (one
+      // listener however many frames are sent meanwhile).
+      this.draining = true;
+      this.sock.pause();
+      this.sock.once('drain', () => {
+        this.draining = false;
+        this.sock.resume();
+      });
+    }
+  }
+}
+
+/**
+ * Makes `dir` (the socket's directory) private: created 0700 if missing, and
+ * refused unless it is a real directory owned by this process's user; its
+ * mode is then forced to 0700.
+ */
+export function privateDir(dir: string): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = fs.lstatSync(dir);
+  const uid = process.getuid?.();
+  if (!st.isDirectory()) throw new RefusedError(`socket directory ${dir} is not a directory`);
+  if (uid !== undefined && st.uid !== uid) throw new RefusedError(`socket directory ${dir} belongs to uid ${st.uid}, not to this process (uid ${uid})`);
+  fs.chmodSync(dir, 0o700);
+}
