@@ -4,6 +4,7 @@
  */
 export * from './store';
 export type { Index, IndexFactory, MsgId, MsgLocation, MsgLocationFields } from './index/types';
-export { levelDbIndexFactory, levelDbIndexWith } from './index/leveldb';
+export { levelDbIndexFactory, levelDbIndexWith } from './index/leveldb-factory';
 export { memoryIndexFactory } from './index/memory';
-export type { LevelDbIndexOptions, LevelDbIndexStats } from './index/leveldb';
+export type { LevelDbIndexOptions } from './index/leveldb-factory';
+export type { LevelDbIndexStats } from './index/leveldb';

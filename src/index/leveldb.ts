@@ -20,27 +20,15 @@
  * open(dir, clean=true) trusts the directory only if that marker is there, and
  * consumes both, so a crash afterwards is never mistaken for a clean state.
  */
-import { promises as fsp } from 'fs';
 import * as crypto from 'crypto';
 import * as path from 'path';
 import { Level } from 'level';
 import { writeFileAtomic } from '../util/durable-file';
 import { GrowingBloomFilter } from './bloom-filter';
+import { KEY_END, KEY_FIRST, BLOOM, MARKER, META_CLEAN, CleanMeta, decode, encode, primaryKey } from './leveldb-format';
 import { RecentCache } from './recent-cache';
-import { Index, IndexFactory, MsgId, MsgLocation, MsgLocationFields } from './types';
+import { Index, MsgId, MsgLocation, MsgLocationFields } from './types';
 
-const DB_DIR = 'leveldb';
-const MARKER = 'leveldb-clean.json';
-const BLOOM = 'leveldb-bloom.bin';
-const VALUE_BYTES = 18;
-const KEY_FIRST = Buffer.from([0x6d]); // 'm'
-const KEY_END = Buffer.from([0x6e]);
-/**
- * Written (synced) inside LevelDB at a clean stop, with the same generation
- * as the marker file beside it: the index is trusted only if both are there
- * and agree, so a deleted, emptied or swapped LevelDB directory is rebuilt.
- */
-const META_CLEAN = Buffer.from('!clean');
 /** A failed batch is retried this many times, 50 ms apart and doubling, before the index fails for good. */
 const BATCH_ATTEMPTS = 5;
 /** Keys read at a time while rebuilding the Bloom filter. */
@@ -48,69 +36,16 @@ const REBUILD_STEP = 10_000;
 /** Layers of a growing Bloom filter before a fresh one is built (each full one adds ~0.8% false positives). */
 const MAX_BLOOM_LAYERS = 4;
 
-function primaryKey(k: string): Buffer {
-  const b = Buffer.allocUnsafe(17);
-  b[0] = 0x6d;
-  b.write(k, 1, 16, 'latin1');
-  return b;
-}
-
-function encode(l: MsgLocation): Buffer {
-  const v = Buffer.allocUnsafe(VALUE_BYTES);
-  v.writeUInt32BE(l.refCount, 0);
-  v.writeUInt32BE(l.file, 4);
-  v.writeUIntBE(l.offset, 8, 6);
-  v.writeUInt32BE(l.totalSize, 14);
-  return v;
-}
-
-function decode(v: Buffer): MsgLocation {
-  return { refCount: v.readUInt32BE(0), file: v.readUInt32BE(4), offset: v.readUIntBE(8, 6), totalSize: v.readUInt32BE(14) };
-}
-
 const keyOf = (id: MsgId) => id.toString('latin1');
 
 export class LevelDbIndexError extends Error {
   readonly code = 'ELEVELDB';
 }
 
-interface CleanMeta {
-  count: number;
-  generation: string;
-}
-
-/** The clean record of a LevelDB index (marker file or the key inside), or undefined. */
-export function parseMeta(b: Buffer | undefined): CleanMeta | undefined {
-  try {
-    const m = JSON.parse(b?.toString('utf8') ?? 'null') as Partial<CleanMeta> | null;
-    if (typeof m?.count === 'number' && typeof m.generation === 'string') return { count: m.count, generation: m.generation };
-  } catch {
-    // garbled: not trusted
-  }
-  return undefined;
-}
-
-export interface LevelDbIndexOptions {
-  /** Locations kept in the cache of recently used entries (default 100,000). */
-  cacheEntries?: number;
-  /** Buffered writes that send a batch to LevelDB (default 16,384). */
-  maxPendingWrites?: number;
-  /** A smaller batch goes out after this long without one (default 1000 ms). */
-  idleFlushMs?: number;
-  /** LevelDB's memtable size in bytes (default 2 MiB; LevelDB's own 4 MiB tripled the RSS at 5M entries). */
-  writeBufferSize?: number;
-  /** LevelDB's block cache in bytes (default 4 MiB). */
-  blockCacheSize?: number;
-  /** Ids the first Bloom filter layer is sized for (default 65,536); it grows with the index. */
-  bloomMinCapacity?: number;
-  /** Told when a directory cannot be used and is rebuilt. */
-  warn?: (msg: string) => void;
-}
-
-type Db = Level<Buffer, Buffer>;
+export type Db = Level<Buffer, Buffer>;
 type BatchOp = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
 
-interface Tuning {
+export interface Tuning {
   cacheEntries: number;
   maxPendingWrites: number;
   idleFlushMs: number;
@@ -478,67 +413,3 @@ function definedFields(f: MsgLocationFields): MsgLocationFields {
 }
 
 
-async function readAndRemove(file: string): Promise<Buffer | undefined> {
-  try {
-    return await fsp.readFile(file);
-  } catch {
-    return undefined;
-  } finally {
-    await fsp.rm(file, { force: true });
-  }
-}
-
-/** A LevelDB index factory with these options (levelDbIndexFactory is the one with the defaults). */
-export function levelDbIndexWith(opts: LevelDbIndexOptions = {}): IndexFactory {
-  const t: Tuning = {
-    cacheEntries: opts.cacheEntries ?? 100_000,
-    maxPendingWrites: opts.maxPendingWrites ?? 16_384,
-    idleFlushMs: opts.idleFlushMs ?? 1000,
-    bloomMinCapacity: opts.bloomMinCapacity ?? 65_536,
-    warn: opts.warn ?? ((msg: string) => process.emitWarning(msg, 'WarrenLevelDbIndex')),
-  };
-  const openDb = async (dbDir: string, createIfMissing: boolean): Promise<Db> => {
-    const db = new Level<Buffer, Buffer>(dbDir, {
-      keyEncoding: 'buffer',
-      valueEncoding: 'buffer',
-      writeBufferSize: opts.writeBufferSize ?? 2 * 1024 * 1024,
-      cacheSize: opts.blockCacheSize ?? 4 * 1024 * 1024,
-    });
-    await db.open({ createIfMissing });
-    return db;
-  };
-  return {
-    kind: 'leveldb',
-    async open(dir: string, clean: boolean): Promise<{ index: Index; recovered: boolean }> {
-      await fsp.mkdir(dir, { recursive: true });
-      const dbDir = path.join(dir, DB_DIR);
-      // Both consumed now, so that a crash from here on is never taken for a clean state.
-      const marker = await readAndRemove(path.join(dir, MARKER));
-      const bloomBytes = await readAndRemove(path.join(dir, BLOOM));
-      const fileMeta = parseMeta(marker);
-      if (clean && fileMeta) {
-        let db: Db | undefined;
-        try {
-          db = await openDb(dbDir, false);
-          const inDb = parseMeta(await db.get(META_CLEAN));
-          if (!inDb || inDb.generation !== fileMeta.generation || inDb.count !== fileMeta.count) {
-            throw new LevelDbIndexError(`its contents are not those its clean marker describes (${inDb ? `generation ${inDb.generation}, ${inDb.count} entries` : 'no clean record inside'})`);
-          }
-          await db.del(META_CLEAN);
-          const bloom = bloomBytes && GrowingBloomFilter.deserialize(bloomBytes);
-          return { index: new LevelDbIndex(db, dir, fileMeta.count, bloom, t), recovered: true };
-        } catch (e) {
-          await db?.close().catch(() => undefined);
-          t.warn(`LevelDB index at ${dbDir} cannot be trusted (${(e as Error).message}); rebuilding it`);
-        }
-      }
-      // Not trusted: start from an empty directory; the store rebuilds the index.
-      await fsp.rm(dbDir, { recursive: true, force: true });
-      const db = await openDb(dbDir, true);
-      return { index: new LevelDbIndex(db, dir, 0, GrowingBloomFilter.forCapacity(t.bloomMinCapacity), t), recovered: false };
-    },
-  };
-}
-
-/** The LevelDB index with its default options: the store's index 'leveldb'. */
-export const levelDbIndexFactory = levelDbIndexWith();

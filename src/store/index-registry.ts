@@ -5,7 +5,7 @@
  */
 import { IndexFactory } from '../index/types';
 import { memoryIndexFactory } from '../index/memory';
-import { levelDbIndexFactory } from '../index/leveldb';
+import { levelDbIndexFactory } from '../index/leveldb-factory';
 import { UnknownIndexError } from './errors';
 
 const registry = new Map<string, IndexFactory>([

@@ -11,7 +11,7 @@
  * in all). WARREN_FUZZ_SEED replays a failing run.
  */
 import fc from 'fast-check';
-import { parseMeta } from '../../src/index/leveldb';
+import { parseMeta } from '../../src/index/leveldb-format';
 import { JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from '../../src/queue/journal-codec';
 import { parseCleanTerms } from '../../src/queue/queue-index';
 import { FrameDecoder, ProtocolError, Writer } from '../../src/sidecar/frames';

@@ -2,7 +2,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import sinon from 'sinon';
-import { LevelDbIndex, levelDbIndexWith, levelDbIndexFactory } from '../../src/index/leveldb';
+import { LevelDbIndex } from '../../src/index/leveldb';
+import { levelDbIndexFactory, levelDbIndexWith } from '../../src/index/leveldb-factory';
 import { describeIndexConformance } from './index-conformance';
 
 describeIndexConformance('leveldb', levelDbIndexFactory);
