@@ -9,8 +9,8 @@
  * rename, directory fsync) and only then truncates the journal; replay is
  * segments then journal, which is idempotent, so a crash anywhere in a fold
  * loses and resurrects nothing. Live entries are read segment by segment, so
- * memory does not grow with the queue's length. The parts live beside this
- * file:
+ * memory does not grow with the queue's length. docs/QUEUE-INDEX.md is the
+ * design; the parts live beside this file:
  *
  * - queue-dir.ts: the directory read as it is (layout, journal replay, live
  *   entries a segment at a time, `scanQueueIndex`) and made ready for an open;
