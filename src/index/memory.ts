@@ -4,7 +4,7 @@
  * start loads it and deletes the file, so it is trusted at most once.
  */
 import { promises as fsp } from 'fs';
-import { writeFileAtomic } from '../util/durable-file';
+import { takeFileIfReadable, writeFileAtomic } from '../util/durable-file';
 import * as path from 'path';
 import { createHash } from 'crypto';
 import { Index, IndexFactory, MsgId, MsgLocation, MsgLocationFields } from './types';
@@ -99,14 +99,8 @@ export class MemoryIndex implements Index {
 
   /** Loads a terminated index; false if absent or garbled (the map is then left empty). */
   async load(): Promise<boolean> {
-    const file = path.join(this.dir, FILE_NAME);
-    let buf: Buffer;
-    try {
-      buf = await fsp.readFile(file);
-    } catch {
-      return false;
-    }
-    await fsp.rm(file, { force: true });
+    const buf = await takeFileIfReadable(path.join(this.dir, FILE_NAME));
+    if (!buf) return false;
     if (buf.length < HEADER_SIZE + DIGEST_SIZE || buf.readUInt32BE(0) !== MAGIC || buf.readUInt32BE(4) !== VERSION) return false;
     const n = Number(buf.readBigUInt64BE(8));
     const end = HEADER_SIZE + n * ENTRY_SIZE;

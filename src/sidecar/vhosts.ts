@@ -13,7 +13,7 @@ import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { pathExists } from '../store/fs-util';
 import { MessageStore } from '../store';
-import { CleanTerms, consumeCleanMarker } from '../queue/queue-index';
+import { CleanTerms, consumeCleanMarker } from '../queue/clean-marker';
 import { indexRefDeltas } from '../queue/ref-deltas';
 import type { SegmentDigests } from '../queue/walk-digest';
 import type { StartupWalk } from './presence';

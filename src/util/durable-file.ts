@@ -1,7 +1,8 @@
 /**
  * Durable-file helpers below every layer (store, indexes, queue): making a
- * directory entry durable, replacing a file atomically and durably, and
- * telling absence apart from an error.
+ * directory entry durable, replacing a file atomically and durably, taking
+ * (reading, then deleting) state trusted at most once, and telling absence
+ * apart from an error.
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
@@ -39,4 +40,16 @@ export async function pathExists(p: string): Promise<boolean> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw e;
   }
+}
+
+/** Reads a file and deletes it, for state trusted at most once; undefined, and the file left, if it cannot be read (any error: losing it costs only a scan). */
+export async function takeFileIfReadable(file: string): Promise<Buffer | undefined> {
+  let data: Buffer;
+  try {
+    data = await fsp.readFile(file);
+  } catch {
+    return undefined;
+  }
+  await fsp.rm(file, { force: true });
+  return data;
 }
