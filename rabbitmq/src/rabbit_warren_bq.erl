@@ -21,6 +21,7 @@
 -behaviour(rabbit_backing_queue).
 
 -include_lib("rabbit_common/include/rabbit.hrl").
+-include("rabbit_warren_protocol.hrl").
 
 -export([start/2, stop/1, init/3, terminate/2, delete_and_terminate/2,
          delete_crashed/1, purge/1, purge_acks/1,
@@ -40,32 +41,6 @@
 
 %% for the owner's confirm funs, operators and tests
 -export([confirmed/4, queue_key/2, queue_identity/1]).
-
--define(OP_START, 1).
--define(OP_INIT, 2).
--define(OP_TERMINATE, 3).
--define(OP_DELETE_AND_TERMINATE, 4).
--define(OP_DELETE_CRASHED, 5).
--define(OP_PURGE, 6).
--define(OP_PURGE_ACKS, 7).
--define(OP_PUBLISH, 8).
--define(OP_FETCH, 9).
--define(OP_ACK, 10).
--define(OP_REQUEUE, 11).
--define(OP_PEEK, 12).
--define(OP_READ, 13).
--define(OP_FOLD, 14).
--define(OP_SYNC, 15).
--define(OP_DELIVER, 18).
--define(OP_RELEASE, 19).
--define(OP_FAIL_DELIVERY, 21).
-
--define(FETCH_RESERVE, 2).
-
--define(F_PERSISTENT, 1).
--define(F_NEEDS_CONFIRMING, 2).
--define(F_DELIVERED, 4).
--define(F_UNACKED, 8).
 
 -define(PAGE, 256).
 
@@ -133,9 +108,9 @@ init(Q, Recover, AsyncCb) ->
     QName = #resource{virtual_host = VHost} = amqqueue:get_name(Q),
     Durable = amqqueue:is_durable(Q),
     Mode = case Recover of
-               new -> 0;
-               non_clean_shutdown -> 2;
-               Terms when is_list(Terms) -> 1
+               new -> ?RECOVER_NEW;
+               non_clean_shutdown -> ?RECOVER_NON_CLEAN;
+               Terms when is_list(Terms) -> ?RECOVER_TERMS
            end,
     Body = [str(VHost), str(vhost_dir(VHost)), str(queue_key(VHost, queue_identity(Q))),
             str(printable_name(Q)), <<(bool(Durable)):8, Mode:8>>],

@@ -36,20 +36,12 @@
          code_change/3]).
 
 -include_lib("kernel/include/file.hrl").
+-include("rabbit_warren_protocol.hrl").
 
 -define(SERVER, ?MODULE).
--define(OP_SHUTDOWN, 16).
--define(OP_STATS, 17).
--define(OP_TERMINATE, 3).
--define(OP_DELETE_AND_TERMINATE, 4).
--define(OP_AUTH, 20).
--define(TOKEN_BYTES, 32).
 -define(SOL_SOCKET, 1).
 -define(SO_PEERCRED, 17).
 -define(MAX_SOCKET_PATH, 100).
--define(REPLY, 100).
--define(CONFIRM, 101).
--define(FAILED, 102).
 -define(CONNECT_EVERY_MS, 50).
 -define(HELD_CHECK_MS, 1000).
 

@@ -480,11 +480,11 @@ export class Broker {
     const root = repoRoot();
     const manifest = JSON.parse(fs.readFileSync(path.join(root, 'plugin.json'), 'utf8')) as { name: string; version: string; sidecar?: { entry?: string } };
     const app = path.join(pluginBuildDir(this.rabbitmq.series), `${manifest.name}-${manifest.version}`, 'ebin', `${manifest.name}.app`);
-    const srcDir = path.join(root, 'rabbitmq', 'src');
+    const srcDirs = [path.join(root, 'rabbitmq', 'src'), path.join(root, 'rabbitmq', 'include')];
     const appTime = fs.existsSync(app) ? fs.statSync(app).mtimeMs : 0;
     const stale =
       appTime === 0 ||
-      fs.readdirSync(srcDir).some((f) => fs.statSync(path.join(srcDir, f)).mtimeMs > appTime) ||
+      srcDirs.some((d) => fs.existsSync(d) && fs.readdirSync(d).some((f) => fs.statSync(path.join(d, f)).mtimeMs > appTime)) ||
       fs.statSync(path.join(root, 'plugin.json')).mtimeMs > appTime;
     if (stale) {
       const r = spawnSync('bash', [path.join(root, 'scripts', 'build-plugin.sh'), this.rabbitmq.series], { cwd: root, encoding: 'utf8' });
