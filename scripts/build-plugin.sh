@@ -4,7 +4,8 @@
 # erlc, headers and beams:
 #   build-plugin.sh [SERIES]    (default $WARREN_RABBITMQ, else the host's broker) Reads name, version and the
 # sidecar entry from plugin.json; the .app gets the absolute paths of node and
-# of the sidecar entry. Idempotent: only changed modules are recompiled.
+# of the sidecar entry. Idempotent: only changed modules are recompiled (all
+# of them after a change to a header of rabbitmq/include).
 # Warnings are errors.
 set -euo pipefail
 # The broker may run as another user (Debian's rabbitmq): what we build must be readable by it.
@@ -52,6 +53,10 @@ mapfile -t M < <(node -e '
 NAME="${M[0]}"; VSN="${M[1]}"; ENTRY="$ROOT/${M[2]}"
 
 SRC="$ROOT/rabbitmq/src"
+# The plugin's own headers (the protocol's wire constants). The checkout is
+# mounted at its own path inside a broker's root (in-root.sh), so this
+# absolute path holds for native and in-root builds alike.
+INC="$ROOT/rabbitmq/include"
 OUT="$ROOT/build/rabbitmq-$SERIES/plugins/$NAME-$VSN"
 # A build of another version would be a second copy of the plugin on the broker's plugin path.
 rm -rf "$ROOT/build/plugins"  # before per-broker builds, the one build lived here
@@ -63,18 +68,26 @@ mkdir -p "$EBIN"
 
 ERLC_FLAGS=(
   -Werror +warn_export_vars +warn_shadow_vars +warn_obsolete_guard +debug_info
+  -I "$INC"
   -I "$PLUGINS/rabbit_common-$RMQ_VSN/include" -I "$PLUGINS/rabbit-$RMQ_VSN/include"
   -pa "$PLUGINS/rabbit_common-$RMQ_VSN/ebin" -pa "$PLUGINS/rabbit-$RMQ_VSN/ebin"
   -o "$EBIN"
 )
 
+# A changed header recompiles every module (they are few).
+newest_hrl=""
+for hrl in "$INC"/*.hrl; do
+  [ -e "$hrl" ] || continue
+  if [ -z "$newest_hrl" ] || [ "$hrl" -nt "$newest_hrl" ]; then newest_hrl="$hrl"; fi
+done
 changed=()
 modules=()
 for src in "$SRC"/*.erl; do
   mod="$(basename "$src" .erl)"
   modules+=("$mod")
   beam="$EBIN/$mod.beam"
-  if [ ! -f "$beam" ] || [ "$src" -nt "$beam" ] || [ "$0" -nt "$beam" ]; then
+  if [ ! -f "$beam" ] || [ "$src" -nt "$beam" ] || [ "$0" -nt "$beam" ] ||
+     { [ -n "$newest_hrl" ] && [ "$newest_hrl" -nt "$beam" ]; }; then
     changed+=("$src")
   fi
 done

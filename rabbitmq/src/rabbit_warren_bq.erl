@@ -17,10 +17,13 @@
 %% exports each arity any of 3.10, 4.0 and 4.3 calls, and takes messages as
 %% #basic_message{} (3.10) or mc:state() (4.x), told apart at run time. Each
 %% broker gets its own build (its own erlc and headers).
+%%
+%% The bytes of each request and reply are rabbit_warren_frames' business.
 -module(rabbit_warren_bq).
 -behaviour(rabbit_backing_queue).
 
 -include_lib("rabbit_common/include/rabbit.hrl").
+-include("rabbit_warren_protocol.hrl").
 
 -export([start/2, stop/1, init/3, terminate/2, delete_and_terminate/2,
          delete_crashed/1, purge/1, purge_acks/1,
@@ -40,32 +43,6 @@
 
 %% for the owner's confirm funs, operators and tests
 -export([confirmed/4, queue_key/2, queue_identity/1]).
-
--define(OP_START, 1).
--define(OP_INIT, 2).
--define(OP_TERMINATE, 3).
--define(OP_DELETE_AND_TERMINATE, 4).
--define(OP_DELETE_CRASHED, 5).
--define(OP_PURGE, 6).
--define(OP_PURGE_ACKS, 7).
--define(OP_PUBLISH, 8).
--define(OP_FETCH, 9).
--define(OP_ACK, 10).
--define(OP_REQUEUE, 11).
--define(OP_PEEK, 12).
--define(OP_READ, 13).
--define(OP_FOLD, 14).
--define(OP_SYNC, 15).
--define(OP_DELIVER, 18).
--define(OP_RELEASE, 19).
--define(OP_FAIL_DELIVERY, 21).
-
--define(FETCH_RESERVE, 2).
-
--define(F_PERSISTENT, 1).
--define(F_NEEDS_CONFIRMING, 2).
--define(F_DELIVERED, 4).
--define(F_UNACKED, 8).
 
 -define(PAGE, 256).
 
@@ -108,23 +85,23 @@ start(VHost, QNames) ->
     Dir = vhost_dir(VHost),
     Cands = [start_identities(VHost, QName) || QName <- QNames],
     Pairs = lists:ukeysort(1, lists:append(Cands)),
-    Body = [str(VHost), str(Dir), <<(length(Pairs)):32>>,
-            [[str(K), str(L)] || {K, L} <- Pairs]],
-    case rabbit_warren_sidecar:call(global, ?OP_START, Body, long_timeout()) of
-        {ok, <<N:32, Clean/binary>>} when N =:= length(Pairs), byte_size(Clean) =:= N ->
-            IsClean = maps:from_list(lists:zip([K || {K, _} <- Pairs], [C =:= 1 || <<C:8>> <= Clean])),
-            Terms = [case lists:all(fun({K, _}) -> maps:get(K, IsClean) end, C) of
-                         true -> [{warren_clean, true}];
-                         false -> non_clean_shutdown
-                     end || C <- Cands],
-            rabbit_log:info("Warren: vhost '~ts' started with ~b durable queues (~b clean)",
-                            [VHost, length(Terms), length([T || T = [_] <- Terms])]),
-            {ok, Terms};
-        {ok, Other} ->
-            error({warren_bad_reply, start, Other});
-        {error, E} ->
-            error({warren_error, start, VHost, E})
-    end.
+    Body = rabbit_warren_frames:start_body(VHost, Dir, Pairs),
+    Reply = case rabbit_warren_sidecar:call(global, ?OP_START, Body, long_timeout()) of
+                {ok, R} -> R;
+                {error, E} -> error({warren_error, start, VHost, E})
+            end,
+    Cleans = case rabbit_warren_frames:decode_start_reply(Reply, length(Pairs)) of
+                 {ok, Cs} -> Cs;
+                 error -> error({warren_bad_reply, start, Reply})
+             end,
+    IsClean = maps:from_list(lists:zip([K || {K, _} <- Pairs], Cleans)),
+    Terms = [case lists:all(fun({K, _}) -> maps:get(K, IsClean) end, C) of
+                 true -> [{warren_clean, true}];
+                 false -> non_clean_shutdown
+             end || C <- Cands],
+    rabbit_log:info("Warren: vhost '~ts' started with ~b durable queues (~b clean)",
+                    [VHost, length(Terms), length([T || T = [_] <- Terms])]),
+    {ok, Terms}.
 
 stop(_VHost) ->
     ok.
@@ -133,27 +110,30 @@ init(Q, Recover, AsyncCb) ->
     QName = #resource{virtual_host = VHost} = amqqueue:get_name(Q),
     Durable = amqqueue:is_durable(Q),
     Mode = case Recover of
-               new -> 0;
-               non_clean_shutdown -> 2;
-               Terms when is_list(Terms) -> 1
+               new -> ?RECOVER_NEW;
+               non_clean_shutdown -> ?RECOVER_NON_CLEAN;
+               Terms when is_list(Terms) -> ?RECOVER_TERMS
            end,
-    Body = [str(VHost), str(vhost_dir(VHost)), str(queue_key(VHost, queue_identity(Q))),
-            str(printable_name(Q)), <<(bool(Durable)):8, Mode:8>>],
+    Body = rabbit_warren_frames:init_body(VHost, vhost_dir(VHost), queue_key(VHost, queue_identity(Q)),
+                                          printable_name(Q), Durable, Mode),
     Owner = owner(),
     Deadline = erlang:monotonic_time(millisecond)
         + application:get_env(rabbitmq_warren, init_retry_ms, ?INIT_RETRY_MS),
-    case init_call(QName, Body, AsyncCb, Deadline, 100) of
-        {ok, <<Handle:32, Len:32, Bytes:64, PC:32, PB:64, NextSeq:64, Expiring:32>>} ->
+    Reply = case init_call(QName, Body, AsyncCb, Deadline, 100) of
+                {ok, R} -> R;
+                {error, E} -> exit({warren_error, init, E})
+            end,
+    case rabbit_warren_frames:decode_init_reply(Reply) of
+        {ok, #{handle := Handle, len := Len, bytes := Bytes, pcount := PC, pbytes := PB,
+               next_seq := NextSeq, expiring := Expiring}} ->
             #s{owner = Owner, handle = Handle, qname = QName, durable = Durable,
                async_cb = AsyncCb, len = Len, bytes = Bytes, pcount = PC, pbytes = PB,
                next_seq = NextSeq, expiring = Expiring,
                max_frame = rabbit_warren_sidecar:max_frame(),
                counts_deliveries = counts_deliveries(),
                read_ahead = application:get_env(rabbitmq_warren, read_ahead, ?DEFAULT_READ_AHEAD)};
-        {ok, Other} ->
-            exit({warren_bad_reply, init, Other});
-        {error, E} ->
-            exit({warren_error, init, E})
+        error ->
+            exit({warren_bad_reply, init, Reply})
     end.
 
 %% A store that cannot open yet (a full disk, an I/O error) fails INIT. The
@@ -190,7 +170,8 @@ delete_and_terminate(_Reason, S) ->
 
 delete_crashed(Q) ->
     #resource{virtual_host = VHost} = amqqueue:get_name(Q),
-    Body = [str(VHost), str(vhost_dir(VHost)), str(queue_key(VHost, queue_identity(Q)))],
+    Body = rabbit_warren_frames:delete_crashed_body(VHost, vhost_dir(VHost),
+                                                    queue_key(VHost, queue_identity(Q))),
     case rabbit_warren_sidecar:call(global, ?OP_DELETE_CRASHED, Body, long_timeout()) of
         {ok, _} -> ok;
         {error, E} -> error({warren_error, delete_crashed, E})
@@ -235,8 +216,8 @@ publish1(Msg, #message_properties{expiry = Expiry, needs_confirming = NC, size =
     Blob = term_to_binary(prepare_to_store(Msg)),
     Flags = flag(IsPersistent, ?F_PERSISTENT) bor flag(NC =:= true, ?F_NEEDS_CONFIRMING)
         bor flag(IsDelivered =:= true, ?F_DELIVERED) bor flag(Unacked, ?F_UNACKED),
-    Frame = [<<?OP_PUBLISH, 0:32, H:32, 1:32, Seq:64, Flags:8, (arrived_count(Msg, S)):32,
-               (expiry(Expiry)):64/signed, Size:32>>, msg_id(MsgId), <<(byte_size(Blob)):32>>, Blob],
+    Frame = rabbit_warren_frames:publish_frame(H, Seq, Flags, arrived_count(Msg, S), Expiry, Size,
+                                               MsgId, Blob),
     %% The sidecar would drop the whole connection (every queue) for an
     %% oversized frame: fail this queue alone, before anything is counted.
     byte_size(Blob) + 64 =< S#s.max_frame orelse
@@ -331,8 +312,9 @@ remove_while(Pred, Mode, Fun, Acc, S, Page) ->
 remove_while1(Pred, Mode, Fun, Acc, S0 = #s{len = Len}, Page) ->
     S = release(S0),
     Max = min(Len, Page),
-    {ok, <<N:32, Heads/binary>>} = sync_reply(S, ?OP_PEEK, <<Max:32>>),
-    Props = [{props(E, Sz, F)} || <<E:64/signed, Sz:32, F:8>> <= Heads],
+    {ok, Reply} = sync_reply(S, ?OP_PEEK, rabbit_warren_frames:peek_body(Max)),
+    {N, Heads} = rabbit_warren_frames:decode_peek_reply(Reply),
+    Props = [{props(E, Sz, F)} || {E, Sz, F} <- Heads],
     %% Bodies come back in one reply: fetch no more than a frame holds.
     Budget = case Mode of
                  fetch -> reply_budget(S);
@@ -407,8 +389,8 @@ take_ahead(S = #s{read_ahead = RA, len = Len, bytes = Bytes}) when RA > 1, Len >
         false ->
             {none, S};
         true ->
-            {ok, Reply} = sync_reply(S, ?OP_FETCH, <<N:32, ?FETCH_RESERVE:8, 1:8>>),
-            case entries(Reply) of
+            {ok, Reply} = sync_reply(S, ?OP_FETCH, rabbit_warren_frames:fetch_body(N, reserve, true)),
+            case rabbit_warren_frames:decode_entries(Reply) of
                 [E | Rest] -> {E, put_ahead(Rest, S)};
                 [] -> exit({warren_out_of_sync, S#s.qname, {expected, N}, {got, 0}})
             end
@@ -424,7 +406,8 @@ release(S = #s{ahead = []}) ->
     S;
 release(S = #s{ahead = {ahead, Box}, handle = H}) ->
     Ahead = Box(),
-    async(S, noflow, seqs_frame(?OP_RELEASE, H, [Seq || {Seq, _, _, _, _, _, _} <- Ahead])),
+    Seqs = [Seq || {Seq, _, _, _, _, _, _} <- Ahead],
+    async(S, noflow, rabbit_warren_frames:seqs_frame(?OP_RELEASE, H, Seqs)),
     S#s{ahead = []}.
 
 %% The reserved entries carry message bodies. They are kept inside a closure
@@ -440,8 +423,8 @@ read_ahead_bytes() ->
 
 %% FETCH up to N ready messages; returns [{Msg or MsgId, IsDelivered, Tag}].
 fetch_n(N, AckRequired, WithBody, S) ->
-    {ok, Reply} = sync_reply(S, ?OP_FETCH, <<N:32, (bool(AckRequired)):8, (bool(WithBody)):8>>),
-    Entries = entries(Reply),
+    {ok, Reply} = sync_reply(S, ?OP_FETCH, rabbit_warren_frames:fetch_body(N, AckRequired, WithBody)),
+    Entries = rabbit_warren_frames:decode_entries(Reply),
     %% Our figures say N ready messages are there; fewer means the sidecar
     %% dropped some (an unreadable body): re-init from its figures.
     length(Entries) =:= N orelse
@@ -507,7 +490,7 @@ requeue(Tags, DelFailed, S0) ->
                              Acc#s{len = Acc#s.len + 1, bytes = Acc#s.bytes + Size,
                                    expiring = Acc#s.expiring + flag(E, 1)}
                      end, S1, Taken),
-    async(S2, noflow, seqs_frame(?OP_REQUEUE, H, [Seq || {Seq, _} <- Taken])),
+    async(S2, noflow, rabbit_warren_frames:seqs_frame(?OP_REQUEUE, H, [Seq || {Seq, _} <- Taken])),
     {Ids, S2}.
 
 %% Removes the tags from the pending acks: {MsgIds in tag order,
@@ -533,7 +516,7 @@ ackfold(Fun, Acc, S, Tags, DelFailed) ->
     ackfold1(Fun, Acc, S, Tags).
 
 fail_deliveries(S = #s{handle = H, counts_deliveries = true}, true, Seqs = [_ | _]) ->
-    async(S, noflow, seqs_frame(?OP_FAIL_DELIVERY, H, Seqs));
+    async(S, noflow, rabbit_warren_frames:seqs_frame(?OP_FAIL_DELIVERY, H, Seqs));
 fail_deliveries(_S, _DelFailed, _Seqs) ->
     ok.
 
@@ -541,9 +524,9 @@ ackfold1(_Fun, Acc, S, []) ->
     {Acc, S};
 ackfold1(Fun, Acc, S, Tags) ->
     {Page, Rest} = read_page(Tags, S#s.unacked, 0, 0, reply_budget(S), []),
-    {ok, Reply} = sync_reply(S, ?OP_READ, [<<(length(Page)):32>>, [<<T:64>> || T <- Page]]),
+    {ok, Reply} = sync_reply(S, ?OP_READ, rabbit_warren_frames:read_body(Page)),
     Acc1 = lists:foldl(fun({Seq, _F, _E, _Sz, _Id, Blob, Count}, A) -> Fun(from_blob(Blob, Count, S), Seq, A) end,
-                       Acc, entries(Reply)),
+                       Acc, rabbit_warren_frames:decode_entries(Reply)),
     ackfold1(Fun, Acc1, S, Rest).
 
 %% Up to ?PAGE tags whose messages fit in one reply (at least one tag).
@@ -570,8 +553,8 @@ fold(Fun, Acc, S) ->
     fold1(Fun, Acc, release(S), -1).
 
 fold1(Fun, Acc, S, After) ->
-    {ok, Reply} = sync_reply(S, ?OP_FOLD, <<After:64/signed, ?PAGE:32>>),
-    case entries(Reply) of
+    {ok, Reply} = sync_reply(S, ?OP_FOLD, rabbit_warren_frames:fold_body(After, ?PAGE)),
+    case rabbit_warren_frames:decode_entries(Reply) of
         [] -> {Acc, S};
         Entries -> fold_entries(Fun, Acc, S, Entries, After)
     end.
@@ -587,14 +570,15 @@ fold_entries(Fun, Acc, S, [{Seq, Flags, Expiry, Size, _Id, Blob, Count} | Rest],
 purge(S0 = #s{len = Len}) ->
     S = release(S0),
     %% A purge streams the whole queue index: the long timeout, as for terminate.
-    {ok, <<_Count:32, PC:32, PB:64>>} = sync_reply(S, ?OP_PURGE, <<>>, long_timeout()),
+    {ok, Reply} = sync_reply(S, ?OP_PURGE, <<>>, long_timeout()),
+    {_Count, PC, PB} = rabbit_warren_frames:decode_purge_reply(Reply),
     {Len, S#s{len = 0, bytes = 0, expiring = 0, pcount = S#s.pcount - PC, pbytes = S#s.pbytes - PB}}.
 
 purge_acks(S = #s{unacked = U}) when map_size(U) =:= 0 ->
     S;
 purge_acks(S0) ->
     S = #s{handle = H, unacked = U} = release(S0),
-    async(S, noflow, <<?OP_PURGE_ACKS, 0:32, H:32>>),
+    async(S, noflow, rabbit_warren_frames:purge_acks_frame(H)),
     {PC, PB} = maps:fold(fun(_Seq, {_Id, Size, true, _}, {C, B}) -> {C + 1, B + Size};
                             (_Seq, _, CB) -> CB
                          end, {0, 0}, U),
@@ -722,43 +706,35 @@ flush_batch(S = #s{handle = H}) ->
         undefined ->
             ok;
         {D, A} ->
-            D =:= [] orelse send(S, noflow, seqs_frame(?OP_DELIVER, H, lists:reverse(D))),
-            A =:= [] orelse send(S, noflow, seqs_frame(?OP_ACK, H, lists:reverse(A))),
+            D =:= [] orelse
+                send(S, noflow, rabbit_warren_frames:seqs_frame(?OP_DELIVER, H, lists:reverse(D))),
+            A =:= [] orelse
+                send(S, noflow, rabbit_warren_frames:seqs_frame(?OP_ACK, H, lists:reverse(A))),
             ok
     end.
 
-seqs_frame(Op, H, Seqs) ->
-    [<<Op, 0:32, H:32, (length(Seqs)):32>>, [<<Seq:64>> || Seq <- Seqs]].
-
 sync(S, Op, Body, Timeout) ->
     flush_batch(S),
-    case rabbit_warren_sidecar:call({queue, S#s.handle}, Op, [<<(S#s.handle):32>>, Body], Timeout) of
+    case rabbit_warren_sidecar:call({queue, S#s.handle}, Op,
+                                    rabbit_warren_frames:session_body(S#s.handle, Body), Timeout) of
         {ok, _} -> ok;
         {error, E} -> exit({warren_error, op_name(Op), E})
     end.
 
 sync_reply(S = #s{handle = H}, Op, Body) ->
     flush_batch(S),
-    case rabbit_warren_sidecar:call({queue, H}, Op, [<<H:32>>, Body]) of
+    case rabbit_warren_sidecar:call({queue, H}, Op, rabbit_warren_frames:session_body(H, Body)) of
         {ok, Reply} -> {ok, Reply};
         {error, E} -> exit({warren_error, op_name(Op), S#s.qname, E})
     end.
 
 sync_reply(S = #s{handle = H}, Op, Body, Timeout) ->
     flush_batch(S),
-    case rabbit_warren_sidecar:call({queue, H}, Op, [<<H:32>>, Body], Timeout) of
+    case rabbit_warren_sidecar:call({queue, H}, Op, rabbit_warren_frames:session_body(H, Body),
+                                    Timeout) of
         {ok, Reply} -> {ok, Reply};
         {error, E} -> exit({warren_error, op_name(Op), S#s.qname, E})
     end.
-
-entries(<<N:32, Rest/binary>>) ->
-    entries(N, Rest, []).
-
-entries(0, <<>>, Acc) ->
-    lists:reverse(Acc);
-entries(N, <<Seq:64, Flags:8, Count:32, Expiry:64/signed, Size:32, MsgId:16/binary, BlobLen:32,
-             Blob:BlobLen/binary, Rest/binary>>, Acc) ->
-    entries(N - 1, Rest, [{Seq, Flags, Expiry, Size, MsgId, Blob, Count} | Acc]).
 
 props(Expiry, Size, Flags) ->
     #message_properties{expiry = case Expiry of -1 -> undefined; E -> E end,
@@ -810,20 +786,8 @@ counts_deliveries() ->
         V -> V
     end.
 
-msg_id(Id) when is_binary(Id), byte_size(Id) =:= 16 -> Id;
-msg_id(Id) -> error({warren_bad_msg_id, Id}).
-
-expiry(undefined) -> -1;
-expiry(E) when is_integer(E) -> E.
-
 flag(true, V) -> V;
 flag(false, _) -> 0.
-
-bool(true) -> 1;
-bool(false) -> 0.
-
-str(S) when is_list(S) -> str(unicode:characters_to_binary(S));
-str(B) when is_binary(B), byte_size(B) < 65536 -> [<<(byte_size(B)):16>>, B].
 
 
 %% What a queue is, unambiguously: {plain, Name}, or {priority, Name, P} for

@@ -1,6 +1,6 @@
 %% The owner of Warren's sidecar: starts the Node process as a port, connects
 %% to its Unix socket and multiplexes every queue process over that one
-%% connection (docs/PROTOCOL.md).
+%% connection (docs/PROTOCOL.md; frames built and parsed by rabbit_warren_frames).
 %%
 %% - Asynchronous requests (publish, ack, ...) arrive as casts and are written
 %%   in the order each queue sent them; `flow' publishes are credited back to
@@ -36,20 +36,12 @@
          code_change/3]).
 
 -include_lib("kernel/include/file.hrl").
+-include("rabbit_warren_protocol.hrl").
 
 -define(SERVER, ?MODULE).
--define(OP_SHUTDOWN, 16).
--define(OP_STATS, 17).
--define(OP_TERMINATE, 3).
--define(OP_DELETE_AND_TERMINATE, 4).
--define(OP_AUTH, 20).
--define(TOKEN_BYTES, 32).
 -define(SOL_SOCKET, 1).
 -define(SO_PEERCRED, 17).
 -define(MAX_SOCKET_PATH, 100).
--define(REPLY, 100).
--define(CONFIRM, 101).
--define(FAILED, 102).
 -define(CONNECT_EVERY_MS, 50).
 -define(HELD_CHECK_MS, 1000).
 
@@ -283,7 +275,7 @@ terminate(Reason, St) ->
         Sock ->
             ReqId = St#st.next_req,
             T0 = erlang:monotonic_time(millisecond),
-            case gen_tcp:send(Sock, <<?OP_SHUTDOWN, ReqId:32>>) of
+            case gen_tcp:send(Sock, rabbit_warren_frames:shutdown_frame(ReqId)) of
                 ok ->
                     case await_shutdown(Sock, ReqId, St#st.port, T0 + shutdown_wait()) of
                         ok ->
@@ -340,7 +332,7 @@ request(From = {QPid, _}, Kind, Op, Body, St) ->
 send_req(From, Kind, Op, Body, St = #st{sock = Sock, next_req = ReqId, pending = P}) ->
     Next = case ReqId >= 16#FFFFFFFF of true -> 1; false -> ReqId + 1 end,
     St1 = St#st{next_req = Next, pending = P#{ReqId => {From, Kind, Op, Body}}},
-    case gen_tcp:send(Sock, [<<Op:8, ReqId:32>>, Body]) of
+    case gen_tcp:send(Sock, rabbit_warren_frames:request_frame(Op, ReqId, Body)) of
         ok -> St1;
         {error, Reason} -> down({send_failed, Reason}, St1)
     end.
@@ -351,7 +343,17 @@ watch(QPid, St = #st{queues = Qs}) ->
         false -> St#st{queues = Qs#{QPid => erlang:monitor(process, QPid)}}
     end.
 
-frame(<<?REPLY, ReqId:32, Status:8, Body/binary>>, St = #st{pending = P, handles = Hs}) ->
+frame(Frame, St) ->
+    case rabbit_warren_frames:decode_push(Frame) of
+        {reply, ReqId, Status, Body} -> reply(ReqId, Status, Body, St);
+        {confirm, Handle, MsgIds} -> confirm(Handle, MsgIds, St);
+        {failed, Handle, Msg} -> failed(Handle, Msg, St);
+        malformed -> malformed(Frame, St)
+    end.
+
+%% The reply to a synchronous request goes back to its caller; INIT,
+%% TERMINATE and DELETE_AND_TERMINATE open and close sessions.
+reply(ReqId, Status, Body, St = #st{pending = P, handles = Hs}) ->
     case maps:take(ReqId, P) of
         error ->
             St;
@@ -361,7 +363,7 @@ frame(<<?REPLY, ReqId:32, Status:8, Body/binary>>, St = #st{pending = P, handles
                 0 ->
                     St2 = case {Kind, Op} of
                               {{init, QPid, AsyncCb}, _} ->
-                                  <<Handle:32, _/binary>> = Body,
+                                  Handle = rabbit_warren_frames:init_reply_handle(Body),
                                   St1#st{handles = Hs#{Handle => {QPid, AsyncCb}}};
                               {{queue, Handle}, ?OP_TERMINATE} ->
                                   St1#st{handles = maps:remove(Handle, Hs)};
@@ -376,18 +378,20 @@ frame(<<?REPLY, ReqId:32, Status:8, Body/binary>>, St = #st{pending = P, handles
                     gen_server:reply(From, {error, Body}),
                     St1
             end
-    end;
-frame(<<?CONFIRM, Handle:32, N:32, Ids/binary>>, St = #st{handles = Hs}) when byte_size(Ids) =:= N * 16 ->
+    end.
+
+%% Confirms go to the queue's async callback, which hands them to rabbit_warren_bq.
+confirm(Handle, MsgIds, St = #st{handles = Hs}) ->
     case maps:find(Handle, Hs) of
         {ok, {_QPid, AsyncCb}} ->
-            MsgIds = [Id || <<Id:16/binary>> <= Ids],
             AsyncCb(rabbit_warren_bq,
                     fun(Mod, BQS) -> rabbit_warren_bq:confirmed(Mod, Handle, MsgIds, BQS) end);
         error ->
             ok
     end,
-    St;
-frame(<<?FAILED, Handle:32, Msg/binary>>, St = #st{handles = Hs}) ->
+    St.
+
+failed(Handle, Msg, St = #st{handles = Hs}) ->
     %% The queue's journal or store failed for good: end its process, so that
     %% RabbitMQ nacks what it has not confirmed and restarts it (non-clean).
     case maps:find(Handle, Hs) of
@@ -398,8 +402,9 @@ frame(<<?FAILED, Handle:32, Msg/binary>>, St = #st{handles = Hs}) ->
             St#st{handles = maps:remove(Handle, Hs)};
         error ->
             St
-    end;
-frame(Other, St) ->
+    end.
+
+malformed(Other, St) ->
     rabbit_log:error("Warren: malformed frame from the sidecar (~b bytes); reconnecting",
                      [byte_size(Other)]),
     close_quietly(St#st.sock),
@@ -495,7 +500,7 @@ try_connect(St = #st{sock_path = Path, os_pid = OsPid, token = Token}) ->
         {ok, Sock} ->
             case peer_pid(Sock) of
                 {ok, OsPid} ->
-                    ok = gen_tcp:send(Sock, <<?OP_AUTH, 0:32, Token/binary>>),
+                    ok = gen_tcp:send(Sock, rabbit_warren_frames:auth_frame(Token)),
                     ok = inet:setopts(Sock, [{active, true}]),
                     connected(St#st{sock = Sock});
                 Other ->
@@ -571,9 +576,12 @@ reconnect(St) ->
 await_shutdown(Sock, ReqId, Port, Deadline) ->
     Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
     receive
-        {tcp, Sock, <<?REPLY, ReqId:32, 0, _/binary>>} -> ok;
-        {tcp, Sock, <<?REPLY, ReqId:32, _, Err/binary>>} -> {error, Err};
-        {tcp, Sock, _Other} -> await_shutdown(Sock, ReqId, Port, Deadline);
+        {tcp, Sock, Frame} ->
+            case rabbit_warren_frames:decode_push(Frame) of
+                {reply, ReqId, 0, _} -> ok;
+                {reply, ReqId, _, Err} -> {error, Err};
+                _ -> await_shutdown(Sock, ReqId, Port, Deadline)
+            end;
         {tcp_closed, Sock} -> {error, connection_closed};
         {tcp_error, Sock, R} -> {error, R};
         {Port, {data, {_, Line}}} -> log_line(Line), await_shutdown(Sock, ReqId, Port, Deadline);

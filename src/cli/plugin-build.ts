@@ -26,11 +26,12 @@ export function ensurePlugin(series: Series): void {
   const root = repoRoot();
   const m = manifest(root);
   const app = path.join(pluginBuildDir(series), `${m.name}-${m.version}`, 'ebin', `${m.name}.app`);
-  const srcDir = path.join(root, 'rabbitmq', 'src');
+  // the header too: a change to it alone must rebuild
+  const srcDirs = [path.join(root, 'rabbitmq', 'src'), path.join(root, 'rabbitmq', 'include')];
   const appTime = fs.existsSync(app) ? fs.statSync(app).mtimeMs : 0;
   const stale =
     appTime === 0 ||
-    fs.readdirSync(srcDir).some((f) => fs.statSync(path.join(srcDir, f)).mtimeMs > appTime) ||
+    srcDirs.some((d) => fs.existsSync(d) && fs.readdirSync(d).some((f) => fs.statSync(path.join(d, f)).mtimeMs > appTime)) ||
     fs.statSync(path.join(root, 'plugin.json')).mtimeMs > appTime;
   if (stale) {
     const r = spawnSync('bash', [path.join(root, 'scripts', 'build-plugin.sh'), series], { cwd: root, encoding: 'utf8' });
