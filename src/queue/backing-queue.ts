@@ -33,7 +33,8 @@
 import { BodyReadAhead } from './body-read-ahead';
 import { GroupCommit } from './group-commit';
 import { BackingQueueError, BodyStore, FetchMode, Flags, fromEntry, isStored, Message, MessageOut, PublishInput, QueueFigures } from './messages';
-import { Logger, MAX_DELIVERY_COUNT, QueueIndex } from './queue-index';
+import type { Logger } from '../util/logger';
+import { MAX_DELIVERY_COUNT, QueueIndex } from './queue-index';
 import { ReadyWindows } from './ready-windows';
 
 export interface BackingQueueOptions {

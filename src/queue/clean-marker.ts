@@ -9,7 +9,8 @@
 import * as path from 'path';
 import { sealJson, takeFileIfReadable, unsealJson, writeFileAtomic } from '../store/fs-util';
 
-const CLEAN = 'clean.json';
+/** Same name as the store's recovery terms (docs/FORMATS.md says why), another format. */
+const QUEUE_CLEAN_MARKER = 'clean.json';
 /**
  * Version of the sealed clean marker (unversioned, unsealed markers of 0.1 are
  * not trusted: one scan). Readers take only their own version; a field added
@@ -42,13 +43,13 @@ export interface CleanTerms {
  * cannot be read or trusted (the open is then non-clean: the index is scanned).
  */
 export async function consumeCleanMarker(dir: string): Promise<CleanTerms | undefined> {
-  const data = await takeFileIfReadable(path.join(dir, CLEAN));
+  const data = await takeFileIfReadable(path.join(dir, QUEUE_CLEAN_MARKER));
   return data && parseCleanTerms(data);
 }
 
 /** Writes the clean marker atomically (temporary file, fsync, rename, directory fsync). */
 export async function writeCleanMarker(dir: string, terms: CleanTerms): Promise<void> {
-  await writeFileAtomic(path.join(dir, CLEAN), sealJson({ version: CLEAN_VERSION, ...terms }));
+  await writeFileAtomic(path.join(dir, QUEUE_CLEAN_MARKER), sealJson({ version: CLEAN_VERSION, ...terms }));
 }
 
 const count = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;

@@ -7,7 +7,7 @@
 import { fsyncDir } from '../store/fs-util';
 import { JournalEntry } from './journal-codec';
 import { SegmentJournal, overlay } from './journal-state';
-import { SegmentSummary, readSegment, writeSegment } from './segment-files';
+import { SegmentSummary, readSegment, writeSegment } from './index-segments';
 
 /** Folds `parts` (segment → journal part) into the segment files of `dir`, keeping `segments` (what each file holds) up to date. */
 export async function foldIntoSegments(

@@ -7,8 +7,9 @@
  * entry delivered.
  */
 import { CleanTerms } from './clean-marker';
-import { LoadedJournal, Logger, liveBySegment } from './queue-dir';
-import { SegmentSummary } from './segment-files';
+import type { Logger } from '../util/logger';
+import { LoadedJournal, liveBySegment } from './queue-dir';
+import { SegmentSummary } from './index-segments';
 
 export interface RecoverOptions {
   log: Logger;

@@ -91,7 +91,7 @@ export interface DamagedRange {
   reason: Damage;
 }
 
-export interface DecodeResult {
+export interface JournalDecodeResult {
   records: JournalRecord[];
   /** Bytes of `buf` up to the end of the last valid record: what a reader keeps. */
   validBytes: number;
@@ -129,7 +129,7 @@ function plausible(buf: Buffer, pos: number): boolean {
  * next offset where a whole record passes its checksum; damage with no valid
  * record after it is the tail.
  */
-export function decodeRecords(buf: Buffer): DecodeResult {
+export function decodeRecords(buf: Buffer): JournalDecodeResult {
   const records: JournalRecord[] = [];
   const skipped: DamagedRange[] = [];
   let pos = 0;

@@ -7,7 +7,7 @@
  * every later task is refused with the same QueueIndexFailedError.
  */
 import { JournalFile } from './journal-files';
-import { Logger } from './queue-dir';
+import type { Logger } from '../util/logger';
 import { SerialQueue } from '../util/serial-queue';
 
 /** The index failed a write, fsync or fold: it refuses everything after. `code` is the system error's (ENOSPC, EIO, ...). */

@@ -7,14 +7,14 @@
  * deleting a crashed queue); `prepareQueueDir` is the first step of
  * QueueIndex.open, which also repairs what it finds.
  */
+import { Logger } from '../util/logger';
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { fsyncDir } from '../store/fs-util';
 import { DamagedRange, JournalEntry, RecordType, decodeRecords } from './journal-codec';
 import { JournalState, overlay } from './journal-state';
-import { LayoutError, SegmentSummary, layoutsMatchingSegments, listSegments, readLayout, readSegment, summarize, writeLayout } from './segment-files';
+import { LayoutError, SegmentSummary, layoutsMatchingSegments, listSegments, readLayout, readSegment, summarize, writeLayout } from './index-segments';
 
-export type Logger = (level: 'info' | 'warn' | 'error', msg: string) => void;
 
 /** The journal's name in a queue's directory. */
 export const JOURNAL = 'journal';

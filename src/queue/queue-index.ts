@@ -27,9 +27,10 @@ import * as path from 'path';
 import { JournalFile, JournalFiles } from './journal-files';
 import { JournalEntry, RecordType, encodePublish, encodeSeqs } from './journal-codec';
 import { DELIVERED, JournalState, overlay } from './journal-state';
-import { SegmentSummary, readSegment } from './segment-files';
+import { SegmentSummary, readSegment } from './index-segments';
 import { CleanTerms, writeCleanMarker } from './clean-marker';
-import { JOURNAL, Logger, prepareQueueDir } from './queue-dir';
+import type { Logger } from '../util/logger';
+import { JOURNAL, prepareQueueDir } from './queue-dir';
 import { RecoverOptions, Recovery, recoverIndex } from './index-recovery';
 import { JournalWriter } from './journal-writer';
 import { foldIntoSegments } from './fold';
@@ -37,7 +38,6 @@ import { foldIntoSegments } from './fold';
 export { MAX_DELIVERY_COUNT, consumeCleanMarker, parseCleanTerms } from './clean-marker';
 export type { CleanTerms } from './clean-marker';
 export { DEFAULT_SEGMENT_ENTRIES, scanQueueIndex } from './queue-dir';
-export type { Logger } from './queue-dir';
 export type { Recovery } from './index-recovery';
 export { QueueIndexFailedError } from './journal-writer';
 
@@ -106,7 +106,7 @@ export class QueueIndex {
     index.redeliverBelow = recovery.redeliverBelow;
     index.opening = false;
     // Damage inside the journal: fold now, so the damaged bytes are gone from disk.
-    if (loaded.skipped.length) await index.fold();
+    if (loaded.skipped.length) await index.foldJournal();
     else index.maybeFold();
     return { index, recovery };
   }
@@ -158,14 +158,14 @@ export class QueueIndex {
   private maybeFold(): void {
     if (this.opening || this.foldQueued || this.closed || this.journal.size < this.journalEntries) return;
     this.foldQueued = true;
-    this.fold().catch((e: Error) => this.log('error', `queue index ${this.dir}: fold failed: ${e.message}`));
+    this.foldJournal().catch((e: Error) => this.log('error', `queue index ${this.dir}: fold failed: ${e.message}`));
   }
 
   /**
    * Folds everything recorded so far into the segment files and empties the
    * journal. Records appended meanwhile stay in the journal.
    */
-  fold(): Promise<void> {
+  foldJournal(): Promise<void> {
     return this.writer.run(async () => {
       this.foldQueued = false;
       const parts = this.journal.take();
@@ -224,7 +224,7 @@ export class QueueIndex {
    * the terms written.
    */
   async terminate(nextSeq: number, deliveryCounts: readonly [number, number][] = []): Promise<CleanTerms> {
-    await this.fold();
+    await this.foldJournal();
     const terms: CleanTerms = await this.writer.run(async () => {
       const t: CleanTerms = {
         nextSeq,

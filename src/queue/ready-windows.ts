@@ -17,7 +17,8 @@
  * The windows know nothing of pending acks except which seqs are pending (the
  * index still lists them as live, and a refill must skip them).
  */
-import { Logger, QueueIndex } from './queue-index';
+import type { Logger } from '../util/logger';
+import { QueueIndex } from './queue-index';
 import { BodyStore, fromEntry, isStored, Message } from './messages';
 import { ReadyList } from './ready-list';
 

@@ -7,7 +7,8 @@
  * (walk-digest.ts says what for).
  */
 import * as path from 'path';
-import { Logger, scanQueueIndex } from './queue-dir';
+import type { Logger } from '../util/logger';
+import { scanQueueIndex } from './queue-dir';
 import { idsDigest, SegmentDigests } from './walk-digest';
 
 const PROGRESS_MS = 1000;

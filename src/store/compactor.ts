@@ -13,7 +13,7 @@ import { combineFiles, DamagedSegmentError } from './compaction';
 import { FileSummary } from './file-summary';
 import { FileTable } from './file-table';
 import { HintChain } from './hint-chain';
-import type { StoreLogger } from './recovery';
+import type { Logger } from '../util/logger';
 import { SEGMENT_EXT } from './segment-file';
 
 /** Compaction starts when garbage / file bytes exceeds this (and file bytes > 2 file limits). */
@@ -32,7 +32,7 @@ export interface CompactorHost {
   fileSizeLimit: number;
   ioChunkSize: number;
   hints: HintChain;
-  log: StoreLogger;
+  log: Logger;
   /** Whether a compaction may start (the store is not closing, crashed or failed). */
   mayStart(): boolean;
   crashed(): boolean;

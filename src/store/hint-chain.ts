@@ -6,7 +6,7 @@
  */
 import { SerialQueue } from '../util/serial-queue';
 import { encodeHint, removeHint, writeHint } from './hint-file';
-import type { StoreLogger } from './recovery';
+import type { Logger } from '../util/logger';
 import { segmentPath, SEGMENT_EXT } from './segment-file';
 import { scanSegment } from './segment-scanner';
 
@@ -18,7 +18,7 @@ export interface HintChainOptions {
   /** Whether `file` may get a hint now (the store runs, has not failed, and still has the file). */
   wanted: (file: number) => boolean;
   fail: (e: unknown) => void;
-  log: StoreLogger;
+  log: Logger;
 }
 
 export class HintChain {

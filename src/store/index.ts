@@ -5,7 +5,7 @@ export { StoreClient } from './store-client';
 export { DEFAULT_FILE_SIZE_LIMIT } from './options';
 export type { MessageStoreOptions } from './options';
 export { GARBAGE_FRACTION } from './compactor';
-export type { StoreLogger } from './recovery';
+export type { Logger, LogLevel } from '../util/logger';
 export { registerIndex, resolveIndex, indexNames } from './index-registry';
 export {
   StoreError,

@@ -38,7 +38,8 @@ import { Mailbox } from './mailbox';
 import { checkId, checkIds, keyOf } from './message-id';
 import { MessageStoreOptions, resolveOptions, StoreTuning } from './options';
 import { encodeHeader, MAX_BODY_SIZE } from './record-codec';
-import { storeRecoveryTerms, StoreLogger } from './recovery';
+import type { Logger } from '../util/logger';
+import { storeRecoveryTerms } from './recovery';
 import { listNumbered, segmentPath, SegmentWriter } from './segment-file';
 import { readBody, ReaderHost } from './reader';
 import { startState } from './startup';
@@ -159,7 +160,7 @@ export class MessageStore implements ClientPort {
     readonly successfullyRecovered: boolean,
     clientRefs: Iterable<string>,
     summaries: Iterable<FileSummary>,
-    private readonly log: StoreLogger,
+    private readonly log: Logger,
     private readonly opts: StoreTuning,
     maxOpenFiles: number,
     writeHints: boolean,

@@ -7,7 +7,7 @@ import * as path from 'path';
 import { IndexFactory } from '../index/types';
 import { InvalidArgumentError } from './errors';
 import { resolveIndex } from './index-registry';
-import type { StoreLogger } from './recovery';
+import type { Logger } from '../util/logger';
 
 export const DEFAULT_FILE_SIZE_LIMIT = 16 * 1024 * 1024;
 
@@ -28,7 +28,7 @@ export interface MessageStoreOptions {
   writeHints?: boolean;
   /** Ref-count deltas, consumed only on a non-clean start. */
   refDeltas?: () => AsyncIterable<[id: Buffer, delta: number]>;
-  log?: StoreLogger;
+  log?: Logger;
   /** Longest wait before a group fsync (default 5 ms). */
   syncIntervalMs?: number;
   /** Pending syncs that trigger an fsync at once (default 256). */
@@ -66,7 +66,7 @@ export interface ResolvedOptions {
   recoveryRefsInMemory: number;
   clientRefs: readonly string[] | undefined;
   factory: IndexFactory;
-  log: StoreLogger;
+  log: Logger;
   writeHints: boolean;
   refDeltas: MessageStoreOptions['refDeltas'];
 }

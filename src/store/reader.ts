@@ -18,7 +18,7 @@ import { FileTable } from './file-table';
 import { HandleCache } from './handles';
 import { keyOf } from './message-id';
 import { decodeRecord } from './record-codec';
-import type { StoreLogger } from './recovery';
+import type { Logger } from '../util/logger';
 import { SEGMENT_EXT, SegmentWriter } from './segment-file';
 import { WriteCache } from './write-cache';
 
@@ -31,7 +31,7 @@ export interface ReaderHost {
   handles: HandleCache;
   /** The current file's writer (it changes at each roll). */
   writer(): SegmentWriter;
-  log: StoreLogger;
+  log: Logger;
   /** A record failed its checksum (or its id or size did not match). */
   onDamaged(): void;
 }

@@ -39,7 +39,7 @@ export function encodeRecord(id: Buffer, body: Buffer): Buffer {
   return Buffer.concat([encodeHeader(id, body), body]);
 }
 
-export type DecodeResult =
+export type RecordDecodeResult =
   | { kind: 'ok'; id: Buffer; body: Buffer; totalSize: number }
   /** Not enough bytes for the header, or for the body the header announces. */
   | { kind: 'short'; need: number }
@@ -49,7 +49,7 @@ export type DecodeResult =
   | { kind: 'bad-checksum'; totalSize: number };
 
 /** Decodes the record starting at `pos` of `buf` (body and id are views into `buf`). */
-export function decodeRecord(buf: Buffer, pos = 0): DecodeResult {
+export function decodeRecord(buf: Buffer, pos = 0): RecordDecodeResult {
   if (buf.length - pos < HEADER_SIZE) return { kind: 'short', need: HEADER_SIZE };
   if (buf.readUInt32BE(pos) !== RECORD_MAGIC) return { kind: 'bad-magic' };
   const len = buf.readUInt32BE(pos + 4);

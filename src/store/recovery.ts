@@ -7,13 +7,13 @@
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { Index, MsgId } from '../index/types';
+import type { Logger } from '../util/logger';
 import { FileSummary, newSummary } from './file-summary';
 import { fsyncDir, sealJson, takeFile, unsealJson, writeFileAtomic } from './fs-util';
 import { listNumbered, segmentPath, SEGMENT_EXT, TMP_EXT, tmpPath } from './segment-file';
 import { scanSegment, ScannedRecord, ScanResult } from './segment-scanner';
 import { encodeHint, HINT_EXT, readHint, removeHint } from './hint-file';
 
-export type StoreLogger = (level: 'info' | 'warn' | 'error', msg: string) => void;
 
 export const RECOVERY_TERMS_NAME = 'clean.json';
 
@@ -55,7 +55,7 @@ export function parseRecoveryTerms(v: unknown): RecoveryTerms | undefined {
  * they are appended to the destination (duplicates are harmless: the rebuild
  * takes the first copy). Returns whether any was found.
  */
-export async function recoverCrashedCompactions(dir: string, log: StoreLogger): Promise<boolean> {
+export async function recoverCrashedCompactions(dir: string, log: Logger): Promise<boolean> {
   const tmps = await listNumbered(dir, TMP_EXT);
   for (const n of tmps) {
     const tmp = tmpPath(dir, n);
@@ -100,7 +100,7 @@ export interface CountedRefs {
 export async function countMsgRefs(
   index: Index,
   deltas: AsyncIterable<[MsgId, number]>,
-  log: StoreLogger,
+  log: Logger,
   maxInMemory: number,
 ): Promise<CountedRefs> {
   const refs: CountedRefs = { inMemory: new Map(), spilled: false, deltas: 0 };
@@ -179,7 +179,7 @@ type FileRecords = ScanResult & { hinted: boolean };
  * The records of `file`: from its hint when it has one that can be trusted
  * (never for the current file, which is cut and appended to), else a scan.
  */
-async function recordsOf(dir: string, file: number, current: boolean, log: StoreLogger): Promise<FileRecords> {
+async function recordsOf(dir: string, file: number, current: boolean, log: Logger): Promise<FileRecords> {
   const p = segmentPath(dir, file);
   if (current) {
     await removeHint(dir, file, false);
@@ -206,7 +206,7 @@ export async function rebuildFromSegments(
   dir: string,
   index: Index,
   refs: CountedRefs,
-  opts: { log: StoreLogger; concurrency: number },
+  opts: { log: Logger; concurrency: number },
 ): Promise<RebuildResult> {
   const { log } = opts;
   const files = await listNumbered(dir, SEGMENT_EXT);
@@ -340,7 +340,7 @@ export async function rebuildFromSegments(
 }
 
 /** Referenced messages that no segment file holds intact are forgotten: their queues drop them when they recover. */
-async function dropUnclaimed(index: Index, refs: CountedRefs, log: StoreLogger): Promise<void> {
+async function dropUnclaimed(index: Index, refs: CountedRefs, log: Logger): Promise<void> {
   if (refs.spilled) await index.deleteByFile([UNPLACED_FILE]);
   else if (refs.inMemory.size > 0) {
     log('warn', `recovery: ${refs.inMemory.size} referenced messages have no intact record in any segment file`);

@@ -102,7 +102,7 @@ describe('QueueIndex', () => {
     ];
     expect((await scanned(dir)).map((e) => [e.seq, e.flags])).toEqual(expected);
     expect((await readAll(index)).map((e) => [e.seq, e.flags])).toEqual(expected);
-    await index.fold();
+    await index.foldJournal();
     expect(fs.statSync(path.join(dir, 'journal')).size).toBe(0);
     expect(segFiles(dir)).toEqual([0, 1, 2]);
     expect((await scanned(dir)).map((e) => [e.seq, e.flags])).toEqual(expected);
@@ -134,14 +134,14 @@ describe('QueueIndex', () => {
   it('deletes a segment once all its entries are acked', async () => {
     const { index } = await open(dir);
     for (let s = 0; s < 24; s++) index.publish(entry(s));
-    await index.fold();
+    await index.foldJournal();
     expect(segFiles(dir)).toEqual([0, 1, 2]);
     index.acked([0, 1, 2, 3, 4, 5, 6, 7, 8]);
     index.acked([16, 17, 18, 19, 20, 21, 22]);
-    await index.fold();
+    await index.foldJournal();
     expect(segFiles(dir)).toEqual([1, 2]);
     index.acked([23]);
-    await index.fold();
+    await index.foldJournal();
     expect(segFiles(dir)).toEqual([1]);
     expect((await scanned(dir)).map((e) => e.seq)).toEqual([9, 10, 11, 12, 13, 14, 15]);
     await index.close();
@@ -228,7 +228,7 @@ describe('QueueIndex', () => {
   it('a non-clean open drops entries whose body is missing and redelivers every recovered entry', async () => {
     const { index } = await open(dir);
     for (let s = 0; s < 12; s++) index.publish(entry(s));
-    await index.fold();
+    await index.foldJournal();
     index.publish(entry(12));
     await index.close();
     const missing = new Set([3, 12]);
@@ -306,7 +306,7 @@ describe('fold and replay against a model', () => {
         index.acked(seqs);
         for (const s of seqs) model.delete(s);
       } else if (r < 0.9) {
-        await index.fold();
+        await index.foldJournal();
       } else if (r < 0.95) {
         // Crash: what was synced survives.
         await index.sync();
@@ -319,7 +319,7 @@ describe('fold and replay against a model', () => {
         await index.sync();
         const before = path.join(dir, `before${gen}`);
         fs.cpSync(d, before, { recursive: true });
-        await index.fold();
+        await index.foldJournal();
         await index.close();
         const crash = path.join(dir, `q${++gen}`);
         fs.cpSync(d, crash, { recursive: true });
@@ -413,7 +413,7 @@ describe('QueueIndex under write and fsync failures', () => {
     const { index } = await open(dir);
     for (let s = 0; s < 40; s++) index.publish(entry(s));
     await index.sync();
-    await index.fold(); // segments 0..4 exist: the failing fold replaces some of them
+    await index.foldJournal(); // segments 0..4 exist: the failing fold replaces some of them
     for (let s = 40; s < 60; s++) index.publish(entry(s));
     await index.sync();
     let renames = 0;
@@ -424,7 +424,7 @@ describe('QueueIndex under write and fsync failures', () => {
       return rename(from, to);
     });
     try {
-      await expect(index.fold()).rejects.toThrow(/EIO/);
+      await expect(index.foldJournal()).rejects.toThrow(/EIO/);
     } finally {
       stub.restore();
     }

@@ -47,7 +47,7 @@ it.each([1, 2, 3, 4, 5, 6, 7, 8])('matches the model (seed %i)', async (seed) =>
       }
       if (random() < 0.05) {
         const q = Math.floor(random() * keys.length);
-        await queues[q].index.fold();
+        await queues[q].index.foldJournal();
       }
     }
     for (const q of queues) await q.index.close();
