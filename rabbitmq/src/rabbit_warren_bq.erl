@@ -19,6 +19,9 @@
 %% broker gets its own build (its own erlc and headers).
 %%
 %% The bytes of each request and reply are rabbit_warren_frames' business.
+%% What stays here (about 900 lines) is one function per callback of the
+%% behaviour, each a few lines over the #state{} they share; the behaviour
+%% is one module in RabbitMQ's own implementations for the same reason.
 -module(rabbit_warren_bq).
 -behaviour(rabbit_backing_queue).
 

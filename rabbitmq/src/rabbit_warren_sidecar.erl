@@ -27,6 +27,9 @@
 %% it stops after the queues. Queue processes are never linked to anything
 %% here and never receive raw messages from us (only exit signals and the
 %% credit_flow / run_backing_queue messages they understand).
+%%
+%% One gen_server, so one module: the port, the socket, the pending calls
+%% and the session routes are one state, changed only by its callbacks.
 -module(rabbit_warren_sidecar).
 -behaviour(gen_server).
 
