@@ -325,8 +325,8 @@ export class MessageStore implements ClientPort {
     this.post({ kind: 'clientDelete', ref });
   }
 
-  /** @internal Straight to the caches or the files, outside the mailbox (reader.ts). */
-  readMessage(id: MsgId): Promise<Buffer | undefined> {
+  /** @internal Straight to the caches or the files, outside the mailbox (reader.ts). Bad input or a closed store rejects; it never throws. */
+  async readMessage(id: MsgId): Promise<Buffer | undefined> {
     this.checkOpen();
     checkId(id);
     this.counters.reads++;

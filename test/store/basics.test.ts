@@ -330,4 +330,17 @@ describe('MessageStore basics', () => {
     expect(() => c.write(mid(1), body(1))).toThrow(expect.objectContaining({ code: 'STORE_CLOSED' }));
     await expect(store.contains(mid(1)).catch((e) => Promise.reject(e))).rejects.toMatchObject({ code: 'STORE_CLOSED' });
   });
+
+  test('a read reports bad input and a closed store through its promise, never by throwing', async () => {
+    // A queue's read-ahead starts reads and handles their failures later (src/queue/body-read-ahead.ts).
+    const store = await MessageStore.open({ dir: dir() });
+    const c = store.client('q');
+    let bad: Promise<Buffer | undefined> | undefined;
+    expect(() => (bad = c.read(Buffer.alloc(3)))).not.toThrow();
+    await expect(bad).rejects.toMatchObject({ code: 'INVALID_ID' });
+    await store.close();
+    let closed: Promise<Buffer | undefined> | undefined;
+    expect(() => (closed = c.read(mid(1)))).not.toThrow();
+    await expect(closed).rejects.toMatchObject({ code: 'STORE_CLOSED' });
+  });
 });
