@@ -1,6 +1,6 @@
 %% The wire constants of the plugin <-> sidecar protocol, for every module of
 %% the plugin. They mirror src/sidecar/protocol.ts (Op, Push, TOKEN_BYTES,
-%% ID_BYTES, RecoverMode) and src/queue/backing-queue.ts (Flags, FetchMode),
+%% ID_BYTES, RecoverMode) and src/queue/messages.ts (Flags, FetchMode),
 %% as docs/PROTOCOL.md describes them: change one side, change the other.
 
 %% request op codes (protocol.ts Op)
@@ -31,13 +31,13 @@
 -define(CONFIRM, 101).
 -define(FAILED, 102).
 
-%% message flags, bits of Flags:8 (backing-queue.ts Flags)
+%% message flags, bits of Flags:8 (messages.ts Flags)
 -define(F_PERSISTENT, 1).
 -define(F_NEEDS_CONFIRMING, 2).
 -define(F_DELIVERED, 4).
 -define(F_UNACKED, 8).
 
-%% FETCH's AckRequired:8 (backing-queue.ts FetchMode)
+%% FETCH's AckRequired:8 (messages.ts FetchMode)
 -define(FETCH_NO_ACK, 0).
 -define(FETCH_ACK, 1).
 -define(FETCH_RESERVE, 2).
