@@ -27,7 +27,7 @@ import { writeFileAtomic } from '../util/durable-file';
 import { GrowingBloomFilter } from './bloom-filter';
 import { KEY_END, KEY_FIRST, BLOOM, MARKER, META_CLEAN, CleanMeta, decode, encode, primaryKey } from './leveldb-format';
 import { RecentCache } from './recent-cache';
-import { Index, MsgId, MsgLocation, MsgLocationFields } from './types';
+import { Index, keyOf, MsgId, MsgLocation, MsgLocationFields } from './types';
 
 /** A failed batch is retried this many times, 50 ms apart and doubling, before the index fails for good. */
 const BATCH_ATTEMPTS = 5;
@@ -35,8 +35,6 @@ const BATCH_ATTEMPTS = 5;
 const REBUILD_STEP = 10_000;
 /** Layers of a growing Bloom filter before a fresh one is built (each full one adds ~0.8% false positives). */
 const MAX_BLOOM_LAYERS = 4;
-
-const keyOf = (id: MsgId) => id.toString('latin1');
 
 export class LevelDbIndexError extends Error {
   readonly code = 'ELEVELDB';

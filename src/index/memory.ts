@@ -7,7 +7,7 @@ import { promises as fsp } from 'fs';
 import { takeFileIfReadable, writeFileAtomic } from '../util/durable-file';
 import * as path from 'path';
 import { createHash } from 'crypto';
-import { Index, IndexFactory, MsgId, MsgLocation, MsgLocationFields } from './types';
+import { Index, IndexFactory, keyOf, MsgId, MsgLocation, MsgLocationFields } from './types';
 
 const FILE_NAME = 'memory-index.bin';
 const MAGIC = 0x57524d49; // "WRMI"
@@ -15,10 +15,6 @@ const VERSION = 1;
 const ENTRY_SIZE = 16 + 4 + 4 + 8 + 4;
 const HEADER_SIZE = 4 + 4 + 8;
 const DIGEST_SIZE = 32;
-
-function keyOf(id: MsgId): string {
-  return id.toString('latin1');
-}
 
 export class MemoryIndex implements Index {
   readonly kind = 'memory';

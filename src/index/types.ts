@@ -13,6 +13,11 @@
 /** 16-byte message id, as RabbitMQ's msg id (a guid). */
 export type MsgId = Buffer;
 
+/** The id as a Map key (latin1 keeps every byte), for every cache and map of ids. */
+export function keyOf(id: MsgId): string {
+  return id.toString('latin1');
+}
+
 export interface MsgLocation {
   /** Number of references (writes not yet matched by a remove). 0 = garbage. */
   refCount: number;

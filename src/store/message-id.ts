@@ -1,12 +1,7 @@
-/** Message ids at the store's edge: their check, and the string key the caches use. */
-import { MsgId } from '../index/types';
+/** Message ids at the store's edge: their check (and, from the index, the string key the caches use). */
+export { keyOf } from '../index/types';
 import { InvalidArgumentError, InvalidIdError } from './errors';
 import { ID_SIZE } from './record-codec';
-
-/** The id as a Map key (latin1 keeps every byte). */
-export function keyOf(id: MsgId): string {
-  return id.toString('latin1');
-}
 
 export function checkId(id: unknown): asserts id is Buffer {
   if (!Buffer.isBuffer(id) || id.length !== ID_SIZE) {

@@ -6,7 +6,7 @@
  */
 import { promises as fsp } from 'fs';
 import * as path from 'path';
-import { Index, MsgId } from '../index/types';
+import { Index, keyOf, MsgId } from '../index/types';
 import type { Logger } from '../util/logger';
 import { FileSummary, newSummary } from './file-summary';
 import { fsyncDir, sealJson, takeFile, unsealJson, writeFileAtomic } from './fs-util';
@@ -73,10 +73,6 @@ export async function recoverCrashedCompactions(dir: string, log: Logger): Promi
   }
   if (tmps.length) await fsyncDir(dir);
   return tmps.length > 0;
-}
-
-function keyOf(id: MsgId): string {
-  return id.toString('latin1');
 }
 
 /**
