@@ -130,8 +130,7 @@ export class Recorder {
   private listing(dir: string): Map<string, number> {
     const m = new Map<string, number>();
     for (const n of fs.readdirSync(dir)) {
-      // a name removed by an operation still running (the store's async unlink) between readdir and stat is gone
-      const st = fs.statSync(path.join(dir, n), { throwIfNoEntry: false });
+      const st = statIfThere(path.join(dir, n));
       if (st) m.set(n, this.lid(st.ino));
     }
     return m;
@@ -169,7 +168,8 @@ export class Recorder {
         else fs.mkdirSync(path.join(out, name));
         continue;
       }
-      const isDir = fs.existsSync(cur) && fs.statSync(cur).isDirectory() && this.lid(fs.statSync(cur).ino) === lid;
+      const st = statIfThere(cur);
+      const isDir = st !== undefined && st.isDirectory() && this.lid(st.ino) === lid;
       if (isDir) {
         fs.mkdirSync(path.join(out, name));
         this.buildDropped(cur, path.join(out, name));
@@ -182,7 +182,8 @@ export class Recorder {
   private buildTorn(dir: string, out: string): void {
     for (const name of fs.readdirSync(dir)) {
       const p = path.join(dir, name);
-      const st = fs.statSync(p);
+      const st = statIfThere(p);
+      if (!st) continue;
       if (this.opaqueDirs.has(p)) {
         fs.cpSync(p, path.join(out, name), { recursive: true });
         continue;
@@ -192,7 +193,8 @@ export class Recorder {
         this.buildTorn(p, path.join(out, name));
         continue;
       }
-      const cur = fs.readFileSync(p);
+      const cur = readIfThere(p);
+      if (!cur) continue;
       const old = this.durableContent.get(this.lid(st.ino)) ?? Buffer.alloc(0);
       let img = cur;
       if (cur.length > old.length && cur.subarray(0, old.length).equals(old)) {
@@ -200,5 +202,23 @@ export class Recorder {
       }
       fs.writeFileSync(path.join(out, name), img);
     }
+  }
+}
+
+/*
+ * A snapshot lists the disk while the store's async operations run on libuv's
+ * threads: a name listed may be renamed or unlinked before it is read (a hint's
+ * `.tmp` renamed into place, a file deleted). Such an entry is gone from the image.
+ */
+function statIfThere(p: string): fs.Stats | undefined {
+  return fs.statSync(p, { throwIfNoEntry: false });
+}
+
+function readIfThere(p: string): Buffer | undefined {
+  try {
+    return fs.readFileSync(p);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
   }
 }
