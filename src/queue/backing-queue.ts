@@ -500,10 +500,7 @@ export class BackingQueue {
    * into its segments and writes the clean marker.
    */
   async terminate(): Promise<void> {
-    this.checkOpen();
-    await this.commits.stop();
-    this.closed = true;
-    this.ahead?.clear();
+    await this.stopForGood();
     if (this.index && this.client) {
       const terms = await this.index.terminate(this.nextSeq, this.storedCounts());
       if (terms.count !== this.persistentCount || terms.bytes !== this.persistentBytes) {
@@ -512,6 +509,14 @@ export class BackingQueue {
       await this.client.terminate();
     }
     await this.dropPaged();
+  }
+
+  /** The end of a clean stop or a delete: what waits is committed (and confirmed), then nothing more is taken. */
+  private async stopForGood(): Promise<void> {
+    this.checkOpen();
+    await this.commits.stop();
+    this.closed = true;
+    this.ahead?.clear();
   }
 
   /** The delivery counts of stored messages: what a clean stop keeps (transient messages go). */
@@ -539,10 +544,7 @@ export class BackingQueue {
 
   /** Deletes the queue: every message goes, and its index. */
   async deleteAndTerminate(): Promise<void> {
-    this.checkOpen();
-    await this.commits.stop();
-    this.closed = true;
-    this.ahead?.clear();
+    await this.stopForGood();
     this.deliveryCounts.clear();
     if (this.index && this.client) {
       const client = this.client;

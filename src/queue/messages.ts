@@ -45,14 +45,8 @@ export interface MessageOut extends MessageHeader {
   blob?: Buffer;
 }
 
-/** A message as the queue keeps it in memory. */
-export interface Message {
-  seq: number;
-  id: Buffer;
-  /** Protocol flags; PERSISTENT is set only when the message is stored durably. */
-  flags: number;
-  expiry: number;
-  size: number;
+/** A message as the queue keeps it in memory: what its journal record says (flags: PERSISTENT only when stored durably), and its body or where that went. */
+export interface Message extends JournalEntry {
   /** Body of a message kept in memory (not stored durably). */
   body?: Buffer;
   /** A transient message whose body was paged out to the transient store. */

@@ -107,8 +107,7 @@ export class Compactor<D> {
     const h = this.host;
     if (this.active || !h.mayStart()) return;
     const limit = h.fileSizeLimit;
-    const total = h.files.fileBytes;
-    if (!(total > 2 * limit && (total - h.files.validBytes) / total > GARBAGE_FRACTION)) return;
+    if (!(h.files.fileBytes > 2 * limit && h.files.garbageRatio > GARBAGE_FRACTION)) return;
     let dst = h.files.eldest();
     while (dst && dst.right !== undefined) {
       const src = h.files.get(dst.right)!;

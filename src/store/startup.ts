@@ -13,22 +13,13 @@ import * as path from 'path';
 import { Index } from '../index/types';
 import { FileSummary, recoverFileSummary } from './file-summary';
 import type { ResolvedOptions } from './options';
-import { CountedRefs, countMsgRefs, readRecoveryTerms, rebuildFromSegments, recoverCrashedCompactions } from './recovery';
+import { CountedRefs, countMsgRefs, readRecoveryTerms, RebuildResult, rebuildFromSegments, recoverCrashedCompactions } from './recovery';
 import { listNumbered, segmentPath, SEGMENT_EXT, TMP_EXT } from './segment-file';
 
-/** What the open found and rebuilt: everything a store needs to start. */
-export interface StartState {
+/** What the open found and rebuilt: everything a store needs to start (a clean start has no hints and nothing failed or skipped). */
+export interface StartState extends Pick<RebuildResult, 'summaries' | 'current' | 'currentSize' | 'checksumFailures' | 'skippedBytes' | 'hints' | 'hintedFiles'> {
   clean: boolean;
   index: Index;
-  summaries: FileSummary[];
-  /** The file appended to next, and its size. */
-  current: number;
-  currentSize: number;
-  checksumFailures: number;
-  skippedBytes: number;
-  /** Hints a rebuild's scans produced, for the files it scanned. */
-  hints: Array<{ file: number; data: Buffer }>;
-  hintedFiles: number;
   scannedFiles: number;
   /** After a rebuild that counted references in memory: referenced ids found in no file. */
   unfound?: Set<string>;
