@@ -31,6 +31,7 @@ import { Vhosts } from './vhosts';
 import { AUTH_TIMEOUT_MS, Connection, privateDir } from './connection';
 import { queueDirOf, vhostsDirOf } from './data-layout';
 import { RefusedError, UnknownHandleError } from './errors';
+import { LoopDelayMonitor } from './loop-delay';
 
 export class SidecarServer {
   private readonly vhosts: Vhosts;
@@ -40,6 +41,7 @@ export class SidecarServer {
   private nextConn = 1;
   private server: net.Server | null = null;
   private shuttingDown = false;
+  private readonly loopDelay = new LoopDelayMonitor();
 
   /** Vhost directories must be `<vhostsDir>/<name>` (rabbit_vhost:msg_store_dir_path/1). */
   private readonly vhostsDir: string;
@@ -405,7 +407,10 @@ export class SidecarServer {
     return undefined;
   }
 
-  /** Figures for operators and tests: per vhost, the store's stats and each open queue's figures. */
+  /**
+   * Figures for operators and tests: per vhost, the store's stats and each
+   * open queue's figures; the event loop's delay since the previous read.
+   */
   stats(): Record<string, unknown> {
     const vhosts: Record<string, unknown> = {};
     for (const vh of this.vhosts.all()) {
@@ -415,7 +420,7 @@ export class SidecarServer {
       }
       vhosts[vh.vhost] = { dir: vh.dir, storeClean: vh.storeClean, store: vh.store.stats(), transientStore: vh.transient.stats(), queues };
     }
-    return { pid: process.pid, journalFiles: sharedJournalFiles.stats(), vhosts };
+    return { pid: process.pid, eventLoopDelay: this.loopDelay.read(), journalFiles: sharedJournalFiles.stats(), vhosts };
   }
 
   /** Clean shutdown of every store. Sessions still open are left non-clean. */
@@ -429,6 +434,7 @@ export class SidecarServer {
       await this.vhosts.close(vh.vhost);
       log('info', `vhost ${vh.vhost}: store closed cleanly`);
     }
+    this.loopDelay.stop();
     this.server?.close();
   }
 }
