@@ -4,12 +4,14 @@
  *   recovery  store open after a crash (scan) and after a clean stop, both indexes
  *   e2e       RabbitMQ's own store vs Warren through a real broker: publish, memory, restart, consume
  *   outage    RabbitMQ's own message store process killed vs Warren's sidecar killed: time until the queues serve again
+ *   store     in process, 1 KiB and 64 KiB: raw append+fdatasync vs MessageStore (write+sync, read, remove, churn with
+ *             compaction) vs classic-level vs better-sqlite3
  */
 import { execFileSync } from 'child_process';
 import * as path from 'path';
 
 const [name, ...rest] = process.argv.slice(2);
-const suites: Record<string, string> = { index: 'index-bench.js', recovery: 'recovery-bench.js', e2e: 'e2e-bench.js', outage: 'outage-bench.js' };
+const suites: Record<string, string> = { index: 'index-bench.js', recovery: 'recovery-bench.js', e2e: 'e2e-bench.js', outage: 'outage-bench.js', store: 'store-bench.js' };
 if (!name || !suites[name]) {
   process.stderr.write(`usage: npm run bench -- <${Object.keys(suites).join('|')}> [options]\n`);
   process.exit(2);
