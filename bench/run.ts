@@ -6,12 +6,13 @@
  *   outage    RabbitMQ's own message store process killed vs Warren's sidecar killed: time until the queues serve again
  *   store     in process, 1 KiB and 64 KiB: raw append+fdatasync vs MessageStore (write+sync, read, remove, churn with
  *             compaction) vs classic-level vs better-sqlite3
+ *   broker    native classic queues v1 / v2 vs Warren-fsync / Warren-write through real brokers: throughput, latency, backlog, start times
  */
 import { execFileSync } from 'child_process';
 import * as path from 'path';
 
 const [name, ...rest] = process.argv.slice(2);
-const suites: Record<string, string> = { index: 'index-bench.js', recovery: 'recovery-bench.js', e2e: 'e2e-bench.js', outage: 'outage-bench.js', store: 'store-bench.js' };
+const suites: Record<string, string> = { index: 'index-bench.js', recovery: 'recovery-bench.js', e2e: 'e2e-bench.js', outage: 'outage-bench.js', broker: 'broker-bench.js', store: 'store-bench.js' };
 if (!name || !suites[name]) {
   process.stderr.write(`usage: npm run bench -- <${Object.keys(suites).join('|')}> [options]\n`);
   process.exit(2);
