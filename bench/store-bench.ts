@@ -32,6 +32,7 @@
  * message at a time (write then wait until it is durable), --latency-messages
  * of them (0: none), p50 / p99 / max.
  */
+import { execFileSync } from 'child_process';
 import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -535,6 +536,16 @@ function summary(file: string): void {
   process.stdout.write(out.join('\n') + '\n');
 }
 
+/** The commit the store's code was built from, and whether src/ had uncommitted changes. */
+function srcVersion(): string {
+  try {
+    const git = (...a: string[]) => execFileSync('git', a, { cwd: path.resolve(__dirname, '../..'), encoding: 'utf8' }).trim();
+    return `${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--', 'src') ? ' + uncommitted changes in src/' : ''}`;
+  } catch {
+    return 'unknown (no git)';
+  }
+}
+
 function main(): void {
   const args = process.argv.slice(2);
   if (runIfChild(args, ([engine, phase, size, n]) => child(engine, phase, Number(size), Number(n)))) return;
@@ -550,7 +561,7 @@ function main(): void {
       if (CASES[engine].latency && latencyN > 0) children.push([engine, 'latency', String(size), String(latencyN)]);
     }
   }
-  runChildren('store', __filename, ['--max-old-space-size=4096'], children, `store bench, tmpdir ${os.tmpdir()}; shared 2-core machine; figures from one run`);
+  runChildren('store', __filename, ['--max-old-space-size=4096'], children, `store bench, tmpdir ${os.tmpdir()}, src at ${srcVersion()}; shared 2-core machine; figures from one run`);
   summary(path.resolve(__dirname, '../../bench/results/store.json'));
 }
 
