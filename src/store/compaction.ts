@@ -22,7 +22,7 @@ export interface CompactionContext {
   dir: string;
   index: Index;
   chunkSize: number;
-  /** Checked between steps; throwing aborts the compaction (simulated crashes). */
+  /** Checked between steps; throwing aborts the compaction (a simulated crash, or the store failed by another path). */
   checkAbort: () => void;
   onChecksumFailures: (n: number) => void;
 }
@@ -171,11 +171,11 @@ export async function combineFiles(ctx: CompactionContext, src: FileSummary, dst
     dstEnd += await copyMessages(ctx, srcWork, srcFh, dstFh, dstEnd, dst.file, dstEnd);
     await dstFh.truncate(dstEnd);
     await dstFh.datasync();
-    ctx.checkAbort();
   } finally {
     await dstFh.close();
     await srcFh?.close();
   }
+  ctx.checkAbort();
   await fsp.rm(segmentPath(ctx.dir, src.file), { force: true });
   await fsyncDir(ctx.dir);
   return dstEnd;

@@ -36,6 +36,8 @@ export interface CompactorHost {
   /** Whether a compaction may start (the store is not closing, crashed or failed). */
   mayStart(): boolean;
   crashed(): boolean;
+  /** The error the store failed with, if it did (by another path while this compaction ran). */
+  failure(): unknown;
   post(end: CompactionEnd): void;
   fail(e: unknown): void;
   onChecksumFailures(n: number): void;
@@ -148,6 +150,8 @@ export class Compactor<D> {
             chunkSize: h.ioChunkSize,
             checkAbort: () => {
               if (h.crashed()) throw new Aborted();
+              // A failed store deletes nothing, not even a source whose copies are all fsynced.
+              if (h.failure() !== undefined) throw new Error('the store failed meanwhile: the compaction stops where it is');
             },
             onChecksumFailures: (n) => h.onChecksumFailures(n),
           },

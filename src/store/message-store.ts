@@ -95,7 +95,8 @@ type ContainsOp = { kind: 'contains'; id: MsgId; resolve: (v: boolean) => void; 
 type Op =
   | { kind: 'write'; id: MsgId; key: string; body: Buffer }
   | { kind: 'remove'; ids: MsgId[] }
-  | { kind: 'sync'; ids: MsgId[]; resolve: () => void; reject: (e: unknown) => void }
+  /** `to`: `disk` resolves after an fsync past the messages, `kernel` after their write() (durability `write`). */
+  | { kind: 'sync'; ids: MsgId[]; to: 'disk' | 'kernel'; resolve: () => void; reject: (e: unknown) => void }
   | ContainsOp
   | CompactionEnd
   | { kind: 'clientDelete'; ref: string }
@@ -138,6 +139,7 @@ export class MessageStore implements ClientPort {
   private closing = false;
   private closed = false;
   private crashed = false;
+  private backgroundSync: NodeJS.Timeout | undefined;
   private failure: unknown;
 
   private readonly counters = {
@@ -204,6 +206,7 @@ export class MessageStore implements ClientPort {
       log,
       mayStart: () => !this.closing && !this.crashed && this.failure === undefined,
       crashed: () => this.crashed,
+      failure: () => this.failure,
       post: (end) => this.post(end, true),
       fail: (e) => this.fail(e),
       onChecksumFailures: (n) => {
@@ -304,7 +307,7 @@ export class MessageStore implements ClientPort {
   }
 
   /** @internal */
-  syncMessages(ids: MsgId[]): Promise<void> {
+  syncMessages(ids: MsgId[], to: 'disk' | 'kernel' = 'disk'): Promise<void> {
     try {
       this.checkOpen();
       checkIds(ids);
@@ -312,7 +315,7 @@ export class MessageStore implements ClientPort {
       return Promise.reject(e);
     }
     if (this.failure !== undefined) return Promise.reject(new StoreFailedError(this.failure));
-    return new Promise<void>((resolve, reject) => this.post({ kind: 'sync', ids: ids.map((id) => Buffer.from(id)), resolve, reject }));
+    return new Promise<void>((resolve, reject) => this.post({ kind: 'sync', ids: ids.map((id) => Buffer.from(id)), to, resolve, reject }));
   }
 
   /** @internal Resolves once every operation posted before it has been applied. */
@@ -396,7 +399,19 @@ export class MessageStore implements ClientPort {
     const offset = w.append(header, body);
     this.index.insert(id, { refCount: 1, file: w.file, offset, totalSize });
     this.files.appended(this.files.get(w.file)!, offset, totalSize);
+    this.syncLater();
     if (w.size >= this.fileSizeLimit) await this.roll();
+  }
+
+  /** With `backgroundSyncMs` (durability `write`): an fsync that long after the first unsynced append. */
+  private syncLater(): void {
+    const ms = this.opts.backgroundSyncMs;
+    if (ms === 0 || this.backgroundSync) return;
+    this.backgroundSync = setTimeout(() => {
+      this.backgroundSync = undefined;
+      if (this.closing || this.crashed || this.failure !== undefined) return;
+      this.batcher.syncNow().catch(() => undefined); // a failed fsync fails the store (the batcher's doSync)
+    }, ms);
   }
 
   private async roll(): Promise<void> {
@@ -458,17 +473,26 @@ export class MessageStore implements ClientPort {
       return;
     }
     const w = this.writer;
+    const reached = op.to === 'disk' ? w.syncedOffset : w.writtenOffset;
     let needed = false;
     for (const id of op.ids) {
       const loc = await this.index.lookup(id);
       // anything outside the current file was fsynced when its file rolled or was compacted
-      if (loc && loc.file === w.file && loc.offset + loc.totalSize > w.syncedOffset) {
+      if (loc && loc.file === w.file && loc.offset + loc.totalSize > reached) {
         needed = true;
         break;
       }
     }
+    const failed = (e: unknown): void => op.reject(e instanceof StoreError ? e : new StoreFailedError(e));
     if (!needed) op.resolve();
-    else this.batcher.wait().then(op.resolve, (e) => op.reject(e instanceof StoreError ? e : new StoreFailedError(e)));
+    else if (op.to === 'disk') this.batcher.wait().then(op.resolve, failed);
+    else {
+      // The writer's chain is serial and its failure sticky; the store fails with it.
+      w.flush().then(op.resolve, (e: unknown) => {
+        this.fail(e);
+        failed(e);
+      });
+    }
   }
 
   private async handleContains(op: ContainsOp): Promise<void> {
@@ -603,6 +627,7 @@ export class MessageStore implements ClientPort {
   async close(): Promise<void> {
     if (this.closing || this.closed || this.crashed) return;
     this.closing = true;
+    clearTimeout(this.backgroundSync);
     await this.settle();
     await this.hints.idle();
     let ok = this.failure === undefined;
@@ -646,6 +671,7 @@ export class MessageStore implements ClientPort {
   async simulateCrash(): Promise<void> {
     if (this.closed || this.crashed) return;
     this.crashed = true;
+    clearTimeout(this.backgroundSync);
     this.batcher.failAll(new StoreClosedError());
     for (const op of this.mailbox.waiting()) if ('reject' in op) op.reject(new StoreClosedError());
     for (const d of this.compactor.takeDeferred()) if (d.kind === 'contains') d.reject(new StoreClosedError());

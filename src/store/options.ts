@@ -29,8 +29,13 @@ export interface MessageStoreOptions {
   /** Ref-count deltas, consumed only on a non-clean start. */
   refDeltas?: () => AsyncIterable<[id: Buffer, delta: number]>;
   log?: Logger;
-  /** Longest wait before a group fsync (default 5 ms). */
+  /** How long a sync waits for others to share its fsync (default 0: none; sync-batcher.ts). */
   syncIntervalMs?: number;
+  /**
+   * Durability `write`: the current file is fsynced this long after its first
+   * unsynced append, whether or not a sync asks (default 0: only when asked).
+   */
+  backgroundSyncMs?: number;
   /** Pending syncs that trigger an fsync at once (default 256). */
   syncBatchSize?: number;
   /** Append buffer of the current file (default 1 MiB). */
@@ -51,6 +56,7 @@ export interface MessageStoreOptions {
 /** The knobs of a running store's writer, group commit and compaction. */
 export interface StoreTuning {
   syncIntervalMs: number;
+  backgroundSyncMs: number;
   syncBatchSize: number;
   writeBufferSize: number;
   ioChunkSize: number;
@@ -81,7 +87,8 @@ export function resolveOptions(options: MessageStoreOptions): ResolvedOptions {
   if (!options || typeof options.dir !== 'string' || options.dir === '') throw new InvalidArgumentError('dir must be a non-empty string');
   const fileSizeLimit = posInt(options.fileSizeLimit, 'fileSizeLimit', DEFAULT_FILE_SIZE_LIMIT, 64);
   const tuning: StoreTuning = {
-    syncIntervalMs: posInt(options.syncIntervalMs, 'syncIntervalMs', 5, 0),
+    syncIntervalMs: posInt(options.syncIntervalMs, 'syncIntervalMs', 0, 0),
+    backgroundSyncMs: posInt(options.backgroundSyncMs, 'backgroundSyncMs', 0, 0),
     syncBatchSize: posInt(options.syncBatchSize, 'syncBatchSize', 256),
     writeBufferSize: posInt(options.writeBufferSize, 'writeBufferSize', 1 << 20),
     ioChunkSize: posInt(options.ioChunkSize, 'ioChunkSize', 1 << 20, 4096),

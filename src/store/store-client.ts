@@ -7,7 +7,7 @@ export interface ClientPort {
   writeMessage(id: MsgId, body: Buffer): void;
   readMessage(id: MsgId): Promise<Buffer | undefined>;
   removeMessages(ids: MsgId[]): void;
-  syncMessages(ids: MsgId[]): Promise<void>;
+  syncMessages(ids: MsgId[], to?: 'disk' | 'kernel'): Promise<void>;
   barrier(): Promise<void>;
   deleteClient(ref: string): void;
   assertOpen(): void;
@@ -44,6 +44,16 @@ export class StoreClient {
   sync(ids: MsgId[]): Promise<void> {
     this.check();
     return this.store.syncMessages(ids);
+  }
+
+  /**
+   * Resolves once every listed message has been handed to the kernel (it
+   * survives the process, not the machine): durability `write`. The store's
+   * own timer (`backgroundSyncMs`) fsyncs it later.
+   */
+  written(ids: MsgId[]): Promise<void> {
+    this.check();
+    return this.store.syncMessages(ids, 'kernel');
   }
 
   /** Ends this client; its ref stays recorded for the next clean start. */

@@ -1,12 +1,20 @@
 /**
- * Group commit: every pending `sync` waiter is served by one fsync, issued at
- * most `intervalMs` after the first waiter arrived, or at once when `maxBatch`
- * waiters have gathered. A waiter is only released by an fsync that started
- * after it was registered, so it covers everything appended before it.
+ * Group commit: every pending `sync` waiter is served by one fsync. A waiter
+ * is only released by an fsync that started after it was registered, so it
+ * covers everything appended before it.
+ *
+ * With `intervalMs` 0 (the default) the batch is led by its first waiter:
+ * when no fsync is running, one starts as soon as the current event-loop turn
+ * has posted its waiters (setImmediate); waiters arriving while it runs ride
+ * the next one, which starts the moment it ends. Under load a batch is what
+ * arrived during one fsync, so no confirm waits on a timer and an idle
+ * queue's confirm costs one fsync. With `intervalMs` > 0 the first waiter
+ * waits that long for company (fewer fsyncs, later confirms). Either way an
+ * fsync starts at once when `maxBatch` waiters have gathered.
  */
 export class SyncBatcher {
   private waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
-  private timer: NodeJS.Timeout | undefined;
+  private timer: { cancel(): void } | undefined;
   private running: Promise<void> | undefined;
   private rerun = false;
   syncs = 0;
@@ -22,7 +30,7 @@ export class SyncBatcher {
     return new Promise<void>((resolve, reject) => {
       this.waiters.push({ resolve, reject });
       if (this.waiters.length >= this.maxBatch) this.kick();
-      else if (!this.timer && !this.running) this.timer = setTimeout(() => this.kick(), this.intervalMs);
+      else if (!this.timer && !this.running) this.arm();
     });
   }
 
@@ -38,16 +46,30 @@ export class SyncBatcher {
 
   /** Rejects every waiter (the store has failed or is going away without syncing). */
   failAll(err: unknown): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
+    this.disarm();
     const ws = this.waiters;
     this.waiters = [];
     for (const w of ws) w.reject(err);
   }
 
-  private kick(): void {
-    if (this.timer) clearTimeout(this.timer);
+  /** The next fsync: after this turn (interval 0) or after the interval. */
+  private arm(): void {
+    if (this.intervalMs === 0) {
+      const t = setImmediate(() => this.kick());
+      this.timer = { cancel: () => clearImmediate(t) };
+    } else {
+      const t = setTimeout(() => this.kick(), this.intervalMs);
+      this.timer = { cancel: () => clearTimeout(t) };
+    }
+  }
+
+  private disarm(): void {
+    this.timer?.cancel();
     this.timer = undefined;
+  }
+
+  private kick(): void {
+    this.disarm();
     if (this.running) {
       this.rerun = true;
       return;
@@ -56,8 +78,7 @@ export class SyncBatcher {
   }
 
   private run(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
+    this.disarm();
     const ws = this.waiters;
     this.waiters = [];
     const p = (async () => {
@@ -73,11 +94,12 @@ export class SyncBatcher {
     this.running = p;
     const after = (): void => {
       if (this.running === p) this.running = undefined;
-      if (this.rerun || this.waiters.length >= this.maxBatch) {
+      if (this.rerun || this.waiters.length >= this.maxBatch || (this.intervalMs === 0 && this.waiters.length > 0)) {
+        // led by the waiters that came during the fsync just ended: they go at once
         this.rerun = false;
         this.kick();
       } else if (this.waiters.length > 0 && !this.timer) {
-        this.timer = setTimeout(() => this.kick(), this.intervalMs);
+        this.arm();
       }
     };
     p.then(after, after);
