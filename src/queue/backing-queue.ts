@@ -31,7 +31,7 @@
  * and bytes), which each must move together, so they are kept in one file.
  */
 import { BodyReadAhead } from './body-read-ahead';
-import { GroupCommit } from './group-commit';
+import { DEFAULT_WRITE_SYNC_INTERVAL_MS, Durability, GroupCommit } from './group-commit';
 import { BackingQueueError, BodyStore, FetchMode, Flags, fromEntry, isStored, Message, MessageOut, PublishInput, QueueFigures } from './messages';
 import type { Logger } from '../util/logger';
 import { MAX_DELIVERY_COUNT, QueueIndex } from './queue-index';
@@ -60,8 +60,11 @@ export interface BackingQueueOptions {
    */
   onFailure?: (e: Error) => void;
   log: Logger;
-  /** Group-commit interval. */
+  /** How long a stored message's confirm waits for others to share its commit (0: none; group-commit.ts). */
   syncIntervalMs: number;
+  /** `fsync` (default): confirm after fsync; `write`: after the write, fsync every `writeSyncIntervalMs` (default 200). */
+  durability?: Durability;
+  writeSyncIntervalMs?: number;
   /** Ready messages held in memory at the head (default 4096) and the tail (default 4096). */
   headWindow?: number;
   tailWindow?: number;
@@ -138,6 +141,8 @@ export class BackingQueue {
       index: opts.index,
       client: opts.client,
       syncIntervalMs: opts.syncIntervalMs,
+      durability: opts.durability ?? 'fsync',
+      writeSyncIntervalMs: opts.writeSyncIntervalMs ?? DEFAULT_WRITE_SYNC_INTERVAL_MS,
       onConfirm: opts.onConfirm,
       failure: () => this.failure,
       fail: (e) => {

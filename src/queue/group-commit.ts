@@ -6,18 +6,41 @@
  * at once. One commit runs at a time; a failed one fails the queue, and its
  * confirms are never sent (the publishers get nacks when the queue process
  * ends).
+ *
+ * When a commit starts: with `syncIntervalMs` 0 (the default) as soon as the
+ * current event-loop turn has posted its publishes, or, while one runs, the
+ * moment it ends, so a batch is what arrived during the last commit and no
+ * confirm waits on a timer; with `syncIntervalMs` > 0 that long after the
+ * first waiting confirm. Journal records with no confirm waiting on them
+ * (deliveries, acks) are written lazily, LAZY_WRITE_MS after the first.
+ *
+ * Durability `write` (the operator's choice, like RabbitMQ's classic queues v2
+ * in 3.10): a confirm is sent once the journal and the store's records have
+ * reached the kernel (they survive the broker's death, not the machine's);
+ * the journal and the store are fsynced every `writeSyncIntervalMs`.
  */
 import { BodyStore } from './messages';
 import { QueueIndex } from './queue-index';
 
 /** Start a group commit at once when this many confirms wait. */
 const EAGER_CONFIRMS = 2048;
+/** Journal records no confirm waits on are written this long after the first. */
+const LAZY_WRITE_MS = 5;
+
+/** `fsync`: confirm after fsync (the default); `write`: confirm after the write reached the kernel, fsync on an interval. */
+export type Durability = 'fsync' | 'write';
+export const DURABILITIES: readonly Durability[] = ['fsync', 'write'];
+/** Durability `write`: the default interval of the fsyncs (RabbitMQ's queue process syncs every 200 ms too). */
+export const DEFAULT_WRITE_SYNC_INTERVAL_MS = 200;
 
 export interface GroupCommitHost {
   index?: QueueIndex;
   client?: BodyStore;
-  /** Longest wait before a commit when stored messages wait for their confirm. */
+  /** How long a stored message's confirm waits for others to share its commit (0: none). */
   syncIntervalMs: number;
+  durability: Durability;
+  /** With durability `write`: how often the journal is fsynced. */
+  writeSyncIntervalMs: number;
   onConfirm: (ids: Buffer[]) => void;
   /** The queue's sticky failure, if it failed. */
   failure(): Error | null;
@@ -26,42 +49,60 @@ export interface GroupCommitHost {
   closed(): boolean;
 }
 
+interface Timer {
+  cancel(): void;
+}
+
+function after(ms: number, f: () => void): Timer {
+  if (ms === 0) {
+    const t = setImmediate(f);
+    return { cancel: () => clearImmediate(t) };
+  }
+  const t = setTimeout(f, ms);
+  return { cancel: () => clearTimeout(t) };
+}
+
 export class GroupCommit {
   /** Confirms waiting for the next commit, split by whether they need an fsync. */
   private confirmDurable: Buffer[] = [];
   private confirmNow: Buffer[] = [];
-  private timer: NodeJS.Timeout | null = null;
+  private timer: Timer | null = null;
   private committing: Promise<void> | null = null;
+  /** Durability `write`: the journal's next fsync. */
+  private fsyncTimer: Timer | null = null;
 
   constructor(private readonly h: GroupCommitHost) {}
 
-  /** A message whose publisher waits for a confirm; `stored`: it needs the fsync. */
+  /** A message whose publisher waits for a confirm; `stored`: it needs the fsync (or, durability `write`, the write). */
   awaitConfirm(id: Buffer, stored: boolean): void {
     (stored ? this.confirmDurable : this.confirmNow).push(id);
   }
 
-  /** Arms the timer if anything waits (confirms, or journal records buffered). */
+  /** Arms the timer if anything waits (confirms, or journal records buffered). A commit running schedules the next when it ends. */
   schedule(): void {
-    if (this.h.closed() || this.timer) return;
+    if (this.h.closed() || this.timer || this.committing) return;
     const waiting = this.confirmDurable.length + this.confirmNow.length;
     const buffered = this.h.index?.bufferedBytes ?? 0;
     if (waiting === 0 && buffered === 0) return;
-    const delay = waiting >= EAGER_CONFIRMS || (waiting > 0 && this.confirmDurable.length === 0) ? 0 : this.h.syncIntervalMs;
-    this.timer = setTimeout(() => {
+    const delay = waiting >= EAGER_CONFIRMS || (waiting > 0 && this.confirmDurable.length === 0) ? 0 : waiting > 0 ? this.h.syncIntervalMs : LAZY_WRITE_MS;
+    this.timer = after(delay, () => {
       this.timer = null;
       this.commit().catch(() => undefined); // commit() fails the queue itself
-    }, delay);
+    });
   }
 
   /**
    * Writes the journal, and when confirms wait, fsyncs it and the store's
-   * records of those messages, then confirms them.
+   * records of those messages (durability `write`: writes them), then
+   * confirms them.
    */
   commit(): Promise<void> {
     if (this.committing) {
       // One commit at a time; the next one picks up whatever came meanwhile.
       return this.committing.then(() => this.commit());
     }
+    this.timer?.cancel();
+    this.timer = null;
     const durable = this.confirmDurable;
     const now = this.confirmNow;
     this.confirmDurable = [];
@@ -71,10 +112,14 @@ export class GroupCommit {
       const failed = h.failure();
       if (failed) throw failed;
       try {
-        if (durable.length > 0) {
+        if (durable.length > 0 && h.durability === 'fsync') {
           await Promise.all([h.index!.sync(), h.client!.sync(durable)]);
+        } else if (durable.length > 0) {
+          await Promise.all([h.index!.write(), h.client!.written(durable)]);
+          this.fsyncLater();
         } else if (h.index) {
           await h.index.write();
+          if (h.durability === 'write') this.fsyncLater();
         }
       } catch (e) {
         // Its confirms are never sent: the publishers get nacks when the queue process ends.
@@ -90,13 +135,25 @@ export class GroupCommit {
     return this.committing;
   }
 
-  /** No commit is started by the timer any more. */
-  cancel(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+  /** Durability `write`: the journal is fsynced within writeSyncIntervalMs of a write (the store fsyncs on its own timer). */
+  private fsyncLater(): void {
+    if (this.fsyncTimer || this.h.closed()) return;
+    this.fsyncTimer = after(this.h.writeSyncIntervalMs, () => {
+      this.fsyncTimer = null;
+      if (this.h.failure() || this.h.closed()) return;
+      this.h.index!.sync().catch((e: Error) => this.h.fail(e));
+    });
   }
 
-  /** Cancels the timer and commits what waits (a clean stop or a delete). */
+  /** No commit is started by the timers any more. */
+  cancel(): void {
+    this.timer?.cancel();
+    this.timer = null;
+    this.fsyncTimer?.cancel();
+    this.fsyncTimer = null;
+  }
+
+  /** Cancels the timers and commits what waits (a clean stop or a delete). */
   async stop(): Promise<void> {
     this.cancel();
     await this.commit();

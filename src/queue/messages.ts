@@ -20,6 +20,8 @@ export interface BodyStore {
   read(id: Buffer): Promise<Buffer | undefined>;
   remove(ids: Buffer[]): void;
   sync(ids: Buffer[]): Promise<void>;
+  /** Resolves once the messages reached the kernel (durability `write`). */
+  written(ids: Buffer[]): Promise<void>;
   terminate(): Promise<void>;
   deleteAndTerminate(): Promise<void>;
 }

@@ -1,13 +1,15 @@
 /**
  * Sidecar settings: defaults from plugin.json, overridden by command-line
  * flags (`--socket PATH --data-dir DIR --index leveldb --file-size-limit N
- * --sync-interval-ms N --max-frame N --max-open-journals N`, and the queue-index sizes
+ * --sync-interval-ms N --durability fsync|write --write-sync-interval-ms N
+ * --max-frame N --max-open-journals N`, and the queue-index sizes
  * `--queue-window N --queue-segment-entries N --queue-journal-entries N`).
  * The connection token is not a flag: it comes on stdin (see main.ts).
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import { DEFAULT_MAX_FRAME, MAX_MAX_FRAME, MIN_MAX_FRAME } from './frames';
+import { DEFAULT_WRITE_SYNC_INTERVAL_MS, DURABILITIES, Durability } from '../queue/group-commit';
 import { Level } from './log';
 
 /** Queue-index and window sizes (sidecar flags); unset = the queue module's defaults. */
@@ -28,7 +30,11 @@ export interface SidecarConfig {
   maxFrame: number;
   index: string;
   fileSizeLimit: number;
+  /** How long a confirm waits for others to share its fsync (0, the default: none). */
   syncIntervalMs: number;
+  /** `fsync` (default): confirm after fsync; `write`: confirm after the write, fsync every writeSyncIntervalMs. */
+  durability: Durability;
+  writeSyncIntervalMs: number;
   logLevel: Level;
   /** Queue journals open at once (descriptors; the least recently used idle one is closed). */
   maxOpenJournals?: number;
@@ -44,6 +50,8 @@ interface PluginDefaults {
   index?: string;
   fileSizeLimit?: number;
   syncIntervalMs?: number;
+  durability?: Durability;
+  writeSyncIntervalMs?: number;
 }
 
 function pluginDefaults(): PluginDefaults {
@@ -56,10 +64,15 @@ function pluginDefaults(): PluginDefaults {
   }
 }
 
-function positiveInt(flag: string, v: string): number {
+function positiveInt(flag: string, v: string, min = 1): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${flag} must be a positive integer, got ${JSON.stringify(v)}`);
+  if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new ConfigError(`${flag} must be ${min === 0 ? 'a non-negative' : 'a positive'} integer, got ${JSON.stringify(v)}`);
   return n;
+}
+
+function durability(flag: string, v: string | undefined): Durability {
+  if (v === undefined || !(DURABILITIES as readonly string[]).includes(v)) throw new ConfigError(`${flag} must be ${DURABILITIES.join(' or ')}, got ${JSON.stringify(v)}`);
+  return v as Durability;
 }
 
 export function parseArgs(argv: readonly string[]): SidecarConfig {
@@ -70,7 +83,9 @@ export function parseArgs(argv: readonly string[]): SidecarConfig {
     maxFrame: DEFAULT_MAX_FRAME,
     index: d.index ?? 'leveldb',
     fileSizeLimit: d.fileSizeLimit ?? 16 * 1024 * 1024,
-    syncIntervalMs: d.syncIntervalMs ?? 5,
+    syncIntervalMs: d.syncIntervalMs ?? 0,
+    durability: d.durability === undefined ? 'fsync' : durability('plugin.json defaults.durability', d.durability),
+    writeSyncIntervalMs: d.writeSyncIntervalMs ?? DEFAULT_WRITE_SYNC_INTERVAL_MS,
     logLevel: 'info',
   };
   for (let i = 0; i < argv.length; i++) {
@@ -99,7 +114,13 @@ export function parseArgs(argv: readonly string[]): SidecarConfig {
         cfg.fileSizeLimit = positiveInt(flag, v);
         break;
       case '--sync-interval-ms':
-        cfg.syncIntervalMs = positiveInt(flag, v);
+        cfg.syncIntervalMs = positiveInt(flag, v, 0);
+        break;
+      case '--durability':
+        cfg.durability = durability(flag, v);
+        break;
+      case '--write-sync-interval-ms':
+        cfg.writeSyncIntervalMs = positiveInt(flag, v);
         break;
       case '--max-open-journals':
         cfg.maxOpenJournals = positiveInt(flag, v);

@@ -68,7 +68,7 @@ async function main(): Promise<void> {
     process.exit(1);
   });
   await server.listen();
-  log('info', `sidecar ${process.pid} listening on ${cfg.socket} (index ${cfg.index}, file size limit ${cfg.fileSizeLimit}, sync interval ${cfg.syncIntervalMs} ms, frames up to ${cfg.maxFrame} bytes)`);
+  log('info', `sidecar ${process.pid} listening on ${cfg.socket} (index ${cfg.index}, file size limit ${cfg.fileSizeLimit}, sync interval ${cfg.syncIntervalMs} ms, durability ${cfg.durability === 'write' ? `write (fsync every ${cfg.writeSyncIntervalMs} ms)` : 'fsync'}, frames up to ${cfg.maxFrame} bytes)`);
 
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
     process.on(sig, () => {

@@ -53,7 +53,13 @@ export class SidecarServer {
   ) {
     if (token.length !== TOKEN_BYTES) throw new RangeError(`the connection token must be ${TOKEN_BYTES} bytes`);
     this.vhostsDir = vhostsDirOf(path.resolve(cfg.dataDir));
-    this.vhosts = new Vhosts({ index: cfg.index, fileSizeLimit: cfg.fileSizeLimit, syncIntervalMs: cfg.syncIntervalMs, segmentEntries: cfg.queue?.segmentEntries });
+    this.vhosts = new Vhosts({
+      index: cfg.index,
+      fileSizeLimit: cfg.fileSizeLimit,
+      syncIntervalMs: cfg.syncIntervalMs,
+      backgroundSyncMs: cfg.durability === 'write' ? cfg.writeSyncIntervalMs : 0,
+      segmentEntries: cfg.queue?.segmentEntries,
+    });
     if (cfg.maxOpenJournals !== undefined) sharedJournalFiles.limit = cfg.maxOpenJournals;
   }
 
@@ -330,6 +336,8 @@ export class SidecarServer {
       durable: req.durable,
       fresh: req.recover === RecoverMode.New,
       syncIntervalMs: this.cfg.syncIntervalMs,
+      durability: this.cfg.durability,
+      writeSyncIntervalMs: this.cfg.writeSyncIntervalMs,
       layout: this.cfg.queue,
       onConfirm: (ids) => conn.send(encodeConfirm(handle, ids)),
       onFailure: (e) => conn.send(encodeFailed(handle, e.message)),

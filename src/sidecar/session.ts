@@ -5,6 +5,7 @@
  */
 import * as path from 'path';
 import { BackingQueue } from '../queue/backing-queue';
+import type { Durability } from '../queue/group-commit';
 import { SerialQueue } from '../util/serial-queue';
 import { QueueIndex } from '../queue/queue-index';
 import type { QueueLayout } from './config';
@@ -35,6 +36,8 @@ export interface OpenQueueArgs {
   durable: boolean;
   fresh: boolean;
   syncIntervalMs: number;
+  durability: Durability;
+  writeSyncIntervalMs: number;
   layout?: QueueLayout;
   onConfirm: (ids: Buffer[]) => void;
   onFailure: (e: Error) => void;
@@ -89,6 +92,8 @@ export async function openQueue(a: OpenQueueArgs): Promise<BackingQueue> {
     onFailure: a.onFailure,
     log: qlog,
     syncIntervalMs: a.syncIntervalMs,
+    durability: a.durability,
+    writeSyncIntervalMs: a.writeSyncIntervalMs,
     ...windows,
   });
 }

@@ -38,6 +38,8 @@ export interface StoreSettings {
   index: string;
   fileSizeLimit: number;
   syncIntervalMs: number;
+  /** Durability `write`: the stores fsync this long after an unsynced append (0: only when a sync asks). */
+  backgroundSyncMs: number;
   /** Queue segment size configured (read back from a damaged layout.json on the ref-count walk). */
   segmentEntries?: number;
 }
@@ -127,6 +129,7 @@ export class Vhosts {
       dir: storeDir,
       fileSizeLimit: this.settings.fileSizeLimit,
       syncIntervalMs: this.settings.syncIntervalMs,
+      backgroundSyncMs: this.settings.backgroundSyncMs,
       index: this.settings.index,
       clientRefs: [...cleanKeys.keys()],
       refDeltas: () => indexRefDeltas(queuesDir, keys, log, this.settings.segmentEntries, seen),

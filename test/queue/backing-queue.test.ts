@@ -37,6 +37,7 @@ class FakeStore implements BodyStore {
     }
   }
   async sync(): Promise<void> {}
+  async written(): Promise<void> {}
   async terminate(): Promise<void> {}
   async deleteAndTerminate(): Promise<void> {}
   has(id: Buffer): boolean {
@@ -439,6 +440,75 @@ describe('a failed commit', () => {
     expect(confirmed).toEqual(['0']);
     expect(failures.length).toBe(1);
     await q.abandon();
+  });
+});
+
+describe('durability write', () => {
+  /** Records which of its waits the queue used; sync (an fsync) or written (a write) may be made to fail. */
+  class WaitRecordingStore extends FakeStore {
+    readonly calls: string[] = [];
+    failWritten = false;
+    override async sync(ids: Buffer[] = []): Promise<void> {
+      this.calls.push(`sync ${ids.length}`);
+    }
+    override async written(ids: Buffer[] = []): Promise<void> {
+      this.calls.push(`written ${ids.length}`);
+      if (this.failWritten) throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' });
+    }
+  }
+
+  async function queueOver(store: WaitRecordingStore, name: string, durability: 'fsync' | 'write', onFailure?: (e: Error) => void) {
+    const { index, recovery } = await QueueIndex.open(path.join(dir, name), { log: quiet });
+    const confirmed: number[] = [];
+    let confirmedAll!: () => void;
+    const all = new Promise<void>((r) => (confirmedAll = r));
+    const q = new BackingQueue({
+      name,
+      durable: true,
+      client: store,
+      index,
+      recovered: recovery,
+      nextSeq: 0,
+      onConfirm: (ids) => {
+        confirmed.push(...ids.map((i) => i.readUInt32BE(0)));
+        if (confirmed.length === 3) confirmedAll();
+      },
+      onFailure,
+      log: quiet,
+      syncIntervalMs: 0,
+      durability,
+      writeSyncIntervalMs: 60_000, // no journal fsync by the timer during the test
+    });
+    for (let seq = 0; seq < 3; seq++) {
+      const id = idOf(seq, 0);
+      q.publish({ seq, flags: Flags.PERSISTENT | Flags.NEEDS_CONFIRMING, deliveryCount: 0, expiry: -1, size: 10, id, blob: bodyOf(id) });
+    }
+    return { q, index, confirmed, all };
+  }
+
+  it('confirms once the store has written the bodies, without asking for an fsync; fsync mode asks for one', async () => {
+    const w = new WaitRecordingStore();
+    const a = await queueOver(w, 'write-mode', 'write');
+    await a.all; // the commit starts by itself, with no timer (syncIntervalMs 0)
+    expect(a.confirmed.sort()).toEqual([0, 1, 2]);
+    expect(w.calls).toEqual(['written 3']);
+    await a.q.terminate();
+    const f = new WaitRecordingStore();
+    const b = await queueOver(f, 'fsync-mode', 'fsync');
+    await b.all;
+    expect(f.calls).toEqual(['sync 3']);
+    await b.q.terminate();
+  });
+
+  it('a failed write fails the queue: nothing it covered is confirmed', async () => {
+    const w = new WaitRecordingStore();
+    w.failWritten = true;
+    let failed!: (e: Error) => void;
+    const failure = new Promise<Error>((r) => (failed = r));
+    const a = await queueOver(w, 'write-fails', 'write', (e) => failed(e));
+    expect((await failure).message).toMatch(/failed: EIO/);
+    expect(a.confirmed).toEqual([]);
+    await a.q.abandon();
   });
 });
 

@@ -28,7 +28,7 @@ afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 async function newServer(): Promise<SidecarServer> {
   const s = new SidecarServer(
-    { socket: sock, dataDir: dir, maxFrame: 1 << 20, index: 'leveldb', fileSizeLimit: 1 << 20, syncIntervalMs: 2, logLevel: 'error', queue: { segmentEntries: 64, journalEntries: 150, window: 16 } },
+    { socket: sock, dataDir: dir, maxFrame: 1 << 20, index: 'leveldb', fileSizeLimit: 1 << 20, syncIntervalMs: 2, durability: 'fsync', writeSyncIntervalMs: 200, logLevel: 'error', queue: { segmentEntries: 64, journalEntries: 150, window: 16 } },
     TOKEN,
     () => undefined,
   );

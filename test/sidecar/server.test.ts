@@ -27,7 +27,7 @@ let shutdowns = 0;
 /** A sidecar on `sock` for the data dir `dir`, as the plugin starts it. */
 async function newServer(extra: Partial<SidecarConfig> = {}): Promise<SidecarServer> {
   const s = new SidecarServer(
-    { socket: sock, dataDir: dir, maxFrame: 1 << 20, index: 'memory', fileSizeLimit: 1 << 20, syncIntervalMs: 2, logLevel: 'error', ...extra },
+    { socket: sock, dataDir: dir, maxFrame: 1 << 20, index: 'memory', fileSizeLimit: 1 << 20, syncIntervalMs: 2, durability: 'fsync', writeSyncIntervalMs: 200, logLevel: 'error', ...extra },
     TOKEN,
     () => shutdowns++,
   );
