@@ -19,7 +19,7 @@
  *
  *   npm run bench -- broker [--rabbitmq 3.10,4.0] [--targets v1,v2,warren-fsync,warren-write]
  *                           [--runs 3] [--backlog 100000] [--scale 1] [--loads id,id,...]
- *                           [--out broker] [--profile]
+ *                           [--out broker] [--profile] [--report-only]
  *
  * Each run measures every target once, the order rotated from run to run
  * (run 1: A B C D, run 2: B C D A, ...); a target's loads run on its own node
@@ -34,6 +34,9 @@
  * plugin's node_executable setting pointing at a wrapper script); the
  * .cpuprofile files (written when a sidecar exits cleanly, so not for the
  * kill -9 of the backlog load) go to bench/results/<out>-profiles/.
+ *
+ * --report-only measures nothing: it writes the chart (and for the default
+ * --out the README section) again from bench/results/<out>.json.
  */
 import * as amqp from 'amqplib';
 import type * as VegaT from 'vega';
@@ -458,14 +461,17 @@ function backlogLoad(n: number): Load {
 }
 
 const c = (n: number) => Math.max(1, Math.round(n * scale));
+// Counts: 1–4 s a load on this 2-core machine (native v2 is the fastest, ~1.2 s); a full default run
+// (3.10 and 4.0, all targets, 3 runs) measured 3.3 + 2.65 min a run at 30,000 / 5,000 / 15,000, cut
+// by about a sixth to stay well under 20 minutes.
 const LOADS: Load[] = [
-  publishLoad('publish-1k-w256', KiB, c(30_000), 256),
-  publishLoad('publish-1k-w1000', KiB, c(30_000), 1000),
+  publishLoad('publish-1k-w256', KiB, c(25_000), 256),
+  publishLoad('publish-1k-w1000', KiB, c(25_000), 1000),
   consumeLoad('consume-1k', KiB, c(20_000)),
-  pubsubLoad('pubsub-1k', KiB, c(30_000)),
-  publishLoad('publish-64k-w256', 64 * KiB, c(5_000), 256),
-  publishLoad('publish-64k-w1000', 64 * KiB, c(5_000), 1000),
-  consumeLoad('consume-64k', 64 * KiB, c(5_000)),
+  pubsubLoad('pubsub-1k', KiB, c(25_000)),
+  publishLoad('publish-64k-w256', 64 * KiB, c(4_000), 256),
+  publishLoad('publish-64k-w1000', 64 * KiB, c(4_000), 1000),
+  consumeLoad('consume-64k', 64 * KiB, c(4_000)),
   fanoutLoad(KiB, c(12_000)),
   latencyLoad('latency-3000', KiB, 3000, 5),
   backlogLoad(backlogN),
@@ -487,8 +493,8 @@ const ROW_METRICS: RowMetric[] = [
   ...['publish-1k-w256', 'publish-1k-w1000', 'consume-1k', 'pubsub-1k', 'publish-64k-w256', 'publish-64k-w1000', 'consume-64k', 'fanout3-publish-1k', 'fanout3-drain-1k'].map((row) => ({
     row,
     metric: 'msgPerSec',
-    label: row === 'fanout3-drain-1k' ? `${row} (deliveries/s)` : row,
-    unit: 'msg/s',
+    label: row,
+    unit: row === 'fanout3-drain-1k' ? 'deliveries/s' : 'msg/s',
     higherBetter: true,
     throughput: true,
   })),
@@ -534,8 +540,8 @@ async function makeNode(kind: NodeKind, rt: Runtime): Promise<Broker> {
     const profDir = path.resolve(__dirname, `../../bench/results/${outName}-profiles/${rt.series}-${kind}`);
     fs.mkdirSync(profDir, { recursive: true });
     const wrapper = path.join(dataDir, 'node-cpu-prof.sh');
-    // The data dir is visible at the same path inside a broker's Debian root; node is on the VM's PATH there.
-    fs.writeFileSync(wrapper, `#!/bin/sh\nexec node --cpu-prof --cpu-prof-dir=${JSON.stringify(profDir)} "$@"\n`, { mode: 0o755 });
+    // The data dir, this checkout and the host's node binary are at the same paths inside a broker's Debian root (scripts/in-root.sh).
+    fs.writeFileSync(wrapper, `#!/bin/sh\nexec ${JSON.stringify(fs.realpathSync(process.execPath))} --cpu-prof --cpu-prof-dir=${JSON.stringify(profDir)} "$@"\n`, { mode: 0o755 });
     pluginEnv.node_executable = wrapper;
   }
   return new Broker({
@@ -827,8 +833,9 @@ async function chart(sums: Summary[], file: string): Promise<void> {
       encoding: {
         x: { field: 'load', type: 'nominal', sort: thr.map((m) => m.row), title: null, axis: { labelAngle: -30 } },
         xOffset: { field: 'target', type: 'nominal', sort: ALL_TARGETS.map((t) => TARGET_TITLE[t]) },
-        y: { field: 'value', type: 'quantitative', title: 'msg/s (log scale)', scale: { type: 'log' } },
-        color: { field: 'target', type: 'nominal', sort: ALL_TARGETS.map((t) => TARGET_TITLE[t]), title: 'target' },
+        // (a log scale renders no bars in a faceted chart with renderer 'none')
+        y: { field: 'value', type: 'quantitative', title: 'msg/s' },
+        color: { field: 'target', type: 'nominal', scale: { domain: ALL_TARGETS.map((t) => TARGET_TITLE[t]) }, title: 'target' },
         tooltip: [{ field: 'target' }, { field: 'load' }, { field: 'value' }],
       },
     },
@@ -839,21 +846,29 @@ async function chart(sums: Summary[], file: string): Promise<void> {
   view.finalize();
 }
 
-const fmt = (v: number | undefined, unit: string) => (v === undefined || !Number.isFinite(v) ? '–' : unit === 'msg/s' ? Math.round(v).toLocaleString('en') : String(v));
+const fmt = (v: number | undefined, unit: string) => (v === undefined || !Number.isFinite(v) ? '–' : unit.endsWith('/s') && unit !== 'MB/s' ? Math.round(v).toLocaleString('en') : String(v));
 
-function readme(sums: Summary[], crit: Criterion[], meta: Record<string, unknown>, svgName: string, jsonName: string): string {
+function readme(sums: Summary[], crit: Criterion[], meta: Record<string, unknown>, svgName: string, jsonName: string, runs: number): string {
   const lines: string[] = [];
   lines.push('## `npm run bench -- broker` — native classic queues v1 / v2 against Warren-fsync / Warren-write', '');
   lines.push(
     'Written by bench/broker-bench.ts from its own results at every full run (do not edit between the markers).',
-    '`npm run bench -- broker [--rabbitmq 3.10,4.0] [--targets v1,v2,warren-fsync,warren-write] [--runs 3] [--backlog 100000] [--scale 1] [--loads …] [--profile]`.',
+    '`npm run bench -- broker [--rabbitmq 3.10,4.0] [--targets v1,v2,warren-fsync,warren-write] [--runs 3] [--backlog 100000] [--scale 1] [--loads …] [--out broker] [--profile] [--report-only]`',
+    '(`--scale` multiplies the throughput loads\' message counts; `--out` other than `broker` leaves this section alone; `--profile` runs the Warren sidecars under `node --cpu-prof`',
+    'through the plugin\'s `node_executable` setting and keeps the profiles of the sidecars that exited cleanly in bench/results/<out>-profiles/; `--report-only` rewrites the chart and this section from the results file).',
     '',
-    `Run of ${String(meta.date)} (${String(meta.durationMinutes)} min): ${String(meta.machine)}; ${runs} runs per target, the target order rotated each run, medians shown; ` +
+    `Run of ${String(meta.date)} (${String(meta.durationMinutes)} min): ${String(meta.machine)}; ${runs} run${runs === 1 ? '' : 's'} per target, the target order rotated each run, medians shown; ` +
       'the nodes not being measured are stopped. Persistent messages, durable queues, confirms with exactly W outstanding, consumers with prefetch 256 and an ack each. ' +
       'Durability: 3.10 CQ v1 fsyncs on a timer before confirming; CQ v2 confirms after a plain write; Warren-fsync fsyncs before every confirm; ' +
       'Warren-write confirms once the write reached the kernel and fsyncs every 200 ms. The backlog rows run for v1, v2 and Warren-fsync only ' +
       '(the durability mode does not change recovery). Start times are from the node log ("Starting RabbitMQ" to "Server startup complete"); ' +
       '"wall until N" is from the start call until the queue answers a passive declare with all N messages.',
+    '',
+    `Brokers: ${((meta.versions as { rabbitmq: string; erlang: string; targets: string[] }[] | undefined) ?? []).map((v) => `RabbitMQ ${v.rabbitmq} (Erlang ${v.erlang}): ${v.targets.join(', ')}`).join('; ')}.`,
+    '',
+    'Loads of this run:',
+    '',
+    ...((meta.loads as { id: string; title: string; count: number }[] | undefined) ?? []).map((l) => `- \`${l.id}\`: ${l.title}; ${l.count.toLocaleString('en')} messages`),
     '',
     `Raw lines: [results/${jsonName}](results/${jsonName}). Ratios are Warren's advantage: throughput Warren/native, latency, memory and times native/Warren (above 1: Warren better).`,
     '',
@@ -913,7 +928,24 @@ function refreshReadme(section: string): void {
   fs.writeFileSync(file, next);
 }
 
+/** --report-only: the chart and README section again from bench/results/<out>.json (after a change to the report code). */
+async function reportOnly(): Promise<void> {
+  const resultsDir = path.resolve(__dirname, '../../bench/results');
+  const lines = fs
+    .readFileSync(path.join(resultsDir, `${outName}.json`), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  const meta = lines.find((l) => l.bench === 'meta')!;
+  const sums = lines.filter((l) => l.bench === 'broker') as unknown as Summary[];
+  const crit = criteria(sums);
+  await chart(sums, path.join(resultsDir, `${outName}.svg`));
+  if (outName === 'broker') refreshReadme(readme(sums, crit, meta, `${outName}.svg`, `${outName}.json`, Number(meta.runs)));
+  log(`bench/results/${outName}.svg${outName === 'broker' ? ' and bench/README.md' : ''} written from bench/results/${outName}.json`);
+}
+
 async function main(): Promise<void> {
+  if (args.includes('--report-only')) return reportOnly();
   const t0 = Date.now();
   const samples: Sample[] = [];
   const versionsMeta: Record<string, unknown>[] = [];
@@ -973,7 +1005,7 @@ async function main(): Promise<void> {
   }
   const { sums, crit, meta } = write(true);
   await chart(sums, path.join(resultsDir, `${outName}.svg`));
-  if (outName === 'broker') refreshReadme(readme(sums, crit, meta, `${outName}.svg`, `${outName}.json`));
+  if (outName === 'broker') refreshReadme(readme(sums, crit, meta, `${outName}.svg`, `${outName}.json`, runs));
   log(`done in ${meta.durationMinutes} min; bench/results/${outName}.json, ${outName}.svg${outName === 'broker' ? ', bench/README.md' : ''}`);
   for (const c of crit) log(`target ${c.rabbitmq}: ${c.target}: ${c.figures} — ${c.met ? 'met' : 'not met'}`);
 }
