@@ -179,6 +179,8 @@ const mbs = (n: number, bytes: number, secs: number) => Math.round((n * bytes) /
 
 async function withConn<T>(url: string, f: (c: amqp.ChannelModel) => Promise<T>): Promise<T> {
   const c = await amqp.connect(url);
+  // a connection the broker drops (a stop on SIGINT) fails the load through its promises; the event itself must not crash us
+  c.on('error', () => undefined);
   try {
     return await f(c);
   } finally {
@@ -513,6 +515,7 @@ const ROW_METRICS: RowMetric[] = [
 const live = new Set<Broker>();
 const dirs: string[] = [];
 let cleaningUp: Promise<void> | null = null;
+let interrupted = false;
 
 function cleanup(): Promise<void> {
   cleaningUp ??= (async () => {
@@ -524,6 +527,10 @@ function cleanup(): Promise<void> {
 }
 process.on('SIGINT', () => {
   log('SIGINT: stopping the nodes this bench started');
+  interrupted = true;
+  // whatever the interrupted load throws now is of no interest
+  process.on('uncaughtException', (e) => log(`(while stopping) ${e.message}`));
+  process.on('unhandledRejection', () => undefined);
   void cleanup().finally(() => process.exit(130));
 });
 process.on('SIGTERM', () => {
@@ -1011,6 +1018,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: Error) => {
-  process.stderr.write(`${e.stack ?? e.message}\n`);
-  void cleanup().finally(() => process.exit(1));
+  if (!interrupted) process.stderr.write(`${e.stack ?? e.message}\n`);
+  void cleanup().finally(() => process.exit(interrupted ? 130 : 1));
 });
