@@ -340,13 +340,14 @@ describe('a full disk', () => {
     const fh = await fs.promises.open(path.join(dir, 'probe'), 'w');
     await fh.close();
     const proto = Object.getPrototypeOf(fh) as Record<string, unknown>;
-    const stub = sinon.stub(proto, 'write').rejects(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+    const enospc = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    const stubs = [sinon.stub(proto, 'write').rejects(enospc()), sinon.stub(proto, 'writev').rejects(enospc())];
     let message: string;
     try {
       publish(c, q.handle, [2], 1 | 2);
       message = await c.failed(q.handle);
     } finally {
-      stub.restore();
+      for (const s of stubs) s.restore();
     }
     expect(message).toMatch(/^queue 'q' in vhost '\/' failed: .*ENOSPC/);
     expect(c.confirms.map((b) => b[0])).toEqual([0, 1]);

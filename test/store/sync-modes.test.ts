@@ -78,12 +78,13 @@ describe('durability write: written() and the background fsync', () => {
     await probe.close();
     await fsp.rm(path.join(dir(), 'probe'));
     const proto = Object.getPrototypeOf(probe) as Record<string, (...a: unknown[]) => Promise<unknown>>;
-    const stub = sinon.stub(proto, 'write').rejects(Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }));
+    const eio = () => Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' });
+    const stubs = [sinon.stub(proto, 'write').rejects(eio()), sinon.stub(proto, 'writev').rejects(eio())];
     try {
       c.write(mid(2), body(2));
       await expect(c.written([mid(2)])).rejects.toThrow(/EIO/);
     } finally {
-      stub.restore();
+      for (const s of stubs) s.restore();
     }
     expect(store.failed?.message).toMatch(/EIO/);
     expect(() => c.write(mid(3), body(3))).toThrow(/failed/);
