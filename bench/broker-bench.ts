@@ -24,7 +24,8 @@
  * Each run measures every target once, the order rotated from run to run
  * (run 1: A B C D, run 2: B C D A, ...); a target's loads run on its own node
  * while every other node of the version is stopped. Medians of the runs are
- * reported. --scale multiplies the message counts of the throughput loads
+ * reported. --loads takes load ids (fanout3-1k for both fan-out rows; the
+ * others as listed above). --scale multiplies the message counts of the throughput loads
  * (not the backlog's N: --backlog). Results: bench/results/<out>.json and
  * <out>.svg; with the default --out the "## `npm run bench -- broker`"
  * section of bench/README.md (between its broker:begin / broker:end
@@ -490,6 +491,8 @@ interface RowMetric {
   unit: string;
   higherBetter: boolean;
   throughput: boolean;
+  /** a figure to show, not to compare (no ratio) */
+  noRatio?: boolean;
 }
 const ROW_METRICS: RowMetric[] = [
   ...['publish-1k-w256', 'publish-1k-w1000', 'consume-1k', 'pubsub-1k', 'publish-64k-w256', 'publish-64k-w1000', 'consume-64k', 'fanout3-publish-1k', 'fanout3-drain-1k'].map((row) => ({
@@ -503,6 +506,7 @@ const ROW_METRICS: RowMetric[] = [
   { row: 'latency-3000', metric: 'p50Ms', label: 'latency-3000 p50', unit: 'ms', higherBetter: false, throughput: false },
   { row: 'latency-3000', metric: 'p99Ms', label: 'latency-3000 p99', unit: 'ms', higherBetter: false, throughput: false },
   { row: 'latency-3000', metric: 'maxMs', label: 'latency-3000 max', unit: 'ms', higherBetter: false, throughput: false },
+  { row: 'latency-3000', metric: 'achievedPublishPerSec', label: 'latency-3000 achieved publish rate', unit: 'msg/s', higherBetter: true, throughput: false, noRatio: true },
   { row: 'backlog', metric: 'rssMB', label: 'backlog RSS', unit: 'MB', higherBetter: false, throughput: false },
   { row: 'backlog', metric: 'cleanStartSeconds', label: 'backlog clean start (log)', unit: 's', higherBetter: false, throughput: false },
   { row: 'backlog', metric: 'killStartSeconds', label: 'backlog kill -9 start (log)', unit: 's', higherBetter: false, throughput: false },
@@ -732,7 +736,7 @@ function ratios(sums: Summary[]): Record<string, unknown>[] {
   const out: Record<string, unknown>[] = [];
   const fig = (series: string, t: Target, rm: RowMetric) => sums.find((s) => s.series === series && s.target === t && s.row === rm.row)?.medians[rm.metric];
   for (const series of [...new Set(sums.map((s) => s.series))]) {
-    for (const rm of ROW_METRICS) {
+    for (const rm of ROW_METRICS.filter((m) => !m.noRatio)) {
       const r: Record<string, number | null> = {};
       for (const [w, n] of PAIRS) {
         const a = fig(series, w, rm);
@@ -898,7 +902,7 @@ function readme(sums: Summary[], crit: Criterion[], meta: Record<string, unknown
       const rat = pairs.map(([w, n]) => {
         const a = vals[ts.indexOf(w)];
         const b = vals[ts.indexOf(n)];
-        const x = a !== undefined && b !== undefined ? advantage(rm, a, b) : null;
+        const x = a !== undefined && b !== undefined && !rm.noRatio ? advantage(rm, a, b) : null;
         return x === null ? '–' : `${x}×`;
       });
       lines.push(`| ${rm.label} (${rm.unit}) | ${cells.join(' | ')} | ${rat.join(' | ')} |`);
