@@ -546,7 +546,8 @@ async function makeNode(kind: NodeKind, rt: Runtime): Promise<Broker> {
   dirs.push(dataDir);
   const amqpPort = await freePort();
   const warren = kind !== 'native';
-  const pluginEnv: Record<string, string> = {};
+  // --plugin-env '{"read_ahead_bytes":4194304}': rabbitmq_warren settings of the Warren nodes, for experiments
+  const pluginEnv: Record<string, string | number> = warren ? (JSON.parse(opt('plugin-env') ?? '{}') as Record<string, string | number>) : {};
   if (warren && profile) {
     const profDir = path.resolve(__dirname, `../../bench/results/${outName}-profiles/${rt.series}-${kind}`);
     fs.mkdirSync(profDir, { recursive: true });
