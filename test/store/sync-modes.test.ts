@@ -58,13 +58,30 @@ describe('durability write: written() and the background fsync', () => {
     const store = await MessageStore.open({ dir: dir(), backgroundSyncMs: 20 });
     const c = store.client('q');
     const syncsBefore = store.stats().syncs;
-    c.write(mid(1), body(1, 5000));
-    await c.written([mid(1)]);
-    const [seg] = await segmentFiles(dir());
-    expect((await fsp.stat(path.join(dir(), seg))).size).toBeGreaterThanOrEqual(5000);
-    expect(store.stats().syncs).toBe(syncsBefore);
-    // the background fsync: wait for the counter (a few event-loop turns, no fixed sleep)
-    while (store.stats().syncs === syncsBefore) await new Promise((r) => setTimeout(r, 5));
+    // the background fsync is awaited as the event itself: the segment file's next fdatasync returning
+    const probe = await fsp.open(path.join(dir(), 'probe'), 'w');
+    await probe.close();
+    await fsp.rm(path.join(dir(), 'probe'));
+    const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+    const original = proto.datasync;
+    let fsynced!: () => void;
+    const backgroundFsync = new Promise<void>((r) => (fsynced = r));
+    const spy = sinon.stub(proto, 'datasync').callsFake(async function (this: unknown) {
+      await original.call(this);
+      fsynced();
+    });
+    try {
+      c.write(mid(1), body(1, 5000));
+      await c.written([mid(1)]);
+      const [seg] = await segmentFiles(dir());
+      expect((await fsp.stat(path.join(dir(), seg))).size).toBeGreaterThanOrEqual(5000);
+      expect(store.stats().syncs).toBe(syncsBefore);
+      expect(spy.called).toBe(false);
+      await backgroundFsync;
+    } finally {
+      spy.restore();
+    }
+    await new Promise((r) => setImmediate(r)); // the batcher counts the fsync once its promise settles
     expect(store.stats().syncs).toBe(syncsBefore + 1);
     await store.close();
   });
