@@ -21,6 +21,7 @@
  */
 import { BodyStore } from './messages';
 import { QueueIndex } from './queue-index';
+import { Timer, after } from '../util/timer';
 
 /** Start a group commit at once when this many confirms wait. */
 const EAGER_CONFIRMS = 2048;
@@ -47,19 +48,6 @@ export interface GroupCommitHost {
   /** Fails the queue; returns the error it now fails with. */
   fail(e: Error): Error;
   closed(): boolean;
-}
-
-interface Timer {
-  cancel(): void;
-}
-
-function after(ms: number, f: () => void): Timer {
-  if (ms === 0) {
-    const t = setImmediate(f);
-    return { cancel: () => clearImmediate(t) };
-  }
-  const t = setTimeout(f, ms);
-  return { cancel: () => clearTimeout(t) };
 }
 
 export class GroupCommit {

@@ -12,9 +12,11 @@
  * waits that long for company (fewer fsyncs, later confirms). Either way an
  * fsync starts at once when `maxBatch` waiters have gathered.
  */
+import { Timer, after } from '../util/timer';
+
 export class SyncBatcher {
   private waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
-  private timer: { cancel(): void } | undefined;
+  private timer: Timer | undefined;
   private running: Promise<void> | undefined;
   private rerun = false;
   syncs = 0;
@@ -54,13 +56,7 @@ export class SyncBatcher {
 
   /** The next fsync: after this turn (interval 0) or after the interval. */
   private arm(): void {
-    if (this.intervalMs === 0) {
-      const t = setImmediate(() => this.kick());
-      this.timer = { cancel: () => clearImmediate(t) };
-    } else {
-      const t = setTimeout(() => this.kick(), this.intervalMs);
-      this.timer = { cancel: () => clearTimeout(t) };
-    }
+    this.timer = after(this.intervalMs, () => this.kick());
   }
 
   private disarm(): void {
