@@ -70,6 +70,8 @@ export interface StoreStats {
   checksumFailures: number;
   /** Bytes skipped by scans as damaged or torn. */
   skippedBytes: number;
+  /** Of those, the last (non-clean) open's in the current file: writes in flight at the crash (or damage), covered by fillers or cut (torn-writes.ts). */
+  tornBytes: number;
   /** Files whose records the last open (non-clean) took from their hint instead of a scan, and files it scanned. */
   openHintedFiles: number;
   openScannedFiles: number;
@@ -147,6 +149,7 @@ export class MessageStore implements ClientPort {
     reclaimedBytes: 0,
     checksumFailures: 0,
     skippedBytes: 0,
+    tornBytes: 0,
     openHintedFiles: 0,
     openScannedFiles: 0,
     writes: 0,
@@ -237,6 +240,7 @@ export class MessageStore implements ClientPort {
     const store = new MessageStore(o.dir, o.fileSizeLimit, s.index, s.clean, s.clean ? o.clientRefs! : [], s.summaries, o.log, o.tuning, o.maxOpenFiles, o.writeHints);
     store.counters.checksumFailures = s.checksumFailures;
     store.counters.skippedBytes = s.skippedBytes;
+    store.counters.tornBytes = s.tornBytes;
     store.counters.openHintedFiles = s.hintedFiles;
     store.counters.openScannedFiles = s.scannedFiles;
     store.unfoundAtOpen = s.unfound;
@@ -703,6 +707,7 @@ export class MessageStore implements ClientPort {
       syncs: this.batcher.syncs,
       checksumFailures: this.counters.checksumFailures,
       skippedBytes: this.counters.skippedBytes,
+      tornBytes: this.counters.tornBytes,
       openHintedFiles: this.counters.openHintedFiles,
       openScannedFiles: this.counters.openScannedFiles,
       hintsWritten: this.hints.written,

@@ -11,8 +11,9 @@ import type { Logger } from '../util/logger';
 import { FileSummary, newSummary } from './file-summary';
 import { fsyncDir, sealJson, takeFile, unsealJson, writeFileAtomic } from './fs-util';
 import { listNumbered, segmentPath, SEGMENT_EXT, TMP_EXT, tmpPath } from './segment-file';
-import { scanSegment, ScannedRecord, ScanResult } from './segment-scanner';
+import { emptyScan, scanSegment, ScannedRecord, ScanResult } from './segment-scanner';
 import { encodeHint, HINT_EXT, readHint, removeHint } from './hint-file';
+import { mendTornWrites } from './torn-writes';
 
 
 export const RECOVERY_TERMS_NAME = 'clean.json';
@@ -158,6 +159,8 @@ export interface RebuildResult {
   currentSize: number;
   checksumFailures: number;
   skippedBytes: number;
+  /** Of `skippedBytes`, those in the current file (torn-writes.ts): covered by fillers or cut. */
+  tornBytes: number;
   deletedFiles: number;
   /** Referenced messages found in no segment file (counted only while the counts were in memory). */
   lostMessages: number;
@@ -182,7 +185,7 @@ async function recordsOf(dir: string, file: number, current: boolean, log: Logge
   } else {
     const size = (await fsp.stat(p)).size;
     const h = await readHint(dir, file, size);
-    if (h.records) return { records: h.records, fileSize: size, checksumFailures: 0, skippedBytes: 0, hinted: true };
+    if (h.records) return { ...emptyScan(), records: h.records, fileSize: size, hinted: true };
     if (h.reason) {
       log('warn', `recovery: ${file}${HINT_EXT} not trusted (${h.reason}); scanning ${file}${SEGMENT_EXT}`);
       await removeHint(dir, file, false); // a sound scan writes a new one
@@ -209,7 +212,7 @@ export async function rebuildFromSegments(
   if (files.length === 0) {
     const unfound = refs.spilled ? undefined : new Set(refs.inMemory.keys());
     await dropUnclaimed(index, refs, log);
-    return { summaries: [newSummary(0, undefined)], current: 0, currentSize: 0, checksumFailures: 0, skippedBytes: 0, deletedFiles: 0, lostMessages: unfound?.size ?? 0, unfound, hintedFiles: 0, hints: [] };
+    return { summaries: [newSummary(0, undefined)], current: 0, currentSize: 0, checksumFailures: 0, skippedBytes: 0, tornBytes: 0, deletedFiles: 0, lostMessages: unfound?.size ?? 0, unfound, hintedFiles: 0, hints: [] };
   }
   const started = Date.now();
   let lastReport = started;
@@ -226,6 +229,7 @@ export async function rebuildFromSegments(
   const all: FileSummary[] = [];
   let checksumFailures = 0;
   let skippedBytes = 0;
+  let tornBytes = 0;
   let scannedBytes = 0;
   const hinted = new Set<number>();
   const hints = new Map<number, Buffer>();
@@ -266,6 +270,7 @@ export async function rebuildFromSegments(
       valid += r.totalSize;
       lastEnd = r.offset + r.totalSize;
     }
+    if (isLast && scan.damaged.length) tornBytes += await mendTornWrites(dir, file, scan.damaged, lastEnd, log);
     all.push({
       file,
       validTotalSize: valid,
@@ -327,6 +332,7 @@ export async function rebuildFromSegments(
     currentSize: cur.fileSize,
     checksumFailures,
     skippedBytes,
+    tornBytes,
     deletedFiles,
     lostMessages,
     unfound,

@@ -158,9 +158,9 @@ export class SegmentWriter {
     this.buffered = 0;
     // Pieces of about WRITE_PIECE bytes, written at once. Bodies are not
     // copied (writev). A crash can leave a later piece on disk and not an
-    // earlier one, as the kernel's writeback of one large write can: the
-    // recovery scan cuts the file at the first record that fails its check,
-    // and none of them was confirmed.
+    // earlier one, as the kernel's writeback of one large write can; nothing
+    // from the gap on was fsynced, so none of it was confirmed. Recovery
+    // covers such a gap with a filler or cuts it (torn-writes.ts).
     const writes: Promise<void>[] = [];
     let start = 0;
     let size = 0;

@@ -2,6 +2,7 @@
  * Reads a segment file front to back and lists its intact records. A record
  * with a bad checksum, a torn tail or stray bytes is skipped: the scan looks for
  * the next magic and carries on, so one damaged record never hides the rest.
+ * A filler (see record-codec) is passed over: it is neither record nor damage.
  * Reads in chunks so that the event loop is never held for long.
  */
 import { promises as fsp } from 'fs';
@@ -21,6 +22,20 @@ export interface ScanResult {
   checksumFailures: number;
   /** Bytes that belong to no intact record (damage, torn tail, stray data). */
   skippedBytes: number;
+  /** Where those bytes are: maximal runs, ascending, each with the checksum failures inside it. */
+  damaged: DamagedRegion[];
+  /** Bytes covered by fillers. */
+  fillerBytes: number;
+}
+
+export interface DamagedRegion {
+  offset: number;
+  size: number;
+  checksumFailures: number;
+}
+
+export function emptyScan(): ScanResult {
+  return { records: [], fileSize: 0, checksumFailures: 0, skippedBytes: 0, damaged: [], fillerBytes: 0 };
 }
 
 const CHUNK = 1 << 20;
@@ -30,7 +45,7 @@ export async function scanSegment(path: string, chunkSize = CHUNK): Promise<Scan
   try {
     fh = await fsp.open(path, 'r');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { records: [], fileSize: 0, checksumFailures: 0, skippedBytes: 0 };
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return emptyScan();
     throw e;
   }
   try {
@@ -38,6 +53,17 @@ export async function scanSegment(path: string, chunkSize = CHUNK): Promise<Scan
     const records: ScannedRecord[] = [];
     let checksumFailures = 0;
     let skippedBytes = 0;
+    let fillerBytes = 0;
+    const damaged: DamagedRegion[] = [];
+    const skip = (offset: number, size: number, failures: number): void => {
+      skippedBytes += size;
+      checksumFailures += failures;
+      const last = damaged[damaged.length - 1];
+      if (last && last.offset + last.size === offset) {
+        last.size += size;
+        last.checksumFailures += failures;
+      } else damaged.push({ offset, size, checksumFailures: failures });
+    };
     let buf = Buffer.alloc(0);
     let bufStart = 0;
 
@@ -73,7 +99,7 @@ export async function scanSegment(path: string, chunkSize = CHUNK): Promise<Scan
     let pos = 0;
     while (pos < fileSize) {
       if (fileSize - pos < HEADER_SIZE) {
-        skippedBytes += fileSize - pos;
+        skip(pos, fileSize - pos, 0);
         break;
       }
       let local = await ensure(pos, HEADER_SIZE);
@@ -89,12 +115,16 @@ export async function scanSegment(path: string, chunkSize = CHUNK): Promise<Scan
         pos += r.totalSize;
         continue;
       }
-      if (r.kind === 'bad-checksum') checksumFailures++;
+      if (r.kind === 'filler' && pos + r.totalSize <= fileSize) {
+        fillerBytes += r.totalSize;
+        pos += r.totalSize;
+        continue;
+      }
       const next = await resync(pos + 1);
-      skippedBytes += next - pos;
+      skip(pos, next - pos, r.kind === 'bad-checksum' ? 1 : 0);
       pos = next;
     }
-    return { records, fileSize, checksumFailures, skippedBytes };
+    return { records, fileSize, checksumFailures, skippedBytes, damaged, fillerBytes };
   } finally {
     await fh.close();
   }

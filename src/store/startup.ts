@@ -17,7 +17,7 @@ import { CountedRefs, countMsgRefs, readRecoveryTerms, RebuildResult, rebuildFro
 import { listNumbered, segmentPath, SEGMENT_EXT, TMP_EXT } from './segment-file';
 
 /** What the open found and rebuilt: everything a store needs to start (a clean start has no hints and nothing failed or skipped). */
-export interface StartState extends Pick<RebuildResult, 'summaries' | 'current' | 'currentSize' | 'checksumFailures' | 'skippedBytes' | 'hints' | 'hintedFiles'> {
+export interface StartState extends Pick<RebuildResult, 'summaries' | 'current' | 'currentSize' | 'checksumFailures' | 'skippedBytes' | 'tornBytes' | 'hints' | 'hintedFiles'> {
   clean: boolean;
   index: Index;
   scannedFiles: number;
@@ -60,7 +60,7 @@ export async function startState(o: ResolvedOptions): Promise<StartState> {
   if (clean) {
     const summaries = recoveredSummary!;
     const last = summaries[summaries.length - 1];
-    return { clean, index, summaries, current: last.file, currentSize: last.fileSize, checksumFailures: 0, skippedBytes: 0, hints: [], hintedFiles: 0, scannedFiles: 0 };
+    return { clean, index, summaries, current: last.file, currentSize: last.fileSize, checksumFailures: 0, skippedBytes: 0, tornBytes: 0, hints: [], hintedFiles: 0, scannedFiles: 0 };
   }
   let refs: CountedRefs = { inMemory: new Map(), spilled: false, deltas: 0 };
   if (o.clientRefs !== undefined && o.refDeltas) {
@@ -76,6 +76,7 @@ export async function startState(o: ResolvedOptions): Promise<StartState> {
     currentSize: r.currentSize,
     checksumFailures: r.checksumFailures,
     skippedBytes: r.skippedBytes,
+    tornBytes: r.tornBytes,
     hints: r.hints,
     hintedFiles: r.hintedFiles,
     scannedFiles: r.summaries.length + r.deletedFiles - r.hintedFiles,

@@ -2,7 +2,8 @@
  * SIGKILL of a child process running the store, at random moments during
  * writes, removes and compaction, 50+ rounds on the same directory: after each
  * kill the store is reopened non-clean with refDeltas of what the child had
- * synced and not removed, and every such message must be readable and intact.
+ * synced and not removed, and every such message must be readable and intact,
+ * and no segment file may be left with damage.
  *
  * The child runs the built store (dist/, made by `npm test`'s build step).
  */
@@ -10,7 +11,8 @@ import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { MessageStore } from '../../src/store';
-import { rmDir, tmpDir } from './helpers';
+import { scanSegment } from '../../src/store/segment-scanner';
+import { rmDir, segmentFiles, tmpDir } from './helpers';
 
 const DIST_STORE = path.resolve(__dirname, '../../dist/store/index.js');
 const ROUNDS = Number(process.env.WARREN_KILL_ROUNDS ?? 50);
@@ -118,9 +120,12 @@ it.each(['memory', 'leveldb'])(`with the %s index, every synced message survives
       }
       const st = store.stats();
       expect(st.messages).toBe(expected.length);
-      expect(st.checksumFailures).toBe(0);
+      // A record failing its checksum may only be one a crash tore in the current file (torn-writes.ts).
+      if (st.tornBytes === 0) expect(st.checksumFailures).toBe(0);
       compactions += ran;
       await store.close();
+      // Torn writes are covered or cut: no file is left with damage that would keep it from compaction.
+      for (const f of await segmentFiles(dir)) expect({ f, ...(await scanSegment(path.join(dir, f))) }).toMatchObject({ f, checksumFailures: 0, skippedBytes: 0 });
       live = expected;
     }
   } finally {
