@@ -68,9 +68,9 @@ export interface StoreStats {
   syncs: number;
   /** Records that failed their checksum (scans, compactions, reads). */
   checksumFailures: number;
-  /** Bytes skipped by scans as damaged or torn. */
+  /** Bytes skipped by scans as damaged. */
   skippedBytes: number;
-  /** Of those, the last (non-clean) open's in the current file: writes in flight at the crash (or damage), covered by fillers or cut (torn-writes.ts). */
+  /** Bytes of the current file that the last (non-clean) open found no intact record in: writes in flight at the crash (or damage), covered by fillers or cut (torn-writes.ts); not counted as checksum failures or skipped bytes. */
   tornBytes: number;
   /** Files whose records the last open (non-clean) took from their hint instead of a scan, and files it scanned. */
   openHintedFiles: number;

@@ -159,7 +159,7 @@ export interface RebuildResult {
   currentSize: number;
   checksumFailures: number;
   skippedBytes: number;
-  /** Of `skippedBytes`, those in the current file (torn-writes.ts): covered by fillers or cut. */
+  /** Bytes of the current file's gaps (torn-writes.ts): covered by fillers or cut; not in `skippedBytes`, their records not in `checksumFailures`. */
   tornBytes: number;
   deletedFiles: number;
   /** Referenced messages found in no segment file (counted only while the counts were in memory). */
@@ -238,15 +238,10 @@ export async function rebuildFromSegments(
     const file = files[i];
     const scan = await scans[i]!;
     scans[i] = undefined;
-    checksumFailures += scan.checksumFailures;
-    skippedBytes += scan.skippedBytes;
     if (scan.hinted) hinted.add(file);
     else scannedBytes += scan.fileSize;
     const isLast = i === files.length - 1;
     if (!scan.hinted && !isLast && scan.checksumFailures === 0 && scan.skippedBytes === 0) hints.set(file, encodeHint(file, scan.fileSize, scan.records));
-    if (scan.checksumFailures > 0 || (scan.skippedBytes > 0 && i < files.length - 1)) {
-      log('warn', `recovery: ${file}${SEGMENT_EXT}: ${scan.checksumFailures} records failed their checksum, ${scan.skippedBytes} bytes skipped`);
-    }
     let valid = 0;
     let top = 0;
     let lastEnd = 0;
@@ -270,7 +265,14 @@ export async function rebuildFromSegments(
       valid += r.totalSize;
       lastEnd = r.offset + r.totalSize;
     }
-    if (isLast && scan.damaged.length) tornBytes += await mendTornWrites(dir, file, scan.damaged, lastEnd, log);
+    // the current file's gaps are torn writes (torn-writes.ts), not damage
+    const torn = isLast && scan.damaged.length ? await mendTornWrites(dir, file, scan.damaged, lastEnd, log) : { tornBytes: 0, tornRecords: 0 };
+    tornBytes += torn.tornBytes;
+    const failed = scan.checksumFailures - torn.tornRecords;
+    const skipped = scan.skippedBytes - torn.tornBytes;
+    checksumFailures += failed;
+    skippedBytes += skipped;
+    if (failed > 0 || skipped > 0) log('warn', `recovery: ${file}${SEGMENT_EXT}: ${failed} records failed their checksum, ${skipped} bytes skipped`);
     all.push({
       file,
       validTotalSize: valid,

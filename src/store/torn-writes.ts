@@ -10,10 +10,11 @@
  * (record-codec.ts) so that later scans, hints and compaction see a sound file
  * instead of damage that would keep it from ever being compacted; what lies
  * after that record is cut by SegmentWriter.open. Covering is safe whatever
- * made the gap: after a rebuild no index entry points into it. Media damage
- * there cannot be told from a torn write, so the scan's counts (checksum
- * failures, skipped bytes) stay as they were and the gaps are logged with
- * where they are and counted again as torn bytes.
+ * made the gap: after a rebuild no index entry points into it. The gaps are
+ * counted as torn bytes, not as checksum failures, which stay the alarm for a
+ * medium that damages data: a kill -9 mid-flush would otherwise raise it.
+ * Damage of the medium in the current file cannot be told from a torn write;
+ * it is logged the same way, with where it is.
  */
 import { promises as fsp } from 'fs';
 import type { Logger } from '../util/logger';
@@ -21,11 +22,19 @@ import { encodeFillerHeader, HEADER_SIZE } from './record-codec';
 import { segmentPath, SEGMENT_EXT } from './segment-file';
 import type { DamagedRegion } from './segment-scanner';
 
-/** Covers the gaps of `file` that end at or before `end` with fillers (fsynced); returns the bytes of gaps covered or cut. */
-export async function mendTornWrites(dir: string, file: number, damaged: DamagedRegion[], end: number, log: Logger): Promise<number> {
+export interface Mended {
+  /** Bytes of the gaps covered by a filler or cut. */
+  tornBytes: number;
+  /** The records failing their checksum inside them. */
+  tornRecords: number;
+}
+
+/** Covers the gaps of `file` that end at or before `end` with fillers (fsynced); accounts for those and the ones after `end`. */
+export async function mendTornWrites(dir: string, file: number, damaged: DamagedRegion[], end: number, log: Logger): Promise<Mended> {
   const fill = damaged.filter((d) => d.offset + d.size <= end && d.size >= HEADER_SIZE);
   const torn = damaged.filter((d) => d.offset >= end || fill.includes(d));
-  if (torn.length === 0) return 0;
+  const out = { tornBytes: torn.reduce((n, d) => n + d.size, 0), tornRecords: torn.reduce((n, d) => n + d.checksumFailures, 0) };
+  if (torn.length === 0) return out;
   const where = torn.map((d) => `${d.size} bytes at ${d.offset}`).join(', ');
   log('warn', `recovery: ${file}${SEGMENT_EXT}, the current file, held no intact record in ${where} (writes in flight at the crash, or damage): ${fill.length} covered by fillers, the rest cut with the tail after ${end}`);
   if (fill.length) {
@@ -41,5 +50,5 @@ export async function mendTornWrites(dir: string, file: number, damaged: Damaged
       await fh.close();
     }
   }
-  return torn.reduce((n, d) => n + d.size, 0);
+  return out;
 }

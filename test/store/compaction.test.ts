@@ -132,12 +132,15 @@ it('recovers after a crash in the middle of compaction, losing nothing', async (
 });
 
 it('skips a record with a flipped bit on recovery, counts it, and never returns it', async () => {
-  let store = await MessageStore.open({ dir, fileSizeLimit: 1 << 20, clientRefs: undefined });
+  // the 10 records fill file 0, which rolls: its damage is not the current file's torn tail (torn-writes.test.ts)
+  let store = await MessageStore.open({ dir, fileSizeLimit: 10 * 328, clientRefs: undefined });
   const c = store.client('q');
   for (let i = 0; i < 10; i++) c.write(mid(i), body(i, 300));
   await c.sync(Array.from({ length: 10 }, (_, i) => mid(i)));
   await store.simulateCrash();
-  const [seg] = await segmentFiles(dir);
+  const [seg, current] = await segmentFiles(dir);
+  expect([seg, current]).toEqual(['0.rdq', '1.rdq']);
+  await fsp.rm(path.join(dir, '0.rdh'), { force: true }); // found by the scan, not by the read
   const file = path.join(dir, seg);
   const buf = await fsp.readFile(file);
   // flip a bit in the body of the 4th record
@@ -152,7 +155,7 @@ it('skips a record with a flipped bit on recovery, counts it, and never returns 
   const r = store.client('q');
   expect(await r.read(mid(3))).toBeUndefined();
   for (const i of [0, 1, 2, 4, 5, 6, 7, 8, 9]) expect(await r.read(mid(i))).toEqual(body(i, 300));
-  expect(store.stats().checksumFailures).toBeGreaterThan(0);
+  expect(store.stats()).toMatchObject({ checksumFailures: 1, tornBytes: 0, openScannedFiles: 2 });
   await store.close();
 });
 
