@@ -29,9 +29,18 @@ export class Connection {
   /** The socket is paused until Erlang reads again. */
   private draining = false;
 
-  send(frame: Buffer): void {
+  /** Writes a frame, whole or in pieces (gathered into one writev, nothing copied). */
+  send(frame: Buffer | Buffer[]): void {
     if (this.closed) return;
-    if (!this.sock.write(frame) && !this.draining) {
+    let flowing: boolean;
+    if (Buffer.isBuffer(frame)) flowing = this.sock.write(frame);
+    else {
+      this.sock.cork();
+      flowing = true;
+      for (const piece of frame) flowing = this.sock.write(piece);
+      this.sock.uncork();
+    }
+    if (!flowing && !this.draining) {
       // Erlang is not reading: stop taking requests until it does (one
       // listener however many frames are sent meanwhile).
       this.draining = true;

@@ -167,6 +167,12 @@ export class Reader {
   }
 }
 
+/** A payload in pieces, in order. */
+export interface Payload {
+  pieces: Buffer[];
+  length: number;
+}
+
 /** Builds a payload from big-endian fields. */
 export class Writer {
   private parts: Buffer[] = [];
@@ -237,6 +243,12 @@ export class Writer {
     const b = Buffer.from(s, 'utf8');
     if (b.length > 0xffff) throw new ProtocolError(`string of ${b.length} bytes is too long`);
     return this.u16(b.length).bytes(b);
+  }
+
+  /** The payload as the buffers it was built in, large ones appended by `bytes` uncopied: for a write that gathers them. */
+  pieces(): Payload {
+    const pieces = [...this.parts, this.cur.subarray(0, this.pos)].filter((b) => b.length > 0);
+    return { pieces, length: pieces.reduce((n, b) => n + b.length, 0) };
   }
 
   /** The payload, with a 4-byte length prefix when `framed`. */

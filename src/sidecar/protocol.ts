@@ -2,7 +2,7 @@
  * The requests and replies of docs/PROTOCOL.md, decoded into typed values.
  */
 import { FetchMode } from '../queue/messages';
-import { ProtocolError, Reader, Writer } from './frames';
+import { Payload, ProtocolError, Reader, Writer } from './frames';
 
 export const Op = {
   START: 1,
@@ -181,8 +181,15 @@ function checkKey(key: string): string {
   return key;
 }
 
-export function encodeReply(reqId: number, body: Buffer): Buffer {
-  return new Writer(16 + body.length).u8(Push.REPLY).u32(reqId).u8(0).bytes(body).finish(true);
+/** A REPLY frame as buffers to write in order: its 10-byte head, then the body's own buffers, none copied. */
+export function encodeReply(reqId: number, body: Buffer | Payload): Buffer[] {
+  const b = Buffer.isBuffer(body) ? { pieces: body.length ? [body] : [], length: body.length } : body;
+  const head = Buffer.allocUnsafe(10);
+  head.writeUInt32BE(6 + b.length, 0);
+  head.writeUInt8(Push.REPLY, 4);
+  head.writeUInt32BE(reqId, 5);
+  head.writeUInt8(0, 9);
+  return [head, ...b.pieces];
 }
 
 export function encodeError(reqId: number, message: string): Buffer {

@@ -23,7 +23,7 @@ import { scanQueueIndex } from '../queue/queue-dir';
 import { sharedJournalFiles } from '../queue/queue-index';
 import { pathExists } from '../store/fs-util';
 import { SidecarConfig } from './config';
-import { ProtocolError, Writer } from './frames';
+import { Payload, ProtocolError, Writer } from './frames';
 import { log } from './log';
 import { Entry, FetchMode, Frame, Op, RecoverMode, Request, TOKEN_BYTES, decodeRequest, encodeConfirm, encodeError, encodeFailed, encodeReply, writeEntries } from './protocol';
 import { Session, openQueue } from './session';
@@ -138,7 +138,7 @@ export class SidecarServer {
   }
 
   private handle(conn: Connection, { reqId, req }: Frame): void {
-    let result: Promise<Buffer | undefined>;
+    let result: Promise<Buffer | Payload | undefined>;
     try {
       result = this.dispatch(conn, req);
     } catch (e) {
@@ -149,7 +149,7 @@ export class SidecarServer {
         if (reqId !== 0) {
           const b = body ?? Buffer.alloc(0);
           // The plugin refuses frames over the limit (packet_size): answer with an error it can read instead.
-          if (b.length + 10 > this.cfg.maxFrame) conn.send(encodeError(reqId, `reply of ${b.length} bytes exceeds the ${this.cfg.maxFrame}-byte frame limit`));
+          if (b.length + 6 > this.cfg.maxFrame) conn.send(encodeError(reqId, `reply of ${b.length} bytes exceeds the ${this.cfg.maxFrame}-byte frame limit`));
           else conn.send(encodeReply(reqId, b));
         }
         if (req.op === Op.SHUTDOWN) conn.sock.end(() => this.onShutdown());
@@ -206,7 +206,7 @@ export class SidecarServer {
     return Math.floor(this.cfg.maxFrame / 2);
   }
 
-  private dispatch(conn: Connection, req: Request): Promise<Buffer | undefined> {
+  private dispatch(conn: Connection, req: Request): Promise<Buffer | Payload | undefined> {
     switch (req.op) {
       case Op.AUTH:
         return Promise.reject(new ProtocolError('AUTH on a connection already authenticated'));
@@ -447,6 +447,7 @@ export class SidecarServer {
   }
 }
 
-function entries(list: Entry[]): Buffer {
-  return writeEntries(new Writer(), list).finish();
+/** Entries as a payload in pieces: message bodies go to the socket as they were read, uncopied. */
+function entries(list: Entry[]): Payload {
+  return writeEntries(new Writer(), list).pieces();
 }

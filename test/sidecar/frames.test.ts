@@ -62,6 +62,15 @@ describe('Reader and Writer', () => {
     r.end();
   });
 
+  it('gives the payload in pieces, large buffers uncopied, the same bytes as finish()', () => {
+    const big = Buffer.alloc(4000, 9);
+    const w = new Writer(8).u32(7).bytes(big).u8(1).bytes(Buffer.from('small'));
+    const { pieces, length } = w.pieces();
+    expect(pieces).toContain(big); // the same buffer, not a copy
+    expect(Buffer.concat(pieces)).toEqual(w.finish());
+    expect(length).toBe(4 + 4000 + 1 + 5);
+  });
+
   it('frames with a length prefix', () => {
     const f = new Writer().u32(1).finish(true);
     expect(f.readUInt32BE(0)).toBe(4);

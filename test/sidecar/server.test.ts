@@ -325,6 +325,18 @@ describe('the link is the broker\'s alone', () => {
     expect(fold.u32()).toBe(2);
     const reserve = await c.call(Op.FETCH, (w) => w.u32(q.handle).u32(5).u8(2).u8(1));
     expect(reserve.u32()).toBe(2);
+    // the bodies come back exactly (they go out in pieces, uncopied)
+    for (let s = 0; s < 2; s++) {
+      expect(reserve.u64()).toBe(s);
+      reserve.u8();
+      reserve.u32();
+      reserve.i64();
+      reserve.u32();
+      reserve.bytes(16);
+      const blob = reserve.bytes(reserve.u32());
+      expect(blob.equals(Buffer.alloc(200 * 1024, s))).toBe(true);
+    }
+    reserve.end();
     c.sock.destroy();
   });
 });
