@@ -79,6 +79,19 @@ describe('LevelDB index', () => {
     await index.terminate();
   });
 
+  it('writes a large flush in LevelDB batches of at most 1,024 (each is encoded synchronously), every entry there after', async () => {
+    const { index } = await levelDbIndexWith({ maxPendingWrites: 1_000_000 }).open(dir, false);
+    const ix = index as LevelDbIndex;
+    const N = 5000;
+    for (let i = 0; i < N; i++) index.insert(id(i), { refCount: 1, file: 0, offset: i * 10, totalSize: 10 });
+    await index.flush();
+    expect(ix.stats()).toMatchObject({ batches: Math.ceil(N / 1024), batchOps: N });
+    let n = 0;
+    for await (const [k, l] of index.entries()) expect(l.offset).toBe(k.readUInt32BE(12) * 10), n++;
+    expect(n).toBe(N);
+    await index.terminate();
+  });
+
   it('a message inserted and deleted before its batch goes out never reaches LevelDB', async () => {
     const { index } = await levelDbIndexWith({ maxPendingWrites: 100 }).open(dir, false);
     const ix = index as LevelDbIndex;
