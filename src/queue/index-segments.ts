@@ -53,6 +53,9 @@ export async function listSegments(dir: string, clean = false): Promise<number[]
   return out.sort((a, b) => a - b);
 }
 
+/** Records decoded between two turns of the event loop. */
+const DECODE_SLICE = 2048;
+
 /**
  * Live entries of segment n keyed by seq; empty if the file is absent. A bad
  * record (the file was damaged after its fsync) is reported with its offset
@@ -67,10 +70,16 @@ export async function readSegment(dir: string, n: number, report?: (msg: string)
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return live;
     throw e;
   }
-  const res = decodeRecords(buf);
-  for (const rec of res.records) if (rec.type === RecordType.PUBLISH) live.set(rec.entry.seq, rec.entry);
-  for (const d of [...res.skipped, ...(res.tail ? [res.tail] : [])]) {
-    report?.(`queue index segment ${segmentFile(dir, n)}: ${d.reason} record at offset ${d.offset}; ${d.bytes} bytes skipped`);
+  // In slices, the event loop free between them: a segment of 16,384
+  // records took ~30 ms to checksum and decode in one go.
+  for (let pos = 0; pos < buf.length; ) {
+    const res = decodeRecords(buf, pos, DECODE_SLICE);
+    for (const rec of res.records) if (rec.type === RecordType.PUBLISH) live.set(rec.entry.seq, rec.entry);
+    for (const d of [...res.skipped, ...(res.tail ? [res.tail] : [])]) {
+      report?.(`queue index segment ${segmentFile(dir, n)}: ${d.reason} record at offset ${d.offset}; ${d.bytes} bytes skipped`);
+    }
+    pos = res.end;
+    if (pos < buf.length) await new Promise<void>((resolve) => setImmediate(resolve));
   }
   return live;
 }

@@ -99,6 +99,8 @@ export interface JournalDecodeResult {
   skipped: DamagedRange[];
   /** Damage after the last valid record (a torn or corrupt tail), cut by a reader. */
   tail?: DamagedRange;
+  /** Where decoding stopped: buf.length, or the next record's offset once maxRecords were decoded. */
+  end: number;
 }
 
 /** The record at `pos`, or why there is none. */
@@ -125,16 +127,18 @@ function plausible(buf: Buffer, pos: number): boolean {
 }
 
 /**
- * Decodes every valid record of `buf`. Damaged bytes are skipped up to the
- * next offset where a whole record passes its checksum; damage with no valid
- * record after it is the tail.
+ * Decodes every valid record of `buf` from offset `from` (a record's start),
+ * at most `maxRecords` of them (a caller that decodes a large file in slices
+ * continues at `end`). Damaged bytes are skipped up to the next offset where
+ * a whole record passes its checksum; damage with no valid record after it
+ * is the tail.
  */
-export function decodeRecords(buf: Buffer): JournalDecodeResult {
+export function decodeRecords(buf: Buffer, from = 0, maxRecords = Infinity): JournalDecodeResult {
   const records: JournalRecord[] = [];
   const skipped: DamagedRange[] = [];
-  let pos = 0;
-  let validBytes = 0;
-  while (pos < buf.length) {
+  let pos = from;
+  let validBytes = from;
+  while (pos < buf.length && records.length < maxRecords) {
     const r = recordAt(buf, pos);
     if (typeof r !== 'string') {
       records.push(r.rec);
@@ -148,9 +152,9 @@ export function decodeRecords(buf: Buffer): JournalDecodeResult {
         break;
       }
     }
-    if (next < 0) return { records, validBytes, skipped, tail: { offset: pos, bytes: buf.length - pos, reason: r } };
+    if (next < 0) return { records, validBytes, skipped, tail: { offset: pos, bytes: buf.length - pos, reason: r }, end: buf.length };
     skipped.push({ offset: pos, bytes: next - pos, reason: r });
     pos = next;
   }
-  return { records, validBytes, skipped };
+  return { records, validBytes, skipped, end: pos };
 }

@@ -103,3 +103,50 @@ export function overlay(live: Map<number, JournalEntry>, part: SegmentJournal | 
     }
   }
 }
+
+/**
+ * The live entries with from ≤ seq < to of a segment file's entries (in seq
+ * order) with its journal part applied, in seq order, as overlay() would
+ * leave them; lazily, so a reader that needs a window of them pays for that
+ * window (and one pass over the journal part), not for the whole segment.
+ */
+export function* overlaid(file: readonly JournalEntry[], part: SegmentJournal | undefined, from: number, to: number): Generator<JournalEntry> {
+  // The journal's publishes in range, in seq order (those the file holds as well are met in the walk below).
+  const pubs: number[] = [];
+  if (part) for (const [seq, st] of part) if (st.pub && !st.acked && seq >= from && seq < to) pubs.push(seq);
+  pubs.sort((a, b) => a - b);
+  let i = firstAtOrAfter(file, from);
+  let j = 0;
+  for (;;) {
+    const f = i < file.length && file[i].seq < to ? file[i].seq : Infinity;
+    const p = j < pubs.length ? pubs[j] : Infinity;
+    if (f === Infinity && p === Infinity) return;
+    if (p < f) {
+      const st = part!.get(p)!;
+      j++;
+      yield withDelivered(st.pub!, st.delivered);
+      continue;
+    }
+    if (p === f) j++;
+    const e = file[i++];
+    const st = part?.get(e.seq);
+    if (!st) yield e;
+    else if (!st.acked) yield st.pub ? withDelivered(st.pub, st.delivered) : withDelivered(e, st.delivered);
+  }
+}
+
+function withDelivered(e: JournalEntry, delivered: boolean): JournalEntry {
+  return delivered ? { ...e, flags: e.flags | DELIVERED } : e;
+}
+
+/** The index of the first entry with seq ≥ from in entries sorted by seq. */
+function firstAtOrAfter(entries: readonly JournalEntry[], from: number): number {
+  let lo = 0;
+  let hi = entries.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (entries[mid].seq < from) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

@@ -26,8 +26,9 @@ import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { JournalFile, JournalFiles } from './journal-files';
 import { JournalEntry, RecordType, encodePublish, encodeSeqs } from './journal-codec';
-import { DELIVERED, JournalState, overlay } from './journal-state';
+import { DELIVERED, JournalState, overlaid } from './journal-state';
 import { SegmentSummary, readSegment } from './index-segments';
+import { SegmentCache, sharedSegmentCache } from './segment-cache';
 import { CleanTerms, writeCleanMarker } from './clean-marker';
 import type { Logger } from '../util/logger';
 import { JOURNAL, prepareQueueDir } from './queue-dir';
@@ -48,6 +49,8 @@ export const DEFAULT_JOURNAL_ENTRIES = 16384;
 
 export interface QueueIndexOptions {
   log: Logger;
+  /** Decoded segments kept for window-by-window reads (default: the one shared by the process). */
+  segmentCache?: SegmentCache;
   /** Seqs per segment, for an index created now (an existing one keeps its own). */
   segmentEntries?: number;
   /** The descriptor pool of the journal (default: the one shared by the process). */
@@ -68,6 +71,9 @@ export class QueueIndex {
   private opening = true;
   private readonly log: Logger;
   private readonly journalEntries: number;
+  private readonly segmentCache: SegmentCache;
+  /** Segment files read and decoded by readLive (the others came from the cache). */
+  segmentReads = 0;
 
   private constructor(
     readonly dir: string,
@@ -80,6 +86,7 @@ export class QueueIndex {
   ) {
     this.log = opts.log;
     this.journalEntries = opts.journalEntries ?? DEFAULT_JOURNAL_ENTRIES;
+    this.segmentCache = opts.segmentCache ?? sharedSegmentCache;
     this.writer = new JournalWriter(dir, journalFile, opts.log);
   }
 
@@ -168,6 +175,8 @@ export class QueueIndex {
   foldJournal(): Promise<void> {
     return this.writer.run(async () => {
       this.foldQueued = false;
+      // The segments are about to change.
+      this.segmentCache.drop(this);
       const parts = this.journal.take();
       // Every pending record is in `parts`: the segments will hold them.
       this.writer.discard();
@@ -195,16 +204,26 @@ export class QueueIndex {
       const last = this.journal.segmentOf(to - 1);
       const nums = [...new Set([...this.segments.keys(), ...this.journal.segments()])].filter((n) => n >= first && n <= last).sort((a, b) => a - b);
       for (const n of nums) {
-        const live = this.segments.has(n) ? await readSegment(this.dir, n, (m) => this.log('error', m)) : new Map<number, JournalEntry>();
-        overlay(live, this.journal.segment(n));
-        const picked = [...live.values()].filter((e) => e.seq >= from && e.seq < to && !skip?.(e.seq)).sort((a, b) => a.seq - b.seq);
-        for (const e of picked) {
+        const file = this.segments.has(n) ? await this.segmentFile(n) : [];
+        for (const e of overlaid(file, this.journal.segment(n), from, to)) {
+          if (skip?.(e.seq)) continue;
           out.push(e.seq < this.redeliverBelow ? { ...e, flags: e.flags | DELIVERED } : e);
           if (out.length === max) return { entries: out, next: e.seq + 1 };
         }
       }
       return { entries: out, next: to };
     });
+  }
+
+  /** Segment n's file as decoded entries in seq order: from the cache, or read (runs on the writer's line, so no fold runs meanwhile). */
+  private async segmentFile(n: number): Promise<readonly JournalEntry[]> {
+    const hit = this.segmentCache.get(this, n);
+    if (hit) return hit.entries;
+    const live = await readSegment(this.dir, n, (m) => this.log('error', m));
+    this.segmentReads++;
+    const entries = [...live.values()].sort((a, b) => a.seq - b.seq);
+    if (!this.closed) this.segmentCache.set(this, { n, entries });
+    return entries;
   }
 
   /** Live entries, their bytes and how many have an expiry, in the segment files (exact once the journal is folded). */
@@ -245,6 +264,7 @@ export class QueueIndex {
     if (this.closed) return;
     await this.write().catch(() => undefined);
     this.closed = true;
+    this.segmentCache.drop(this);
     await this.writer.idle();
     await this.writer.close();
   }
@@ -252,6 +272,7 @@ export class QueueIndex {
   /** Closes and removes the queue's directory. */
   async destroy(): Promise<void> {
     this.writer.discard();
+    this.segmentCache.drop(this);
     if (!this.closed) {
       this.closed = true;
       await this.writer.idle();
@@ -260,3 +281,4 @@ export class QueueIndex {
     await fsp.rm(this.dir, { recursive: true, force: true });
   }
 }
+

@@ -4,6 +4,8 @@ import * as path from 'path';
 import sinon from 'sinon';
 import { JournalEntry, RecordType, decodeRecords, encodePublish, encodeSeqs } from '../../src/queue/journal-codec';
 import { JournalFiles } from '../../src/queue/journal-files';
+import { DELIVERED } from '../../src/queue/journal-state';
+import { SegmentCache } from '../../src/queue/segment-cache';
 import { CleanTerms, OpenOptions, QueueIndex, consumeCleanMarker, parseCleanTerms, scanQueueIndex } from '../../src/queue/queue-index';
 import { sealJson } from '../../src/store/fs-util';
 import { rng } from '../random';
@@ -84,6 +86,30 @@ describe('journal codec', () => {
     ]);
     expect(t.skipped).toEqual([{ offset: encodePublish(entry(1)).length, bytes: 17, reason: 'checksum' }]);
   });
+
+  it('decodes in slices of k records what it decodes in one go, damage and tail included', () => {
+    const recs = Array.from({ length: 300 }, (_, i) => (i % 3 === 2 ? encodeSeqs(RecordType.ACK, [i - 1]) : encodePublish(entry(i))));
+    const buf = Buffer.concat([...recs, encodePublish(entry(999)).subarray(0, 30)]);
+    const offsetOf = (k: number) => recs.slice(0, k).reduce((n, r) => n + r.length, 0);
+    buf[offsetOf(64) + 13] ^= 0x04; // damage right at the end of a slice of 64
+    buf[offsetOf(100) + 20] ^= 0x01;
+    const whole = decodeRecords(buf);
+    for (const k of [1, 7, 64, 1000]) {
+      const sliced = { records: [] as unknown[], skipped: [] as unknown[], tail: undefined as unknown, calls: 0 };
+      for (let pos = 0; pos < buf.length; ) {
+        const r = decodeRecords(buf, pos, k);
+        expect(r.records.length).toBeLessThanOrEqual(k);
+        sliced.records.push(...r.records);
+        sliced.skipped.push(...r.skipped);
+        sliced.tail = r.tail ?? sliced.tail;
+        sliced.calls++;
+        pos = r.end;
+      }
+      expect([k, sliced.records, sliced.skipped, sliced.tail]).toEqual([k, whole.records, whole.skipped, whole.tail]);
+      expect(sliced.calls).toBeGreaterThanOrEqual(Math.ceil(298 / k));
+    }
+    expect([whole.records.length, whole.skipped.length, whole.tail?.reason]).toEqual([298, 2, 'torn']);
+  });
 });
 
 describe('QueueIndex', () => {
@@ -111,6 +137,29 @@ describe('QueueIndex', () => {
     const page = await index.readLive(2, 10, 2);
     expect([page.entries.map((e) => e.seq), page.next]).toEqual([[2, 4], 5]);
     expect((await index.readLive(5, 10, 2)).next).toBe(10);
+    await index.close();
+  });
+
+  it('reads a segment file once while a consumer takes it window by window, and again after a fold rewrote it', async () => {
+    const { index } = await open(dir, { segmentEntries: 64, segmentCache: new SegmentCache(4) });
+    for (let s = 0; s < 64; s++) index.publish(entry(s));
+    await index.foldJournal();
+    // The journal's records since the fold count on top of the cached file.
+    index.acked([5]);
+    index.delivered([6]);
+    const seen: number[][] = [];
+    for (let from = 0; from < 64; ) {
+      const r = await index.readLive(from, 64, 16);
+      seen.push(...r.entries.map((e) => [e.seq, e.flags]));
+      from = r.next;
+    }
+    const expected = Array.from({ length: 64 }, (_, s) => [s, s === 6 ? 1 | DELIVERED : 1]).filter(([s]) => s !== 5);
+    expect(seen).toEqual(expected);
+    expect(index.segmentReads).toBe(1);
+    index.acked([0, 1, 2]);
+    await index.foldJournal();
+    expect((await index.readLive(0, 64, 4)).entries.map((e) => [e.seq, e.flags])).toEqual([[3, 1], [4, 1], [6, 1 | DELIVERED], [7, 1]]);
+    expect(index.segmentReads).toBe(2);
     await index.close();
   });
 
