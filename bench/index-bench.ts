@@ -3,7 +3,7 @@
  * child process of its own (node --expose-gc) so that memory figures are not
  * mixed; results are JSON lines on stdout and in bench/results/index.json.
  *
- *   npm run bench -- index [--entries 5000000] [--messages 1000000] [--cases rss,throughput,backlog,restart]
+ *   npm run bench -- index [--entries 5000000] [--messages 1000000] [--cases rss,throughput,backlog,restart] [--out index]
  *
  * Cases, each for the memory and the LevelDB index in the same run:
  *   rss         resident set size after a forced GC with N live index entries
@@ -11,7 +11,8 @@
  *               1,000 at a time (a queue whose consumers keep up)
  *   backlog     write + sync of M 1 KiB messages, then read + remove of all of
  *               them (a queue that fills before it drains: every entry goes
- *               through LevelDB)
+ *               through LevelDB); the fill rate and the RSS after a GC with all
+ *               M stored are reported on their own
  *   restart     time to open a cleanly closed store holding N tiny messages
  */
 import * as fs from 'fs';
@@ -93,6 +94,7 @@ async function throughput(index: string, n: number): Promise<Result> {
 }
 
 async function backlog(index: string, n: number): Promise<Result> {
+  let fullRss = 0;
   const [t0, t1, t2] = await withFreshStore(index, async (store, c) => {
     const start = process.hrtime.bigint();
     for (let b = 0; b < n; b += BATCH) {
@@ -101,6 +103,10 @@ async function backlog(index: string, n: number): Promise<Result> {
       await c.sync(ids);
     }
     const filled = process.hrtime.bigint();
+    // Outside the timed phases: the process holding all n, after a GC.
+    gc();
+    fullRss = process.memoryUsage().rss;
+    const drainFrom = process.hrtime.bigint();
     for (let b = 0; b < n; b += BATCH) {
       const ids = idBatch(b, n);
       const bodies = await Promise.all(ids.map((x) => c.read(x)));
@@ -108,7 +114,7 @@ async function backlog(index: string, n: number): Promise<Result> {
       c.remove(ids);
     }
     await store.quiesce();
-    return [start, filled, process.hrtime.bigint()];
+    return [start, filled, process.hrtime.bigint() - (drainFrom - filled)];
   });
   const secs = Number(t2 - t0) / 1e9;
   const r2 = (x: number) => Math.round(x * 100) / 100;
@@ -119,6 +125,8 @@ async function backlog(index: string, n: number): Promise<Result> {
     seconds: r2(secs),
     msgsPerSec: Math.round(n / secs),
     fillSeconds: r2(Number(t1 - t0) / 1e9),
+    fillMsgsPerSec: Math.round(n / (Number(t1 - t0) / 1e9)),
+    rssFullMB: mb(fullRss),
     drainSeconds: r2(Number(t2 - t1) / 1e9),
   };
 }
@@ -166,7 +174,9 @@ function main(): void {
     if (n === undefined) throw new Error(`unknown case ${kind}; cases: ${Object.keys(sizes).join(',')}`);
     for (const index of ['memory', 'leveldb']) children.push([kind, index, String(n)]);
   }
-  runChildren('index', __filename, ['--expose-gc', '--max-old-space-size=8192'], children, 'shared 2-core machine; figures from one run');
+  const oi = args.indexOf('--out');
+  const out = oi >= 0 ? args[oi + 1] : 'index';
+  runChildren(out, __filename, ['--expose-gc', '--max-old-space-size=8192'], children, 'shared 2-core machine; figures from one run');
 }
 
 main();
