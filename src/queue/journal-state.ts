@@ -135,7 +135,8 @@ export function* overlaid(file: readonly JournalEntry[], part: SegmentJournal | 
   }
 }
 
-function withDelivered(e: JournalEntry, delivered: boolean): JournalEntry {
+/** e, with the delivered flag set when `delivered`. */
+export function withDelivered(e: JournalEntry, delivered: boolean): JournalEntry {
   return delivered ? { ...e, flags: e.flags | DELIVERED } : e;
 }
 

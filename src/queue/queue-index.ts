@@ -26,7 +26,7 @@ import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { JournalFile, JournalFiles } from './journal-files';
 import { JournalEntry, RecordType, encodePublish, encodeSeqs } from './journal-codec';
-import { DELIVERED, JournalState, overlaid } from './journal-state';
+import { JournalState, overlaid, withDelivered } from './journal-state';
 import { SegmentSummary, readSegment } from './index-segments';
 import { SegmentCache, sharedSegmentCache } from './segment-cache';
 import { CleanTerms, writeCleanMarker } from './clean-marker';
@@ -207,7 +207,7 @@ export class QueueIndex {
         const file = this.segments.has(n) ? await this.segmentFile(n) : [];
         for (const e of overlaid(file, this.journal.segment(n), from, to)) {
           if (skip?.(e.seq)) continue;
-          out.push(e.seq < this.redeliverBelow ? { ...e, flags: e.flags | DELIVERED } : e);
+          out.push(withDelivered(e, e.seq < this.redeliverBelow));
           if (out.length === max) return { entries: out, next: e.seq + 1 };
         }
       }
@@ -281,4 +281,3 @@ export class QueueIndex {
     await fsp.rm(this.dir, { recursive: true, force: true });
   }
 }
-
