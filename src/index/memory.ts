@@ -9,7 +9,7 @@ import * as path from 'path';
 import { createHash } from 'crypto';
 import { Index, IndexFactory, keyOf, MsgId, MsgLocation, MsgLocationFields } from './types';
 
-const FILE_NAME = 'memory-index.bin';
+export const MEMORY_INDEX_FILE = 'memory-index.bin';
 const MAGIC = 0x57524d49; // "WRMI"
 const VERSION = 1;
 const ENTRY_SIZE = 16 + 4 + 4 + 8 + 4;
@@ -82,7 +82,7 @@ export class MemoryIndex implements Index {
     }
     createHash('sha256').update(buf.subarray(0, p)).digest().copy(buf, p);
     await fsp.mkdir(this.dir, { recursive: true });
-    await writeFileAtomic(path.join(this.dir, FILE_NAME), buf);
+    await writeFileAtomic(path.join(this.dir, MEMORY_INDEX_FILE), buf);
   }
 
   async clear(): Promise<void> {
@@ -95,23 +95,31 @@ export class MemoryIndex implements Index {
 
   /** Loads a terminated index; false if absent or garbled (the map is then left empty). */
   async load(): Promise<boolean> {
-    const buf = await takeFileIfReadable(path.join(this.dir, FILE_NAME));
-    if (!buf) return false;
-    if (buf.length < HEADER_SIZE + DIGEST_SIZE || buf.readUInt32BE(0) !== MAGIC || buf.readUInt32BE(4) !== VERSION) return false;
-    const n = Number(buf.readBigUInt64BE(8));
-    const end = HEADER_SIZE + n * ENTRY_SIZE;
-    if (buf.length !== end + DIGEST_SIZE) return false;
-    if (!createHash('sha256').update(buf.subarray(0, end)).digest().equals(buf.subarray(end))) return false;
-    for (let p = HEADER_SIZE; p < end; p += ENTRY_SIZE) {
-      this.map.set(buf.toString('latin1', p, p + 16), {
-        refCount: buf.readUInt32BE(p + 16),
-        file: buf.readUInt32BE(p + 20),
-        offset: Number(buf.readBigUInt64BE(p + 24)),
-        totalSize: buf.readUInt32BE(p + 32),
-      });
-    }
+    const map = decodeMemoryIndex(await takeFileIfReadable(path.join(this.dir, MEMORY_INDEX_FILE)));
+    if (!map) return false;
+    for (const [k, l] of map) this.map.set(k, l);
     return true;
   }
+}
+
+/** The entries of a memory-index.bin (keyed as keyOf), or undefined if absent or garbled. */
+export function decodeMemoryIndex(buf: Buffer | undefined): Map<string, MsgLocation> | undefined {
+  if (!buf) return undefined;
+  if (buf.length < HEADER_SIZE + DIGEST_SIZE || buf.readUInt32BE(0) !== MAGIC || buf.readUInt32BE(4) !== VERSION) return undefined;
+  const n = Number(buf.readBigUInt64BE(8));
+  const end = HEADER_SIZE + n * ENTRY_SIZE;
+  if (buf.length !== end + DIGEST_SIZE) return undefined;
+  if (!createHash('sha256').update(buf.subarray(0, end)).digest().equals(buf.subarray(end))) return undefined;
+  const map = new Map<string, MsgLocation>();
+  for (let p = HEADER_SIZE; p < end; p += ENTRY_SIZE) {
+    map.set(buf.toString('latin1', p, p + 16), {
+      refCount: buf.readUInt32BE(p + 16),
+      file: buf.readUInt32BE(p + 20),
+      offset: Number(buf.readBigUInt64BE(p + 24)),
+      totalSize: buf.readUInt32BE(p + 32),
+    });
+  }
+  return map;
 }
 
 export const memoryIndexFactory: IndexFactory = {
@@ -121,7 +129,7 @@ export const memoryIndexFactory: IndexFactory = {
     const index = new MemoryIndex(dir);
     if (clean && (await index.load())) return { index, recovered: true };
     await index.clear();
-    await fsp.rm(path.join(dir, FILE_NAME), { force: true });
+    await fsp.rm(path.join(dir, MEMORY_INDEX_FILE), { force: true });
     return { index, recovered: false };
   },
 };

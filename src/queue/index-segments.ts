@@ -9,7 +9,7 @@
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { writeFileAtomic } from '../store/fs-util';
-import { JournalEntry, RecordType, decodeRecords, encodePublish } from './journal-codec';
+import { DamagedRange, JournalEntry, RecordType, decodeRecords, encodePublish } from './journal-codec';
 
 const SUFFIX = '.seg';
 const LAYOUT = 'layout.json';
@@ -61,7 +61,10 @@ const DECODE_SLICE = 2048;
  * record (the file was damaged after its fsync) is reported with its offset
  * and skipped; the records after it are read.
  */
-export async function readSegment(dir: string, n: number, report?: (msg: string) => void): Promise<Map<number, JournalEntry>> {
+/** Told of each damaged range of a segment: in words, and as the file and range. */
+export type DamageReport = (msg: string, file: string, damage: DamagedRange) => void;
+
+export async function readSegment(dir: string, n: number, report?: DamageReport): Promise<Map<number, JournalEntry>> {
   const live = new Map<number, JournalEntry>();
   let buf: Buffer;
   try {
@@ -76,7 +79,7 @@ export async function readSegment(dir: string, n: number, report?: (msg: string)
     const res = decodeRecords(buf, pos, DECODE_SLICE);
     for (const rec of res.records) if (rec.type === RecordType.PUBLISH) live.set(rec.entry.seq, rec.entry);
     for (const d of [...res.skipped, ...(res.tail ? [res.tail] : [])]) {
-      report?.(`queue index segment ${segmentFile(dir, n)}: ${d.reason} record at offset ${d.offset}; ${d.bytes} bytes skipped`);
+      report?.(`queue index segment ${segmentFile(dir, n)}: ${d.reason} record at offset ${d.offset}; ${d.bytes} bytes skipped`, segmentFile(dir, n), d);
     }
     pos = res.end;
     if (pos < buf.length) await new Promise<void>((resolve) => setImmediate(resolve));

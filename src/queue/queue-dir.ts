@@ -13,7 +13,7 @@ import * as path from 'path';
 import { fsyncDir } from '../store/fs-util';
 import { DamagedRange, JournalEntry, RecordType, decodeRecords } from './journal-codec';
 import { JournalState, overlay } from './journal-state';
-import { LayoutError, SegmentSummary, layoutsMatchingSegments, listSegments, readLayout, readSegment, summarize, writeLayout } from './index-segments';
+import { DamageReport, LayoutError, SegmentSummary, layoutsMatchingSegments, listSegments, readLayout, readSegment, summarize, writeLayout } from './index-segments';
 
 
 /** The journal's name in a queue's directory. */
@@ -30,7 +30,7 @@ export interface LoadedJournal {
   maxSeq: number;
 }
 
-async function loadJournal(dir: string, segmentEntries: number): Promise<LoadedJournal> {
+export async function loadJournal(dir: string, segmentEntries: number): Promise<LoadedJournal> {
   const state = new JournalState(segmentEntries);
   let buf: Buffer;
   try {
@@ -58,7 +58,7 @@ export async function* liveBySegment(
   dir: string,
   files: readonly number[],
   journal: JournalState,
-  report?: (msg: string) => void,
+  report?: DamageReport,
 ): AsyncGenerator<{ entries: JournalEntry[]; n: number; fileSummary: SegmentSummary }> {
   const all = [...new Set([...files, ...journal.segments()])].sort((a, b) => a - b);
   const onDisk = new Set(files);
@@ -76,7 +76,7 @@ export async function* liveBySegment(
  * size every segment file agrees with (`inferred`: the caller writes it back
  * when it says it will, `rewrite`); if none does, LayoutError.
  */
-async function readOrInferLayout(dir: string, configured: number | undefined, log?: Logger, rewrite = false): Promise<{ segmentEntries: number | undefined; inferred?: number }> {
+export async function readOrInferLayout(dir: string, configured: number | undefined, log?: Logger, rewrite = false): Promise<{ segmentEntries: number | undefined; inferred?: number }> {
   try {
     return { segmentEntries: await readLayout(dir) };
   } catch (e) {

@@ -2,7 +2,7 @@ import { promises as fsp } from 'fs';
 import { createHash } from 'crypto';
 
 // The durable-file helpers live below every layer; the store's modules take them from here too.
-export { fsyncDir, pathExists, takeFileIfReadable, writeFileAtomic } from '../util/durable-file';
+export { fsyncDir, pathExists, readFileIfPresent, takeFileIfReadable, writeFileAtomic } from '../util/durable-file';
 
 /** Reads a file and deletes it (state that must be trusted at most once). undefined if absent. */
 export async function takeFile(file: string): Promise<Buffer | undefined> {

@@ -85,7 +85,7 @@ export async function startState(o: ResolvedOptions): Promise<StartState> {
 }
 
 /** The clean state is trusted only if the files on disk are exactly those summarised, with those sizes. */
-async function filesMatch(dir: string, summaries: FileSummary[]): Promise<boolean> {
+export async function filesMatch(dir: string, summaries: FileSummary[]): Promise<boolean> {
   if (summaries.length === 0) return false;
   const files = await listNumbered(dir, SEGMENT_EXT);
   if ((await listNumbered(dir, TMP_EXT)).length) return false;

@@ -53,3 +53,13 @@ export async function takeFileIfReadable(file: string): Promise<Buffer | undefin
   await fsp.rm(file, { force: true });
   return data;
 }
+
+/** A file's bytes, or undefined if it does not exist (any other error is thrown). Leaves the file alone. */
+export async function readFileIfPresent(file: string): Promise<Buffer | undefined> {
+  try {
+    return await fsp.readFile(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+}
