@@ -104,17 +104,22 @@ export class Compactor<D> {
     if (fs.readers === 0 && fs.locked) this.noReaderWaiters.get(fs.file)?.();
   }
 
-  /** Starts a compaction if the garbage warrants one and none runs. */
-  maybeStart(): void {
+  /**
+   * Starts a compaction if the garbage warrants one and none runs. `anyGarbage`
+   * (offline compaction, `warren compact`) drops the store-wide threshold: any
+   * pair that fits in one file and holds garbage is combined.
+   */
+  maybeStart(anyGarbage = false): void {
     const h = this.host;
     if (this.active || !h.mayStart()) return;
     const limit = h.fileSizeLimit;
-    if (!(h.files.fileBytes > 2 * limit && h.files.garbageRatio > GARBAGE_FRACTION)) return;
+    if (!anyGarbage && !(h.files.fileBytes > 2 * limit && h.files.garbageRatio > GARBAGE_FRACTION)) return;
     let dst = h.files.eldest();
     while (dst && dst.right !== undefined) {
       const src = h.files.get(dst.right)!;
       if (src.right === undefined) return; // never the current file
-      if (!dst.damaged && !src.damaged && dst.validTotalSize + src.validTotalSize <= limit) {
+      const garbage = dst.fileSize - dst.validTotalSize + (src.fileSize - src.validTotalSize);
+      if (!dst.damaged && !src.damaged && dst.validTotalSize + src.validTotalSize <= limit && (!anyGarbage || garbage > 0)) {
         this.start(src, dst);
         return;
       }

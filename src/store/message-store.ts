@@ -735,6 +735,31 @@ export class MessageStore implements ClientPort {
     return this.index.entries();
   }
 
+  /**
+   * Offline compaction (`warren compact`): combines pairs of files, whatever
+   * the store-wide garbage ratio, until no pair that fits in one file holds
+   * garbage. The current file is never compacted. Resolves with the number
+   * of compactions run; `onStep` is told after each.
+   */
+  async compactAll(onStep?: (done: number) => void): Promise<number> {
+    this.checkWritable();
+    let done = 0;
+    for (;;) {
+      await this.settle();
+      const before = this.counters.compactions;
+      this.compactor.maybeStart(true);
+      if (!this.compactor.isActive) break;
+      await this.settle();
+      if (this.failure !== undefined) throw this.failed!;
+      // A pair skipped for damage is marked so and not picked again: the loop ends.
+      if (this.counters.compactions === before) continue;
+      done += this.counters.compactions - before;
+      onStep?.(done);
+    }
+    await this.hints.idle();
+    return done;
+  }
+
   /** Resolves once every operation posted so far has been applied, no compaction runs and no hint step waits. */
   async quiesce(): Promise<void> {
     for (;;) {
