@@ -6,6 +6,7 @@
  *     warren/store/          the persistent message store (src/store)
  *     warren/transient/      the transient store, wiped at every start
  *     warren/queues/<key>/   one queue index per durable queue (src/queue)
+ *     warren/sidecar.pid     the pid of the sidecar that has the vhost open (removed at its close)
  *
  * What is inside each is its owner's (docs/FORMATS.md shows the whole tree).
  */
@@ -22,11 +23,13 @@ export interface VhostLayout {
   store: string;
   transient: string;
   queues: string;
+  /** Holds the pid of the sidecar that has the vhost open: offline tools refuse a store in use. */
+  owner: string;
 }
 
 export function vhostLayout(vhostDir: string): VhostLayout {
   const warren = path.join(vhostDir, 'warren');
-  return { warren, store: path.join(warren, 'store'), transient: path.join(warren, 'transient'), queues: path.join(warren, 'queues') };
+  return { warren, store: path.join(warren, 'store'), transient: path.join(warren, 'transient'), queues: path.join(warren, 'queues'), owner: path.join(warren, 'sidecar.pid') };
 }
 
 /** The queue index directory of the durable queue `key` of the vhost at `vhostDir`. */

@@ -102,10 +102,12 @@ export class Vhosts {
    * earlier Warren gave queue `keys[i]`: its directory is renamed first.
    */
   async start(vhost: string, dir: string, keys: readonly string[], legacyKeys: readonly string[] = [], pruneUnlisted = true): Promise<boolean[]> {
-    const { warren: warrenDir, queues: queuesDir, store: storeDir, transient: transientDir } = vhostLayout(dir);
+    const { warren: warrenDir, queues: queuesDir, store: storeDir, transient: transientDir, owner } = vhostLayout(dir);
     // 0700: nothing under a vhost's warren/ is for other users (the sidecar's umask makes its files 0600).
     await fsp.mkdir(queuesDir, { recursive: true, mode: 0o700 });
     await fsp.chmod(warrenDir, 0o700);
+    // Tells `warren compact` and `warren verify` that the vhost is in use (they check the pid still runs).
+    await fsp.writeFile(owner, `${process.pid}\n`);
     const listed = new Set(keys);
     await migrateLegacyKeys(vhost, queuesDir, keys, legacyKeys, listed);
     if (pruneUnlisted) {
@@ -173,5 +175,6 @@ export class Vhosts {
     this.open.delete(vhost);
     await st.store.close();
     await st.transient.close();
+    await fsp.rm(vhostLayout(st.dir).owner, { force: true });
   }
 }
