@@ -345,14 +345,24 @@ export class Broker extends NodeLayout {
     return descendants(pid).filter((p) => cmdlineMatches(p, /sidecar/));
   }
 
+  /**
+   * How to run `rabbitmqctl -n <node> <args>` against this node: the broker's
+   * own CLI (in its root, if it has one), as the node's user, with the node's
+   * HOME (so its cookie) and environment.
+   */
+  ctlCommand(args: readonly string[]): { file: string; args: string[]; opts: { uid?: number; gid?: number; env: NodeJS.ProcessEnv; cwd: string } } {
+    const cmd = this.command(this.rabbitmq.bin('rabbitmqctl'), ['-n', this.nodeName, ...args]);
+    return { file: cmd.file, args: cmd.args, opts: { ...cmd.opts, env: this.env(), cwd: this.dataDir } };
+  }
+
   /** Runs `rabbitmqctl -n <node> <args>` with this node's environment; resolves with stdout. */
   ctl(args: readonly string[], timeoutMs = 120_000): Promise<string> {
     return new Promise((resolve, reject) => {
-      const cmd = this.command(this.rabbitmq.bin('rabbitmqctl'), ['-n', this.nodeName, ...args]);
+      const cmd = this.ctlCommand(args);
       execFile(
         cmd.file,
         cmd.args,
-        { ...cmd.opts, env: this.env(), cwd: this.dataDir, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
+        { ...cmd.opts, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
         (err, stdout, stderr) => {
           if (err) {
             reject(new BrokerError(`rabbitmqctl ${args.join(' ')}: ${err.message.split('\n')[0]}\n${stderr || stdout}`.trim(), 'ECTL'));

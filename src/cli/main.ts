@@ -1,35 +1,50 @@
 #!/usr/bin/env node
 /**
- * The `warren` command.
- *   warren start    run a RabbitMQ node with Warren as the classic-queue store (data under ./var)
+ * The `warren` command (commander parses it; each command's --help says
+ * more). Exit codes mean the same for every command: see EXIT below.
  */
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { spawn } from 'child_process';
 import * as net from 'net';
 import * as path from 'path';
-import { parseArgs } from 'util';
 import { Broker } from './broker';
+import { compactVhost } from './compact';
+import { DataDirError, findVhosts, sidecarUsing, VhostTarget, vhostLabel } from './data-dirs';
+import { formatInspect, inspectVhost } from './inspect';
+import { NodeRecordError, recordedBroker, writeNodeRecord } from './node-record';
+import { progressOn } from './progress';
 import { Runtime, RuntimeError, SERIES, providedRuntimes, runtimeFor } from './rabbitmq';
+import { formatVerify, verifyVhost } from './verify';
 
 /** Debian stable's RabbitMQ: what `warren start` runs unless told otherwise. */
 const DEFAULT_SERIES = '4.0';
 
-const USAGE = `usage: warren <command> [options]
+/** Exit codes of every command. */
+const Exit = {
+  OK: 0,
+  /** verify: a problem was found (the data is not sound); ctl: rabbitmqctl's own non-zero status is passed on. */
+  PROBLEMS: 1,
+  /** Bad usage or input: an unknown option, a DIR that is not there or holds no Warren data, a missing node record. */
+  USAGE: 2,
+  /** Refused: a running sidecar has the vhost open (stop the broker first). */
+  IN_USE: 3,
+  /** The operation failed (an I/O error, a store that would not open, a node that did not answer). */
+  FAILED: 4,
+} as const;
 
-commands:
-  start     start a RabbitMQ node with Warren as the backing store
-            (data under ./var; AMQP 0-9-1 and 1.0 on 127.0.0.1:$WARREN_PORT, default 5672).
-            Ctrl-C stops it cleanly.
-  brokers   list the RabbitMQ brokers this machine provides
+const EXIT_HELP = `
+Exit status: 0 ok (verify: sound); 1 verify found problems (ctl: rabbitmqctl's status);
+2 bad usage or input; 3 refused, the store is in use by a running broker; 4 the operation failed.`;
 
-options of start:
-  --rabbitmq SERIES  which RabbitMQ: ${SERIES.join(', ')} (default $WARREN_RABBITMQ, else ${DEFAULT_SERIES})
-
-environment:
+const ENV_HELP = `
+Environment:
   WARREN_PORT        AMQP port (default 5672)
   WARREN_DIST_PORT   Erlang distribution port (default WARREN_PORT + 20000)
+  WARREN_EPMD_PORT   port of the node's own epmd (default WARREN_DIST_PORT + 1)
+  WARREN_SIDECAR_ARGS  sidecar options, e.g. "--file-size-limit 4194304 --durability write"
   WARREN_DATA        data directory (default ./var)
   WARREN_NODE        Erlang node name (default warren@localhost)
-  WARREN_RABBITMQ    RabbitMQ series (as --rabbitmq)
-`;
+  WARREN_RABBITMQ    RabbitMQ series (as --rabbitmq)`;
 
 function intEnv(name: string, dflt: number): number {
   const v = process.env[name];
@@ -37,7 +52,7 @@ function intEnv(name: string, dflt: number): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0 || n > 65535) {
     process.stderr.write(`warren: ${name} must be a port number, got ${JSON.stringify(v)}\n`);
-    process.exit(2);
+    process.exit(Exit.USAGE);
   }
   return n;
 }
@@ -51,17 +66,17 @@ function portBusy(port: number): Promise<string | undefined> {
   });
 }
 
-async function start(args: string[]): Promise<void> {
+async function start(opts: { rabbitmq?: string }): Promise<void> {
   let rt: Runtime;
   try {
-    const { values } = parseArgs({ args, options: { rabbitmq: { type: 'string' } }, strict: true });
-    rt = runtimeFor(values.rabbitmq, DEFAULT_SERIES);
+    rt = runtimeFor(opts.rabbitmq, DEFAULT_SERIES);
   } catch (e) {
-    process.stderr.write(`warren: ${(e as Error).message}\n${e instanceof RuntimeError ? '' : `\n${USAGE}`}`);
-    process.exit(2);
+    process.stderr.write(`warren: ${(e as Error).message}\n`);
+    process.exit(Exit.USAGE);
   }
   const amqpPort = intEnv('WARREN_PORT', 5672);
   const distPort = intEnv('WARREN_DIST_PORT', amqpPort + 20000);
+  const epmdPort = intEnv('WARREN_EPMD_PORT', distPort + 1);
   const dataDir = path.resolve(process.env.WARREN_DATA ?? 'var');
   const nodeName = process.env.WARREN_NODE ?? 'warren@localhost';
   for (const [what, port, env] of [
@@ -74,10 +89,11 @@ async function start(args: string[]): Promise<void> {
       process.exit(1);
     }
   }
-  const broker = new Broker({ dataDir, amqpPort, distPort, nodeName, rabbitmq: rt });
+  const broker = new Broker({ dataDir, amqpPort, distPort, epmdPort, nodeName, rabbitmq: rt });
   process.stdout.write(`warren: starting RabbitMQ ${rt.version} node ${nodeName} with Warren (data under ${dataDir}) ...\n`);
   try {
     await broker.start();
+    writeNodeRecord(broker);
   } catch (e) {
     process.stderr.write(`warren: the broker did not start: ${(e as Error).message}\n`);
     process.exit(1);
@@ -93,6 +109,7 @@ async function start(args: string[]): Promise<void> {
       `   data                      ${dataDir}`,
       `   broker log                ${broker.logFile}`,
       `   try                       node dist/examples/producer.js 1000 && node dist/examples/consumer.js`,
+      `   rabbitmqctl               npx warren ctl list_queues name messages`,
       ` Ctrl-C stops it cleanly.`,
       line,
       '',
@@ -124,24 +141,208 @@ async function start(args: string[]): Promise<void> {
   }
 }
 
+/** The vhosts DIR names, with the exit taken on a bad DIR. */
+async function targets(dir: string): Promise<VhostTarget[]> {
+  try {
+    return await findVhosts(dir);
+  } catch (e) {
+    if (e instanceof DataDirError) fail(Exit.USAGE, e.message);
+    throw e;
+  }
+}
+
+function fail(code: number, message: string): never {
+  process.stderr.write(`warren: ${message}\n`);
+  process.exit(code);
+}
+
+/** Refuses (exit 3) if a running sidecar has any of the vhosts open. */
+function refuseInUse(ts: VhostTarget[], what: string): void {
+  for (const t of ts) {
+    const pid = sidecarUsing(t);
+    if (pid !== null) fail(Exit.IN_USE, `${what} refused: ${vhostLabel(t)} (${t.warren}) is in use by the sidecar pid ${pid}; stop the broker first`);
+  }
+}
+
+function dataDir(opt: string | undefined): string {
+  return path.resolve(opt ?? process.env.WARREN_DATA ?? 'var');
+}
+
+function nodeBroker(opt: string | undefined): Broker {
+  try {
+    return recordedBroker(dataDir(opt));
+  } catch (e) {
+    if (e instanceof NodeRecordError || e instanceof RuntimeError) fail(Exit.USAGE, e.message);
+    throw e;
+  }
+}
+
+function json(v: unknown): void {
+  process.stdout.write(JSON.stringify(v, null, 2) + '\n');
+}
+
+async function inspect(dir: string, o: { json?: boolean; quiet?: boolean }): Promise<void> {
+  const ts = await targets(dir);
+  const progress = progressOn(process.stderr, 'warren inspect', o.quiet);
+  const reports = [];
+  for (const t of ts) {
+    const r = await inspectVhost(t, sidecarUsing(t), progress);
+    reports.push(r);
+    if (!o.json) process.stdout.write(formatInspect(r, t));
+  }
+  if (o.json) json({ vhosts: reports });
+}
+
+async function verify(dir: string, o: { json?: boolean; quiet?: boolean }): Promise<void> {
+  const ts = await targets(dir);
+  refuseInUse(ts, 'verify');
+  const progress = progressOn(process.stderr, 'warren verify', o.quiet);
+  const reports = [];
+  for (const t of ts) {
+    const r = await verifyVhost(t, progress);
+    reports.push(r);
+    if (!o.json) process.stdout.write(formatVerify(r, t));
+  }
+  const sound = reports.every((r) => r.sound);
+  if (o.json) json({ sound, vhosts: reports });
+  else process.stdout.write(sound ? `warren verify: sound (${reports.length} vhost${reports.length === 1 ? '' : 's'})\n` : 'warren verify: NOT SOUND\n');
+  process.exitCode = sound ? Exit.OK : Exit.PROBLEMS;
+}
+
+async function compact(dir: string, o: { json?: boolean; quiet?: boolean; fileSizeLimit?: number }): Promise<void> {
+  const ts = await targets(dir);
+  refuseInUse(ts, 'compact');
+  const progress = progressOn(process.stderr, 'warren compact', o.quiet);
+  const reports = [];
+  for (const t of ts) {
+    const label = vhostLabel(t);
+    const log = (level: string, msg: string): void => {
+      if (!o.quiet || level === 'error' || level === 'warn') process.stderr.write(`warren compact: ${label} store: ${level}: ${msg}\n`);
+    };
+    const r = await compactVhost(t, progress, log, { fileSizeLimit: o.fileSizeLimit });
+    reports.push(r);
+    if (!o.json) {
+      process.stdout.write(
+        `${label} (${r.dir}): opened ${r.opened}; ${r.compactions} compactions; ${r.before.files} -> ${r.after.files} files, ` +
+          `${r.before.bytes} -> ${r.after.bytes} bytes (${r.reclaimedBytes} reclaimed; ${r.after.validBytes} valid); closed cleanly\n`,
+      );
+    }
+  }
+  if (o.json) json({ vhosts: reports });
+}
+
+/** rabbitmqctl against the node of `warren start`, its output and status passed through. */
+function ctl(args: string[], o: { data?: string }): void {
+  const b = nodeBroker(o.data);
+  const c = b.ctlCommand(args);
+  const child = spawn(c.file, c.args, { ...c.opts, stdio: 'inherit' });
+  child.on('error', (e) => fail(Exit.FAILED, `cannot run rabbitmqctl: ${e.message}`));
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? Exit.FAILED : Exit.OK)));
+}
+
+/** The running sidecar's figures (its STATS, asked through the broker: the socket is the broker's alone). */
+async function stats(o: { data?: string; json?: boolean }): Promise<void> {
+  const b = nodeBroker(o.data);
+  let out: string;
+  try {
+    out = await b.ctl(['eval', 'io:put_chars(rabbit_warren_sidecar:stats()), io:nl(), ok.'], 60_000);
+  } catch (e) {
+    fail(Exit.FAILED, `the node ${b.nodeName} did not answer (is it running? \`npm start\`): ${(e as Error).message.split('\n')[0]}`);
+  }
+  const line = out.split('\n').find((l) => l.startsWith('{'));
+  if (!line) fail(Exit.FAILED, `the node answered no figures: ${out.trim().slice(0, 200)}`);
+  const st = JSON.parse(line) as SidecarStats;
+  if (o.json) return json(st);
+  process.stdout.write(formatStats(st));
+}
+
+interface SidecarStats {
+  pid: number;
+  eventLoopDelay?: { p99Ms?: number; maxMs?: number };
+  vhosts: Record<string, { dir: string; storeClean: boolean; store: Record<string, unknown>; queues: Record<string, Record<string, unknown>> }>;
+}
+
+function formatStats(st: SidecarStats): string {
+  const out = [`sidecar pid ${st.pid}`];
+  for (const [vhost, v] of Object.entries(st.vhosts)) {
+    const s = v.store;
+    out.push(
+      `vhost ${JSON.stringify(vhost)}: store opened ${v.storeClean ? 'clean' : 'after a non-clean stop'}; ${String(s.messages)} messages, ${String(s.files)} files, ` +
+        `${String(s.validBytes)} valid of ${String(s.fileBytes)} bytes (garbage ${((Number(s.garbageRatio) || 0) * 100).toFixed(1)}%), index ${String(s.indexKind)}; ` +
+        `${String(s.compactions)} compactions (${String(s.reclaimedBytes)} bytes reclaimed), ${String(s.syncs)} fsyncs, ${String(s.checksumFailures)} checksum failures`,
+    );
+    for (const [name, q] of Object.entries(v.queues)) out.push(`  queue ${JSON.stringify(name)}: ${JSON.stringify(q)}`);
+  }
+  return out.join('\n') + '\n';
+}
+
+function program(): Command {
+  const p = new Command('warren')
+    .description('Warren: a persistent message store for RabbitMQ classic queues')
+    .showHelpAfterError()
+    .addHelpText('after', EXIT_HELP + '\n' + ENV_HELP)
+    .enablePositionalOptions()
+    .exitOverride();
+  p.command('start')
+    .description('start a RabbitMQ node with Warren as the backing store (data under ./var; AMQP 0-9-1 and 1.0 on 127.0.0.1:$WARREN_PORT, default 5672); Ctrl-C stops it cleanly')
+    .addOption(new Option('--rabbitmq <series>', `which RabbitMQ (default $WARREN_RABBITMQ, else ${DEFAULT_SERIES})`).choices([...SERIES]))
+    .action((o: { rabbitmq?: string }) => start(o));
+  p.command('brokers')
+    .description('list the RabbitMQ brokers this machine provides')
+    .action(() => {
+      for (const rt of providedRuntimes().values()) process.stdout.write(`${rt.series}\tRabbitMQ ${rt.version}\tErlang ${rt.erlang}\t${rt.root ?? 'host package'}\n`);
+    });
+  p.command('inspect')
+    .description("a stopped broker's Warren data at rest: segment files (sizes, valid and garbage bytes, fragmentation), queue indexes (messages, bytes), the clean-shutdown state and what the next start trusts. Read-only")
+    .argument('<dir>', "a broker's data directory (./var of npm start: every vhost in it), a vhost's directory, or a vhost's warren/ directory")
+    .option('--json', 'print the report as JSON')
+    .option('-q, --quiet', 'no progress on stderr')
+    .action(inspect);
+  p.command('verify')
+    .description("checksum every record and cross-check queue indexes, store and message index of a stopped broker's Warren data; exit 0 only if sound. Read-only")
+    .argument('<dir>', "a broker's data directory, a vhost's directory, or a vhost's warren/ directory")
+    .option('--json', 'print the report (every problem, with file and offset) as JSON')
+    .option('-q, --quiet', 'no progress on stderr')
+    .action(verify);
+  p.command('compact')
+    .description("compact a stopped broker's vhost stores offline (every pair of files that fits in one and holds garbage); refuses a store in use")
+    .argument('<dir>', "a broker's data directory, a vhost's directory, or a vhost's warren/ directory")
+    .option('--json', 'print the report as JSON')
+    .option('-q, --quiet', 'no progress or store log on stderr (warnings and errors still)')
+    .addOption(new Option('--file-size-limit <bytes>', "the broker's segment file size limit (the sidecar's --file-size-limit)").argParser(positiveInt).default(undefined, 'the plugin default, 16 MiB'))
+    .action(compact);
+  p.command('stats')
+    .description('live figures from the running sidecar of the node `warren start` runs')
+    .option('--data <dir>', 'its data directory (default $WARREN_DATA, else ./var)')
+    .option('--json', 'print the figures as JSON')
+    .action(stats);
+  p.command('ctl')
+    .description('rabbitmqctl against the node `warren start` runs, with its CLI, node name, cookie and HOME, e.g. `warren ctl list_queues name messages`')
+    .option('--data <dir>', 'its data directory (default $WARREN_DATA, else ./var)')
+    .argument('[args...]', 'rabbitmqctl arguments')
+    .passThroughOptions()
+    .allowUnknownOption()
+    .helpOption(false)
+    .action((args: string[], o: { data?: string }) => ctl(args, o));
+  return p;
+}
+
+function positiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`${JSON.stringify(v)} is not a positive integer`);
+  return n;
+}
+
 async function main(argv: string[]): Promise<void> {
-  switch (argv[0]) {
-    case 'start':
-      return start(argv.slice(1));
-    case 'brokers':
-      for (const rt of providedRuntimes().values()) {
-        process.stdout.write(`${rt.series}\tRabbitMQ ${rt.version}\tErlang ${rt.erlang}\t${rt.root ?? 'host package'}\n`);
-      }
-      return;
-    case undefined:
-    case '-h':
-    case '--help':
-    case 'help':
-      process.stdout.write(USAGE);
-      return;
-    default:
-      process.stderr.write(`warren: unknown command ${JSON.stringify(argv[0])}\n\n${USAGE}`);
-      process.exit(2);
+  const p = program();
+  try {
+    await p.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.help' || e.code === 'commander.version') process.exit(Exit.OK);
+      process.exit(Exit.USAGE);
+    }
+    fail(Exit.FAILED, (e as Error).stack ?? String(e));
   }
 }
 
