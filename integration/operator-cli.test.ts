@@ -178,7 +178,7 @@ it('runs a node that ctl and stats reach, whose store the offline tools refuse w
   expect(vr.vhosts[0].problems).toEqual([]);
   expect(vr.vhosts[0].figures.queueMessages).toBe(N);
 
-  type Inspected = { vhosts: { vhost: string; dir: string; inUseBy: number | null; cleanState: { store: boolean }; queues: { messages: number; bytes: number }[]; store: { files: { file: number }[]; totals: { bytes: number; validBytes: number; garbageBytes: number } } }[] };
+  type Inspected = { vhosts: { vhost: string; dir: string; inUseBy: number | null; cleanState: { store: boolean }; queues: { name?: string; messages: number; bytes: number }[]; store: { files: { file: number }[]; totals: { bytes: number; validBytes: number; garbageBytes: number } } }[] };
   const ins = await warren(['inspect', '--json', '-q', dataDir]);
   expect(ins.code).toBe(0);
   const before = (JSON.parse(ins.stdout) as Inspected).vhosts[0];
@@ -186,10 +186,13 @@ it('runs a node that ctl and stats reach, whose store the offline tools refuse w
   expect(before.inUseBy).toBeNull();
   expect(before.cleanState.store).toBe(true);
   expect(before.queues.map((q) => q.messages).sort((a, b) => a - b)).toEqual([0, N]);
-  expect(before.queues.find((q) => q.messages === N)!.bytes).toBe(N * BODY);
+  // each queue index names its queue (the sidecar records the name at INIT)
+  expect(Object.fromEntries(before.queues.map((q) => [q.name, q.messages]))).toEqual({ [KEPT]: N, [DRAINED]: 0 });
+  expect(before.queues.find((q) => q.name === KEPT)!.bytes).toBe(N * BODY);
   expect(before.store.totals.garbageBytes).toBeGreaterThan(0);
   const text = await warren(['inspect', '-q', dataDir]);
   expect(text.stdout).toContain('vhost "/"');
+  expect(text.stdout).toContain(JSON.stringify(KEPT));
 
   // a copy with one flipped bit in a live record: not sound, the record named by file and offset
   const copy = path.join(base, 'flipped');

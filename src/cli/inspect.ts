@@ -27,7 +27,7 @@ export interface FileReport {
   current: boolean;
 }
 
-export interface QueueReport extends Pick<QueueAtRest, 'key' | 'messages' | 'bytes' | 'delivered' | 'segmentFiles' | 'segmentBytes' | 'journalBytes'> {
+export interface QueueReport extends Pick<QueueAtRest, 'key' | 'name' | 'messages' | 'bytes' | 'delivered' | 'segmentFiles' | 'segmentBytes' | 'journalBytes'> {
   /** Whether it left a clean marker the next start trusts (no index scan for it). */
   clean: boolean;
   problems: number;
@@ -122,6 +122,7 @@ export async function inspectVhost(target: VhostTarget, inUseBy: number | null, 
     transient: await dirFigures(target.transient),
     queues: s.queues.map((q) => ({
       key: q.key,
+      name: q.name,
       messages: q.messages,
       bytes: q.bytes,
       delivered: q.delivered,
@@ -152,9 +153,9 @@ export function formatInspect(r: InspectReport, t: VhostTarget): string {
   if (st.compactionTemps.length) out.push(`  compaction cut short: ${st.compactionTemps.map((n) => `${n}.rdt`).join(', ')} (a start appends them back)`);
   out.push(`  transient store: ${r.transient.files} files, ${r.transient.bytes} bytes (emptied at every start)`);
   out.push(`  ${r.queues.length} queue indexes:`);
-  out.push('    key                               messages        bytes  delivered  segments  journal  clean');
+  out.push('    key                               messages        bytes  delivered  segments  journal  clean  name');
   for (const q of r.queues) {
-    out.push(`    ${q.key}  ${String(q.messages).padStart(8)} ${String(q.bytes).padStart(12)} ${String(q.delivered).padStart(10)} ${String(q.segmentFiles).padStart(9)} ${String(q.journalBytes).padStart(8)}  ${q.clean ? 'yes' : 'no'}${q.problems ? `  (${q.problems} problems: run warren verify)` : ''}`);
+    out.push(`    ${q.key}  ${String(q.messages).padStart(8)} ${String(q.bytes).padStart(12)} ${String(q.delivered).padStart(10)} ${String(q.segmentFiles).padStart(9)} ${String(q.journalBytes).padStart(8)}  ${q.clean ? 'yes' : 'no '}    ${q.name !== undefined ? JSON.stringify(q.name) : '(not recorded)'}${q.problems ? `  (${q.problems} problems: run warren verify)` : ''}`);
   }
   const c = r.cleanState;
   out.push(

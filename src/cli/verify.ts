@@ -15,6 +15,7 @@ import * as path from 'path';
 import { keyOf } from '../index/types';
 import { forEachIndexEntry } from '../index/at-rest';
 import { MsgLocation } from '../index/types';
+import { queueLabel } from '../queue/queue-name';
 import { scanSegment } from '../store';
 import { segmentPath } from '../store/segment-file';
 import { VhostTarget, vhostLabel } from './data-dirs';
@@ -71,8 +72,8 @@ export async function verifyVhost(target: VhostTarget, progress: Progress): Prom
   const s = await survey(target, progress);
   const problems: Problem[] = [];
   for (const q of s.queues) {
-    for (const p of q.problems) problems.push({ severity: p.severity, kind: 'queue-index', file: p.file, offset: p.offset, message: `queue ${q.key}: ${p.message}` });
-    if (q.cleanMarkerGarbled) problems.push({ severity: 'warning', kind: 'queue-index', file: path.join(q.dir, 'clean.json'), message: `queue ${q.key}: its clean marker cannot be trusted; a start reads the whole index` });
+    for (const p of q.problems) problems.push({ severity: p.severity, kind: 'queue-index', file: p.file, offset: p.offset, message: `queue ${queueLabel(q)}: ${p.message}` });
+    if (q.cleanMarkerGarbled) problems.push({ severity: 'warning', kind: 'queue-index', file: path.join(q.dir, 'clean.json'), message: `queue ${queueLabel(q)}: its clean marker cannot be trusted; a start reads the whole index` });
   }
   for (const n of s.store.compactionTemps) {
     problems.push({ severity: 'warning', kind: 'compaction-temp', file: path.join(target.store, `${n}.rdt`), message: 'a compaction was cut short; a start appends these copies back to their file' });
@@ -131,16 +132,17 @@ export async function verifyVhost(target: VhostTarget, progress: Progress): Prom
 
   let queueMessages = 0;
   for (const q of s.queues) queueMessages += q.messages;
+  const labels = new Map(s.queues.map((q) => [q.key, queueLabel(q)]));
   for (const [k, r] of s.refs) {
     if (!present.has(k)) {
       problems.push({
         severity: 'error',
         kind: 'missing-message',
         file: path.join(target.queues, r.queue),
-        message: `queue ${r.queue} holds message ${hex(k)} (seq ${r.seq}${r.count > 1 ? `, ${r.count} references in all` : ''}) but no segment file has an intact record of it`,
+        message: `queue ${labels.get(r.queue)} holds message ${hex(k)} (seq ${r.seq}${r.count > 1 ? `, ${r.count} references in all` : ''}) but no segment file has an intact record of it`,
       });
     } else if (indexChecked && !byKey.has(k)) {
-      problems.push({ severity: 'error', kind: 'not-indexed', file: path.join(target.queues, r.queue), message: `queue ${r.queue} holds message ${hex(k)} (seq ${r.seq}) but the index has no entry for it: a clean start could not read it` });
+      problems.push({ severity: 'error', kind: 'not-indexed', file: path.join(target.queues, r.queue), message: `queue ${labels.get(r.queue)} holds message ${hex(k)} (seq ${r.seq}) but the index has no entry for it: a clean start could not read it` });
     }
   }
   if (indexChecked) {

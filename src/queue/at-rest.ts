@@ -12,6 +12,7 @@ import { CleanTerms, parseCleanTerms } from './clean-marker';
 import { DamageReport, listSegments } from './index-segments';
 import { JournalEntry } from './journal-codec';
 import { JOURNAL, liveBySegment, loadJournal, readOrInferLayout } from './queue-dir';
+import { readQueueName } from './queue-name';
 
 /** Same name as QUEUE_CLEAN_MARKER (clean-marker.ts), read here without consuming it. */
 const CLEAN_MARKER = 'clean.json';
@@ -26,6 +27,8 @@ export interface QueueProblem {
 
 export interface QueueAtRest {
   key: string;
+  /** The queue's name, as recorded in its `name` file (queue-name.ts). */
+  name?: string;
   dir: string;
   segmentEntries: number;
   /** The clean marker's terms; undefined if there is none or it is not trusted. */
@@ -86,6 +89,7 @@ export async function readQueueAtRest(dir: string, each?: (e: JournalEntry) => v
   }
   return {
     key: path.basename(dir),
+    name: await readQueueName(dir),
     dir,
     segmentEntries,
     clean,

@@ -333,6 +333,7 @@ export class SidecarServer {
       vh,
       key: req.key,
       name: `'${req.name}' in vhost '${req.vhost}'`,
+      queueName: req.name,
       durable: req.durable,
       fresh: req.recover === RecoverMode.New,
       syncIntervalMs: this.cfg.syncIntervalMs,

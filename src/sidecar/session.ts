@@ -8,6 +8,7 @@ import { BackingQueue } from '../queue/backing-queue';
 import type { Durability } from '../queue/group-commit';
 import { SerialQueue } from '../util/serial-queue';
 import { QueueIndex } from '../queue/queue-index';
+import { recordQueueName } from '../queue/queue-name';
 import type { QueueLayout } from './config';
 import { log } from './log';
 import { presenceCheck, PresenceCounts } from './presence';
@@ -32,7 +33,10 @@ export class Session {
 export interface OpenQueueArgs {
   vh: VhostState;
   key: string;
+  /** For log lines: `'q' in vhost '/'`. */
   name: string;
+  /** The queue's own name, recorded in its index directory for the offline tools. */
+  queueName: string;
   durable: boolean;
   fresh: boolean;
   syncIntervalMs: number;
@@ -71,6 +75,8 @@ export async function openQueue(a: OpenQueueArgs): Promise<BackingQueue> {
     terms: clean ? terms : undefined,
     contains,
   });
+  // Advisory (recovery never reads it): a failure is logged, the queue still opens.
+  await recordQueueName(qdir, a.queueName).catch((e: Error) => log('warn', `queue ${a.name}: could not record its name in ${qdir}: ${e.message}`));
   if (recovery.dropped > 0) {
     log('warn', `queue ${a.name}: ${recovery.dropped} messages recorded in the queue index have no body in the store (never confirmed); dropped`);
   }

@@ -140,6 +140,8 @@ describe.each(['leveldb', 'memory'])('with the %s index', (index) => {
     expect(byKey.get(KA)!.messages).toBe(0);
     expect(byKey.get(KB)!.messages).toBe(0);
     expect(byKey.get(KC)!.messages).toBe(C_COUNT);
+    // the queue's name, recorded by the sidecar at INIT
+    expect(KEYS.map((k) => byKey.get(k)!.name)).toEqual(['q-a', 'q-b', 'q-c']);
     expect(byKey.get(KC)!.bytes).toBe(C_COUNT * BODY);
     expect(r.store.files.length).toBeGreaterThan(4);
     // the first two files: two thirds of their records were A's and B's
@@ -187,7 +189,7 @@ describe.each(['leveldb', 'memory'])('with the %s index', (index) => {
     const missing = r.problems.filter((p) => p.kind === 'missing-message');
     expect(missing).toHaveLength(1);
     expect(missing[0].message).toContain(rec.id.toString('hex'));
-    expect(missing[0].message).toContain(`queue ${KC}`);
+    expect(missing[0].message).toContain(`queue 'q-c' (${KC})`);
     // the (trusted) index still places it there
     expect(r.problems.find((p) => p.kind === 'dangling-entry')).toMatchObject({ file, offset: rec.offset });
     expect(kinds(r)).toEqual(['damaged-record', 'dangling-entry', 'missing-message']);
