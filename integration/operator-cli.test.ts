@@ -32,6 +32,7 @@ interface Run {
   stderr: string;
 }
 
+let metricsPort: number;
 let base: string;
 let dataDir: string;
 let env: NodeJS.ProcessEnv;
@@ -109,6 +110,7 @@ beforeAll(async () => {
   base = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-cli-'));
   dataDir = path.join(base, 'var');
   const amqpPort = await freePort();
+  metricsPort = await freePort();
   url = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
   env = {
     ...process.env,
@@ -119,6 +121,7 @@ beforeAll(async () => {
     WARREN_NODE: `warren-cli-${process.pid}@localhost`,
     WARREN_RABBITMQ: rabbitmqSeries(),
     WARREN_SIDECAR_ARGS: `--file-size-limit ${LIMIT}`,
+    WARREN_METRICS_PORT: String(metricsPort),
   };
 });
 
@@ -151,6 +154,20 @@ it('runs a node that ctl and stats reach, whose store the offline tools refuse w
     expect(figures.vhosts['/'].store.messages).toBe(N);
     expect(figures.vhosts['/'].queues[KEPT].len).toBe(N);
     expect(figures.vhosts['/'].queues[DRAINED].len).toBe(0);
+
+    // the sidecar's Prometheus endpoint, which `warren start` turns on, says the same
+    const scrape = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    expect(scrape.status).toBe(200);
+    const metrics = await scrape.text();
+    const sample = (name: string, labels: string): number => {
+      const line = metrics.split('\n').find((l) => l.startsWith(`${name}{${labels}} `));
+      if (line === undefined) throw new Error(`no sample ${name}{${labels}} in the scrape:\n${metrics}`);
+      return Number(line.slice(line.lastIndexOf(' ') + 1));
+    };
+    expect(sample('warren_queue_messages_ready', `vhost="/",queue="${KEPT}"`)).toBe(N);
+    expect(sample('warren_queue_messages_ready', `vhost="/",queue="${DRAINED}"`)).toBe(0);
+    expect(sample('warren_store_messages', 'vhost="/"')).toBe(N);
+    expect(sample('warren_store_writes_total', 'vhost="/"')).toBe(2 * N);
 
     for (const cmd of ['verify', 'compact']) {
       const r = await warren([cmd, dataDir]);

@@ -11,6 +11,7 @@ import { Broker } from './broker';
 import { compactVhost } from './compact';
 import { DataDirError, findVhosts, sidecarUsing, VhostTarget, vhostLabel } from './data-dirs';
 import { formatInspect, inspectVhost } from './inspect';
+import { sidecarArgsFrom } from './node-config';
 import { NodeRecordError, recordedBroker, writeNodeRecord } from './node-record';
 import { progressOn } from './progress';
 import { Runtime, RuntimeError, SERIES, providedRuntimes, runtimeFor } from './rabbitmq';
@@ -41,6 +42,7 @@ Environment:
   WARREN_PORT        AMQP port (default 5672)
   WARREN_DIST_PORT   Erlang distribution port (default WARREN_PORT + 20000)
   WARREN_EPMD_PORT   port of the node's own epmd (default WARREN_DIST_PORT + 1)
+  WARREN_METRICS_PORT  the sidecar's Prometheus endpoint on 127.0.0.1 (default WARREN_PORT + 10021, i.e. 15693)
   WARREN_SIDECAR_ARGS  sidecar options, e.g. "--file-size-limit 4194304 --durability write"
   WARREN_DATA        data directory (default ./var)
   WARREN_NODE        Erlang node name (default warren@localhost)
@@ -77,11 +79,14 @@ async function start(opts: { rabbitmq?: string }): Promise<void> {
   const amqpPort = intEnv('WARREN_PORT', 5672);
   const distPort = intEnv('WARREN_DIST_PORT', amqpPort + 20000);
   const epmdPort = intEnv('WARREN_EPMD_PORT', distPort + 1);
+  // Next to rabbitmq_prometheus's 15692, so a scrape config finds both.
+  const metricsPort = intEnv('WARREN_METRICS_PORT', amqpPort + 10021);
   const dataDir = path.resolve(process.env.WARREN_DATA ?? 'var');
   const nodeName = process.env.WARREN_NODE ?? 'warren@localhost';
   for (const [what, port, env] of [
     ['AMQP', amqpPort, 'WARREN_PORT'],
     ['distribution', distPort, 'WARREN_DIST_PORT'],
+    ['metrics', metricsPort, 'WARREN_METRICS_PORT'],
   ] as const) {
     const busy = await portBusy(port);
     if (busy) {
@@ -89,7 +94,8 @@ async function start(opts: { rabbitmq?: string }): Promise<void> {
       process.exit(1);
     }
   }
-  const broker = new Broker({ dataDir, amqpPort, distPort, epmdPort, nodeName, rabbitmq: rt });
+  const sidecarArgs = [...sidecarArgsFrom(undefined), '--metrics-port', String(metricsPort)];
+  const broker = new Broker({ dataDir, amqpPort, distPort, epmdPort, nodeName, rabbitmq: rt, sidecarArgs });
   process.stdout.write(`warren: starting RabbitMQ ${rt.version} node ${nodeName} with Warren (data under ${dataDir}) ...\n`);
   try {
     await broker.start();
@@ -107,6 +113,7 @@ async function start(opts: { rabbitmq?: string }): Promise<void> {
       `   AMQP 0-9-1 and AMQP 1.0   amqp://guest:guest@127.0.0.1:${amqpPort}`,
       `   node                      ${nodeName} (distribution port ${distPort})`,
       `   data                      ${dataDir}`,
+      `   Warren metrics            http://127.0.0.1:${metricsPort}/metrics (Prometheus text format)`,
       `   broker log                ${broker.logFile}`,
       `   try                       node dist/examples/producer.js 1000 && node dist/examples/consumer.js`,
       `   rabbitmqctl               npx warren ctl list_queues name messages`,

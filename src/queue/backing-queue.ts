@@ -52,6 +52,8 @@ export interface BackingQueueOptions {
   nextSeq?: number;
   /** Called with ids whose confirms are due. */
   onConfirm: (ids: Buffer[]) => void;
+  /** Told each confirmed message's wait in the queue, publish to confirm, in seconds (metrics). */
+  onConfirmLatency?: (seconds: number) => void;
   /**
    * Called once when the queue fails for good (its journal or the store could
    * not write or fsync): nothing more will be confirmed, every later request
@@ -144,6 +146,7 @@ export class BackingQueue {
       durability: opts.durability ?? 'fsync',
       writeSyncIntervalMs: opts.writeSyncIntervalMs ?? DEFAULT_WRITE_SYNC_INTERVAL_MS,
       onConfirm: opts.onConfirm,
+      onConfirmLatency: opts.onConfirmLatency,
       failure: () => this.failure,
       fail: (e) => {
         this.fail(e);

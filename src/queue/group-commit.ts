@@ -43,6 +43,8 @@ export interface GroupCommitHost {
   /** With durability `write`: how often the journal is fsynced. */
   writeSyncIntervalMs: number;
   onConfirm: (ids: Buffer[]) => void;
+  /** Told, per confirmed message, how long (seconds) it waited from awaitConfirm to its confirm (metrics). */
+  onConfirmLatency?: (seconds: number) => void;
   /** The queue's sticky failure, if it failed. */
   failure(): Error | null;
   /** Fails the queue; returns the error it now fails with. */
@@ -54,6 +56,9 @@ export class GroupCommit {
   /** Confirms waiting for the next commit, split by whether they need an fsync. */
   private confirmDurable: Buffer[] = [];
   private confirmNow: Buffer[] = [];
+  /** With onConfirmLatency: when each waiting confirm arrived (performance.now(), ms), parallel to the lists above. */
+  private durableSince: number[] = [];
+  private nowSince: number[] = [];
   private timer: Timer | null = null;
   private committing: Promise<void> | null = null;
   /** Durability `write`: the journal's next fsync. */
@@ -64,6 +69,7 @@ export class GroupCommit {
   /** A message whose publisher waits for a confirm; `stored`: it needs the fsync (or, durability `write`, the write). */
   awaitConfirm(id: Buffer, stored: boolean): void {
     (stored ? this.confirmDurable : this.confirmNow).push(id);
+    if (this.h.onConfirmLatency) (stored ? this.durableSince : this.nowSince).push(performance.now());
   }
 
   /** Arms the timer if anything waits (confirms, or journal records buffered). A commit running schedules the next when it ends. */
@@ -93,8 +99,11 @@ export class GroupCommit {
     this.timer = null;
     const durable = this.confirmDurable;
     const now = this.confirmNow;
+    const since = this.h.onConfirmLatency ? this.durableSince.concat(this.nowSince) : [];
     this.confirmDurable = [];
     this.confirmNow = [];
+    this.durableSince = [];
+    this.nowSince = [];
     const h = this.h;
     const run = async (): Promise<void> => {
       const failed = h.failure();
@@ -115,6 +124,10 @@ export class GroupCommit {
       }
       const ids = now.length ? durable.concat(now) : durable;
       if (ids.length) h.onConfirm(ids);
+      if (h.onConfirmLatency && since.length) {
+        const at = performance.now();
+        for (const t of since) h.onConfirmLatency((at - t) / 1000);
+      }
     };
     this.committing = run().finally(() => {
       this.committing = null;

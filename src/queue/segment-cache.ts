@@ -18,12 +18,19 @@ export interface DecodedSegment {
 export class SegmentCache {
   /** Least recently used first. */
   private readonly held = new Map<object, DecodedSegment>();
+  /** Lookups answered from the cache and not (metrics: its hit ratio). */
+  hits = 0;
+  misses = 0;
 
   constructor(private readonly limit: number) {}
 
   get(owner: object, n: number): DecodedSegment | undefined {
     const s = this.held.get(owner);
-    if (!s || s.n !== n) return undefined;
+    if (!s || s.n !== n) {
+      this.misses++;
+      return undefined;
+    }
+    this.hits++;
     this.held.delete(owner);
     this.held.set(owner, s);
     return s;

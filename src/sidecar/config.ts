@@ -3,7 +3,8 @@
  * flags (`--socket PATH --data-dir DIR --index leveldb --file-size-limit N
  * --sync-interval-ms N --durability fsync|write --write-sync-interval-ms N
  * --max-frame N --max-open-journals N`, and the queue-index sizes
- * `--queue-window N --queue-segment-entries N --queue-journal-entries N`).
+ * `--queue-window N --queue-segment-entries N --queue-journal-entries N`,
+ * and `--metrics-port N` for Prometheus metrics on 127.0.0.1, metrics.ts).
  * The connection token is not a flag: it comes on stdin (see main.ts).
  */
 import * as fs from 'fs';
@@ -38,6 +39,8 @@ export interface SidecarConfig {
   logLevel: Level;
   /** Queue journals open at once (descriptors; the least recently used idle one is closed). */
   maxOpenJournals?: number;
+  /** Prometheus metrics on http://127.0.0.1:<port>/metrics (unset: none). */
+  metricsPort?: number;
   /** Ready messages per queue kept in memory at the head and at the tail; queue-index segment and journal sizes. */
   queue?: QueueLayout;
 }
@@ -122,6 +125,12 @@ export function parseArgs(argv: readonly string[]): SidecarConfig {
       case '--write-sync-interval-ms':
         cfg.writeSyncIntervalMs = positiveInt(flag, v);
         break;
+      case '--metrics-port': {
+        const n = positiveInt(flag, v);
+        if (n > 65535) throw new ConfigError(`--metrics-port must be a TCP port (1-65535), got ${n}`);
+        cfg.metricsPort = n;
+        break;
+      }
       case '--max-open-journals':
         cfg.maxOpenJournals = positiveInt(flag, v);
         break;

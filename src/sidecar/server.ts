@@ -30,6 +30,7 @@ import { Session, openQueue } from './session';
 import { Vhosts } from './vhosts';
 import { AUTH_TIMEOUT_MS, Connection, privateDir } from './connection';
 import { queueDirOf, vhostsDirOf } from './data-layout';
+import { Metrics, VhostFigures } from './metrics';
 import { RefusedError, UnknownHandleError } from './errors';
 import { LoopDelayMonitor } from './loop-delay';
 
@@ -40,6 +41,8 @@ export class SidecarServer {
   private nextHandle = 1;
   private nextConn = 1;
   private server: net.Server | null = null;
+  /** Prometheus metrics, with --metrics-port. */
+  private readonly metrics: Metrics | undefined;
   private shuttingDown = false;
   private readonly loopDelay = new LoopDelayMonitor();
 
@@ -59,11 +62,25 @@ export class SidecarServer {
       syncIntervalMs: cfg.syncIntervalMs,
       backgroundSyncMs: cfg.durability === 'write' ? cfg.writeSyncIntervalMs : 0,
       segmentEntries: cfg.queue?.segmentEntries,
+      onSync: (vhost, seconds) => this.metrics?.observeFsync(vhost, seconds),
     });
+    if (cfg.metricsPort !== undefined) this.metrics = new Metrics(() => this.vhostFigures());
     if (cfg.maxOpenJournals !== undefined) sharedJournalFiles.limit = cfg.maxOpenJournals;
   }
 
-  listen(): Promise<void> {
+  async listen(): Promise<void> {
+    await this.listenSocket();
+    if (this.metrics && this.cfg.metricsPort !== undefined) {
+      const port = this.cfg.metricsPort;
+      // Figures only: a port that cannot be had is logged, and the store runs on without them.
+      await this.metrics.listen(port).then(
+        () => log('info', `metrics: Prometheus figures on http://127.0.0.1:${port}/metrics`),
+        (e: Error) => log('error', `metrics: cannot listen on 127.0.0.1:${port} (${e.message}); the sidecar runs without metrics`),
+      );
+    }
+  }
+
+  private listenSocket(): Promise<void> {
     const sockPath = this.cfg.socket;
     privateDir(path.dirname(sockPath));
     fs.rmSync(sockPath, { force: true });
@@ -341,6 +358,7 @@ export class SidecarServer {
       writeSyncIntervalMs: this.cfg.writeSyncIntervalMs,
       layout: this.cfg.queue,
       onConfirm: (ids) => conn.send(encodeConfirm(handle, ids)),
+      onConfirmLatency: this.metrics ? (seconds) => this.metrics?.observeConfirm(req.vhost, seconds) : undefined,
       onFailure: (e) => conn.send(encodeFailed(handle, e.message)),
     });
     const session = new Session({ handle, vhost: req.vhost, key: req.key, name: req.name }, queue);
@@ -416,6 +434,19 @@ export class SidecarServer {
     return undefined;
   }
 
+  /** What the metrics read at each scrape. */
+  private vhostFigures(): VhostFigures[] {
+    const sessions = [...this.sessions.values()].map((s) => s.session);
+    return this.vhosts.all().map((vh) => ({
+      vhost: vh.vhost,
+      storeClean: vh.storeClean,
+      openedMs: vh.openedMs,
+      store: vh.store.stats(),
+      transient: vh.transient.stats(),
+      queues: sessions.filter((s) => s.info.vhost === vh.vhost).map((s) => ({ name: s.info.name, figures: s.queue.figures() })),
+    }));
+  }
+
   /**
    * Figures for operators and tests: per vhost, the store's stats and each
    * open queue's figures; the event loop's delay since the previous read.
@@ -427,7 +458,7 @@ export class SidecarServer {
       for (const { session } of this.sessions.values()) {
         if (session.info.vhost === vh.vhost) queues[session.info.name] = { ...session.queue.figures(), memory: session.queue.memory() };
       }
-      vhosts[vh.vhost] = { dir: vh.dir, storeClean: vh.storeClean, store: vh.store.stats(), transientStore: vh.transient.stats(), queues };
+      vhosts[vh.vhost] = { dir: vh.dir, storeClean: vh.storeClean, openedMs: vh.openedMs, store: vh.store.stats(), transientStore: vh.transient.stats(), queues };
     }
     return { pid: process.pid, eventLoopDelay: this.loopDelay.read(), journalFiles: sharedJournalFiles.stats(), vhosts };
   }
@@ -444,6 +475,7 @@ export class SidecarServer {
       log('info', `vhost ${vh.vhost}: store closed cleanly`);
     }
     this.loopDelay.stop();
+    this.metrics?.close();
     this.server?.close();
   }
 }

@@ -44,6 +44,7 @@ export interface OpenQueueArgs {
   writeSyncIntervalMs: number;
   layout?: QueueLayout;
   onConfirm: (ids: Buffer[]) => void;
+  onConfirmLatency?: (seconds: number) => void;
   onFailure: (e: Error) => void;
 }
 
@@ -58,7 +59,7 @@ export async function openQueue(a: OpenQueueArgs): Promise<BackingQueue> {
   const qlog = (level: 'info' | 'warn' | 'error', msg: string) => log(level, msg);
   const windows = { headWindow: a.layout?.window, tailWindow: a.layout?.window, pager: a.vh.transient.client(a.key) };
   if (!a.durable) {
-    return new BackingQueue({ name: a.name, durable: false, onConfirm: a.onConfirm, onFailure: a.onFailure, log: qlog, syncIntervalMs: a.syncIntervalMs, ...windows });
+    return new BackingQueue({ name: a.name, durable: false, onConfirm: a.onConfirm, onConfirmLatency: a.onConfirmLatency, onFailure: a.onFailure, log: qlog, syncIntervalMs: a.syncIntervalMs, ...windows });
   }
   // A fresh durable queue has no directory yet: the server refuses INIT new over an existing one.
   const terms = a.vh.cleanKeys.get(a.key);
@@ -95,6 +96,7 @@ export async function openQueue(a: OpenQueueArgs): Promise<BackingQueue> {
     recovered: recovery,
     nextSeq: recovery.nextSeq,
     onConfirm: a.onConfirm,
+    onConfirmLatency: a.onConfirmLatency,
     onFailure: a.onFailure,
     log: qlog,
     syncIntervalMs: a.syncIntervalMs,

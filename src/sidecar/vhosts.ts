@@ -30,6 +30,8 @@ export interface VhostState {
   /** Queues whose clean marker START consumed, with its terms: their index needs no body checks. */
   cleanKeys: Map<string, CleanTerms>;
   storeClean: boolean;
+  /** How long START took to open the store (a non-clean one rebuilds it from the queue indexes). */
+  openedMs: number;
   /** After a non-clean start whose counts fit in memory: what the walk tells the queues' first INITs (presence.ts). */
   walk?: StartupWalk;
 }
@@ -42,6 +44,8 @@ export interface StoreSettings {
   backgroundSyncMs: number;
   /** Queue segment size configured (read back from a damaged layout.json on the ref-count walk). */
   segmentEntries?: number;
+  /** Told each group-commit fsync's duration of a vhost's persistent store (metrics.ts). */
+  onSync?: (vhost: string, seconds: number) => void;
 }
 
 async function listDirs(dir: string): Promise<string[]> {
@@ -137,6 +141,8 @@ export class Vhosts {
       refDeltas: () => indexRefDeltas(queuesDir, keys, log, this.settings.segmentEntries, seen),
       log: (level, msg) => log(level, `vhost ${vhost} store: ${msg}`),
     });
+    const openedMs = Date.now() - started;
+    store.onSync = (seconds) => this.settings.onSync?.(vhost, seconds);
     const storeClean = store.successfullyRecovered;
     const unfound = store.takeUnfound();
     const walk = unfound && seen.size ? { unfound, digests: seen } : undefined;
@@ -150,10 +156,10 @@ export class Vhosts {
     });
     log(
       'info',
-      `vhost ${vhost}: store at ${storeDir} opened ${storeClean ? 'clean' : 'after a non-clean stop (rebuilt from queue indexes)'} in ${Date.now() - started} ms; ` +
+      `vhost ${vhost}: store at ${storeDir} opened ${storeClean ? 'clean' : 'after a non-clean stop (rebuilt from queue indexes)'} in ${openedMs} ms; ` +
         `${keys.length} durable queues, ${cleanKeys.size} stopped cleanly`,
     );
-    this.open.set(vhost, { vhost, dir, queuesDir, store, transient, cleanKeys, storeClean, walk });
+    this.open.set(vhost, { vhost, dir, queuesDir, store, transient, cleanKeys, storeClean, openedMs, walk });
     return clean;
   }
 

@@ -34,6 +34,15 @@ export interface ReaderHost {
   log: Logger;
   /** A record failed its checksum (or its id or size did not match). */
   onDamaged(): void;
+  /** Where reads found their body: the caches' hit ratio (metrics). */
+  readSources: ReadSources;
+}
+
+/** Reads answered from the dedup cache, the current file's write cache, and the segment files. */
+export interface ReadSources {
+  dedup: number;
+  writeCache: number;
+  file: number;
 }
 
 /** Reads that kept finding their record moved give up after this many tries. */
@@ -43,9 +52,15 @@ const MAX_ATTEMPTS = 1000;
 export async function readBody(h: ReaderHost, id: MsgId): Promise<Buffer | undefined> {
   const key = keyOf(id);
   const shared = h.dedup.get(key);
-  if (shared) return shared;
+  if (shared) {
+    h.readSources.dedup++;
+    return shared;
+  }
   const cached = h.writeCache.get(key);
-  if (cached) return cached;
+  if (cached) {
+    h.readSources.writeCache++;
+    return cached;
+  }
   let loc = await h.index.lookup(id);
   for (let attempt = 0; ; attempt++) {
     if (!loc) return undefined;
@@ -73,6 +88,7 @@ export async function readBody(h: ReaderHost, id: MsgId): Promise<Buffer | undef
         loc = cur;
         continue;
       }
+      h.readSources.file++;
       let body = await readFromDisk(h, id, cur);
       if (body && cur.refCount > 1) body = h.dedup.share(key, body);
       return body;
