@@ -8,15 +8,12 @@
  * reported with its file and offset, and verify exits 1.
  */
 import * as amqp from 'amqplib';
-import { ChildProcess, execFile, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { freePort } from '../src/cli/ports';
 import { scanSegment } from '../src/store';
-import { rabbitmqSeries } from './harness';
+import { Run, WarrenNode, WarrenSetup, startNode as startWarren, stopNode, warren as run, warrenSetup } from './warren-start';
 
-const MAIN = path.resolve(__dirname, '..', 'dist', 'cli', 'main.js');
 const N = 600;
 const BODY = 2048;
 const LIMIT = 256 * 1024;
@@ -26,53 +23,13 @@ const bodyOf = (q: string, i: number): Buffer => Buffer.concat([Buffer.from(`${q
 
 jest.setTimeout(300_000);
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-let metricsPort: number;
+let setup: WarrenSetup;
 let base: string;
 let dataDir: string;
-let env: NodeJS.ProcessEnv;
 let url: string;
 
-/** `warren ARGS` to completion. */
-function warren(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [MAIN, ...args], { env: { ...env, ...extraEnv }, maxBuffer: 64 << 20, timeout: 240_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** `warren start`, resolved once it prints that the node is running; rejects (with its output) if it exits first. */
-function startNode(): Promise<{ child: ChildProcess; output: () => string; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, [MAIN, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return new Promise((resolve, reject) => {
-    const onData = (): void => {
-      if (out.includes('Warren is running')) {
-        child.stdout!.off('data', onData);
-        resolve({ child, output: () => out, exited });
-      }
-    };
-    child.stdout!.on('data', onData);
-    void exited.then((code) => reject(new Error(`warren start exited (${code}) before the node ran:\n${out}`)));
-  });
-}
-
-/** Ctrl-C, as an operator stops it; resolves with the exit code and what it printed. */
-async function stopNode(n: { child: ChildProcess; output: () => string; exited: Promise<number | null> }): Promise<{ code: number | null; output: string }> {
-  n.child.kill('SIGINT');
-  const code = await n.exited;
-  return { code, output: n.output() };
-}
+const warren = (args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<Run> => run(setup.env, args, extraEnv);
+const startNode = (): Promise<WarrenNode> => startWarren(setup.env);
 
 async function publish(q: string, from: number, to: number): Promise<void> {
   const conn = await amqp.connect(url);
@@ -109,20 +66,8 @@ async function drain(q: string, n: number): Promise<Buffer[]> {
 beforeAll(async () => {
   base = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-cli-'));
   dataDir = path.join(base, 'var');
-  const amqpPort = await freePort();
-  metricsPort = await freePort();
-  url = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
-  env = {
-    ...process.env,
-    WARREN_DATA: dataDir,
-    WARREN_PORT: String(amqpPort),
-    WARREN_DIST_PORT: String(await freePort()),
-    WARREN_EPMD_PORT: String(await freePort()),
-    WARREN_NODE: `warren-cli-${process.pid}@localhost`,
-    WARREN_RABBITMQ: rabbitmqSeries(),
-    WARREN_SIDECAR_ARGS: `--file-size-limit ${LIMIT}`,
-    WARREN_METRICS_PORT: String(metricsPort),
-  };
+  setup = await warrenSetup(dataDir, 'warren-cli', { WARREN_SIDECAR_ARGS: `--file-size-limit ${LIMIT}` });
+  url = setup.amqpUrl;
 });
 
 afterAll(() => {
@@ -156,7 +101,7 @@ it('runs a node that ctl and stats reach, whose store the offline tools refuse w
     expect(figures.vhosts['/'].queues[DRAINED].len).toBe(0);
 
     // the sidecar's Prometheus endpoint, which `warren start` turns on, says the same
-    const scrape = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    const scrape = await fetch(`http://127.0.0.1:${setup.metricsPort}/metrics`);
     expect(scrape.status).toBe(200);
     const metrics = await scrape.text();
     const sample = (name: string, labels: string): number => {

@@ -639,9 +639,17 @@ info(message_bytes_paged_out, #s{pbytes = PB}) -> PB;
 info(head_message_timestamp, _S) -> '';
 info(disk_reads, #s{disk_reads = R}) -> R;
 info(disk_writes, #s{disk_writes = W}) -> W;
-info(backing_queue_status, S = #s{len = L, unacked = U, next_seq = NS, pcount = PC}) ->
+%% What the management API shows as the queue's backing_queue_status: RabbitMQ's
+%% usual keys, then Warren's own (its session in the sidecar, the read-ahead
+%% window and what it holds, the messages that carry an expiry).
+info(backing_queue_status, S = #s{len = L, unacked = U, next_seq = NS, pcount = PC,
+                                  handle = H, read_ahead = RA, ahead = Ahead, expiring = E}) ->
+    Reserved = case Ahead of [] -> 0; {ahead, Box} -> length(Box()) end,
     [{mode, lazy}, {len, L}, {pending_acks, map_size(U)}, {next_seq_id, NS},
-     {persistent_count, PC}, {message_bytes, info(message_bytes, S)}];
+     {persistent_count, PC}, {message_bytes, info(message_bytes, S)},
+     {backing_queue, warren}, {warren_session, H}, {warren_read_ahead, RA},
+     {warren_reserved_ahead, Reserved}, {warren_expiring, E},
+     {warren_persistent_bytes, S#s.pbytes}];
 info(_Item, _S) -> ''.
 
 invoke(?MODULE, Fun, S) -> Fun(?MODULE, S);

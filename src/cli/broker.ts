@@ -36,6 +36,8 @@ export interface BrokerOptions {
   amqpPort?: number;
   /** Erlang distribution port (default amqpPort + 20000). */
   distPort?: number;
+  /** With a port: rabbitmq_management is enabled, its HTTP listener on 127.0.0.1:port (default: not enabled). */
+  managementPort?: number;
   /** Port of the node's own epmd (default distPort + 1). */
   epmdPort?: number;
   /** Which RabbitMQ (default $WARREN_RABBITMQ, else the host's own package). */
@@ -95,6 +97,7 @@ export class Broker extends NodeLayout {
   readonly amqpPort: number;
   readonly distPort: number;
   readonly epmdPort: number;
+  readonly managementPort: number | undefined;
   readonly rabbitmq: Runtime;
   private readonly startTimeoutMs: number;
   private readonly extraPluginDirs: string[];
@@ -111,6 +114,7 @@ export class Broker extends NodeLayout {
     this.amqpPort = opts.amqpPort ?? 5672;
     this.distPort = opts.distPort ?? this.amqpPort + 20000;
     this.epmdPort = opts.epmdPort ?? this.distPort + 1;
+    this.managementPort = opts.managementPort;
     this.rabbitmq = typeof opts.rabbitmq === 'object' ? opts.rabbitmq : runtimeFor(opts.rabbitmq);
     this.startTimeoutMs = opts.startTimeoutMs ?? 120_000;
     this.extraPluginDirs = opts.extraPluginDirs ?? [];
@@ -207,8 +211,8 @@ export class Broker extends NodeLayout {
       throw new BrokerError(`node ${this.nodeName} is already running (pid ${running}, data ${this.dataDir}); stop it first`, 'ERUNNING');
     }
     if (this.warren) ensurePlugin(this.rabbitmq.series);
-    const { amqpPort, warren, sidecarArgs, pluginEnv, user } = this;
-    writeNodeConfig(this, { amqpPort, warren, sidecarArgs, pluginEnv, user });
+    const { amqpPort, managementPort, warren, sidecarArgs, pluginEnv, user } = this;
+    writeNodeConfig(this, { amqpPort, managementPort, warren, sidecarArgs, pluginEnv, user });
     fs.rmSync(this.pidFile, { force: true });
     await this.startEpmd();
     const out = fs.openSync(this.consoleLogFile, 'a');

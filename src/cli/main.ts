@@ -42,6 +42,7 @@ Environment:
   WARREN_PORT        AMQP port (default 5672)
   WARREN_DIST_PORT   Erlang distribution port (default WARREN_PORT + 20000)
   WARREN_EPMD_PORT   port of the node's own epmd (default WARREN_DIST_PORT + 1)
+  WARREN_MANAGEMENT_PORT  the management UI on 127.0.0.1 (default WARREN_PORT + 10000, i.e. 15672)
   WARREN_METRICS_PORT  the sidecar's Prometheus endpoint on 127.0.0.1 (default WARREN_PORT + 10021, i.e. 15693)
   WARREN_SIDECAR_ARGS  sidecar options, e.g. "--file-size-limit 4194304 --durability write"
   WARREN_DATA        data directory (default ./var)
@@ -50,7 +51,13 @@ Environment:
 
 function intEnv(name: string, dflt: number): number {
   const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
+  if (v === undefined || v === '') {
+    if (dflt > 65535) {
+      process.stderr.write(`warren: ${name} defaults to ${dflt}, past the last port (WARREN_PORT is high); set ${name}\n`);
+      process.exit(Exit.USAGE);
+    }
+    return dflt;
+  }
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0 || n > 65535) {
     process.stderr.write(`warren: ${name} must be a port number, got ${JSON.stringify(v)}\n`);
@@ -79,6 +86,7 @@ async function start(opts: { rabbitmq?: string }): Promise<void> {
   const amqpPort = intEnv('WARREN_PORT', 5672);
   const distPort = intEnv('WARREN_DIST_PORT', amqpPort + 20000);
   const epmdPort = intEnv('WARREN_EPMD_PORT', distPort + 1);
+  const managementPort = intEnv('WARREN_MANAGEMENT_PORT', amqpPort + 10000);
   // Next to rabbitmq_prometheus's 15692, so a scrape config finds both.
   const metricsPort = intEnv('WARREN_METRICS_PORT', amqpPort + 10021);
   const dataDir = path.resolve(process.env.WARREN_DATA ?? 'var');
@@ -86,6 +94,7 @@ async function start(opts: { rabbitmq?: string }): Promise<void> {
   for (const [what, port, env] of [
     ['AMQP', amqpPort, 'WARREN_PORT'],
     ['distribution', distPort, 'WARREN_DIST_PORT'],
+    ['management UI', managementPort, 'WARREN_MANAGEMENT_PORT'],
     ['metrics', metricsPort, 'WARREN_METRICS_PORT'],
   ] as const) {
     const busy = await portBusy(port);
@@ -95,7 +104,7 @@ async function start(opts: { rabbitmq?: string }): Promise<void> {
     }
   }
   const sidecarArgs = [...sidecarArgsFrom(undefined), '--metrics-port', String(metricsPort)];
-  const broker = new Broker({ dataDir, amqpPort, distPort, epmdPort, nodeName, rabbitmq: rt, sidecarArgs });
+  const broker = new Broker({ dataDir, amqpPort, distPort, epmdPort, nodeName, rabbitmq: rt, sidecarArgs, managementPort });
   process.stdout.write(`warren: starting RabbitMQ ${rt.version} node ${nodeName} with Warren (data under ${dataDir}) ...\n`);
   try {
     await broker.start();
@@ -113,6 +122,7 @@ async function start(opts: { rabbitmq?: string }): Promise<void> {
       `   AMQP 0-9-1 and AMQP 1.0   amqp://guest:guest@127.0.0.1:${amqpPort}`,
       `   node                      ${nodeName} (distribution port ${distPort})`,
       `   data                      ${dataDir}`,
+      `   management UI             http://127.0.0.1:${managementPort}/ (guest / guest)`,
       `   Warren metrics            http://127.0.0.1:${metricsPort}/metrics (Prometheus text format)`,
       `   broker log                ${broker.logFile}`,
       `   try                       node dist/examples/producer.js 1000 && node dist/examples/consumer.js`,

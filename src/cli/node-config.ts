@@ -84,7 +84,7 @@ export function nodeEnv(
  */
 export function writeNodeConfig(
   layout: NodeLayout,
-  node: { amqpPort: number; warren: boolean; sidecarArgs: string[]; pluginEnv: PluginEnv; user: { uid: number; gid: number } | undefined },
+  node: { amqpPort: number; managementPort?: number; warren: boolean; sidecarArgs: string[]; pluginEnv: PluginEnv; user: { uid: number; gid: number } | undefined },
 ): void {
   for (const d of [layout.dataDir, layout.etcDir, layout.homeDir, layout.logDir, layout.mnesiaBase]) fs.mkdirSync(d, { recursive: true });
   const write = (file: string, text: string) => {
@@ -100,6 +100,7 @@ export function writeNodeConfig(
       'loopback_users.guest = true',
       'log.console = false',
       'log.file.level = info',
+      ...(node.managementPort !== undefined ? [`management.tcp.ip = 127.0.0.1`, `management.tcp.port = ${node.managementPort}`] : []),
       '',
     ].join('\n'),
   );
@@ -117,7 +118,8 @@ export function writeNodeConfig(
         ].join('\n')
       : '%% Written by Warren (src/cli/node-config.ts): Warren is off; classic queues use RabbitMQ\'s own store.\n[].\n',
   );
-  write('enabled_plugins', node.warren ? '[rabbitmq_amqp1_0,rabbitmq_warren].\n' : '[rabbitmq_amqp1_0].\n');
+  const plugins = ['rabbitmq_amqp1_0', ...(node.managementPort !== undefined ? ['rabbitmq_management'] : []), ...(node.warren ? ['rabbitmq_warren'] : [])];
+  write('enabled_plugins', `[${plugins.join(',')}].\n`);
   write('rabbitmq-env.conf', '# Intentionally empty: Warren sets the environment itself.\n');
   const cookie = path.join(layout.homeDir, '.erlang.cookie');
   if (!fs.existsSync(cookie)) {
