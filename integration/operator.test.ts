@@ -26,8 +26,10 @@ function segmentBytes(): number {
   let total = 0;
   for (const d of segmentDirs(state().dataDir)) {
     for (const f of fs.readdirSync(d)) {
-      const st = fs.statSync(path.join(d, f));
-      if (st.isFile()) total += st.size;
+      // The live store renames hint files (<n>.rdh.tmp) and deletes files
+      // between the listing and the stat: such an entry no longer counts.
+      const st = fs.statSync(path.join(d, f), { throwIfNoEntry: false });
+      if (st?.isFile()) total += st.size;
     }
   }
   return total;

@@ -50,7 +50,9 @@ function modes(root: string): { p: string; dir: boolean; mode: number; uid: numb
   const walk = (d: string) => {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
       const p = path.join(d, e.name);
-      const st = fs.lstatSync(p);
+      // A live store renames and deletes files between the listing and the lstat.
+      const st = fs.lstatSync(p, { throwIfNoEntry: false });
+      if (!st) continue;
       out.push({ p, dir: e.isDirectory(), mode: st.mode & 0o777, uid: st.uid });
       if (e.isDirectory()) walk(p);
     }

@@ -42,7 +42,12 @@ export async function describeStore(dir: string): Promise<StoreAtRest> {
   const rows = new Map((summary ?? []).map((s) => [s.file, s]));
   const files: SegmentAtRest[] = [];
   for (const file of await listNumbered(dir, SEGMENT_EXT)) {
-    files.push({ file, size: (await fsp.stat(segmentPath(dir, file))).size, hasHint: hints.has(file), summary: rows.get(file) });
+    // A running store (inspect is allowed then) may delete a file after the listing.
+    const st = await fsp.stat(segmentPath(dir, file)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return undefined;
+      throw e;
+    });
+    if (st) files.push({ file, size: st.size, hasHint: hints.has(file), summary: rows.get(file) });
   }
   return {
     dir,
