@@ -65,10 +65,22 @@ for old in "$ROOT/build/rabbitmq-$SERIES/plugins/$NAME"-*; do
 done
 EBIN="$OUT/ebin"
 mkdir -p "$EBIN"
+# The settings' defaults and checks, from plugin.json (rabbit_warren_config
+# includes them); written only when they change, so nothing recompiles needlessly.
+GEN="$ROOT/build/rabbitmq-$SERIES/include"
+mkdir -p "$GEN"
+[ -f "$ROOT/dist/cli/main.js" ] || { echo "build-plugin: dist/ is not built (run npm run build)" >&2; exit 1; }
+node "$ROOT/dist/cli/main.js" settings --format erlang >"$GEN/rabbit_warren_settings.hrl.new" ||
+  { echo "build-plugin: plugin.json's settings are not valid (above)" >&2; rm -f "$GEN/rabbit_warren_settings.hrl.new"; exit 1; }
+if cmp -s "$GEN/rabbit_warren_settings.hrl.new" "$GEN/rabbit_warren_settings.hrl"; then
+  rm -f "$GEN/rabbit_warren_settings.hrl.new"
+else
+  mv "$GEN/rabbit_warren_settings.hrl.new" "$GEN/rabbit_warren_settings.hrl"
+fi
 
 ERLC_FLAGS=(
   -Werror +warn_export_vars +warn_shadow_vars +warn_obsolete_guard +debug_info
-  -I "$INC"
+  -I "$INC" -I "$GEN"
   -I "$PLUGINS/rabbit_common-$RMQ_VSN/include" -I "$PLUGINS/rabbit-$RMQ_VSN/include"
   -pa "$PLUGINS/rabbit_common-$RMQ_VSN/ebin" -pa "$PLUGINS/rabbit-$RMQ_VSN/ebin"
   -o "$EBIN"
@@ -76,7 +88,7 @@ ERLC_FLAGS=(
 
 # A changed header recompiles every module (they are few).
 newest_hrl=""
-for hrl in "$INC"/*.hrl; do
+for hrl in "$INC"/*.hrl "$GEN"/*.hrl; do
   [ -e "$hrl" ] || continue
   if [ -z "$newest_hrl" ] || [ "$hrl" -nt "$newest_hrl" ]; then newest_hrl="$hrl"; fi
 done

@@ -28,16 +28,25 @@ boot() ->
                              "and restart the node"),
             {error, {rabbitmq_warren, must_be_enabled_at_boot}};
         _ ->
-            BQ = backing_queue_module(),
-            case BQ of
-                rabbit_warren_bq -> ok;
-                _ -> rabbit_log:warning(
-                       "Warren: the plugin is enabled but the backing queue is ~p; set "
-                       "{rabbit, [{backing_queue_module, rabbit_warren_bq}]} in "
-                       "advanced.config for Warren to store the queues' messages", [BQ])
-            end,
-            rabbit_sup:start_restartable_child(rabbit_warren_sidecar)
+            case rabbit_warren_config:validate() of
+                [] -> start();
+                Problems ->
+                    %% A setting Warren cannot honour stops the node: never a fall-back.
+                    [rabbit_log:error("Warren: ~ts", [P]) || P <- Problems],
+                    {error, {rabbitmq_warren, invalid_settings, Problems}}
+            end
     end.
+
+start() ->
+    BQ = backing_queue_module(),
+    case BQ of
+        rabbit_warren_bq -> ok;
+        _ -> rabbit_log:warning(
+               "Warren: the plugin is enabled but the backing queue is ~p; set "
+               "{rabbit, [{backing_queue_module, rabbit_warren_bq}]} in "
+               "advanced.config for Warren to store the queues' messages", [BQ])
+    end,
+    rabbit_sup:start_restartable_child(rabbit_warren_sidecar).
 
 %% The module classic queues really use (under the priority-queue wrapper).
 backing_queue_module() ->

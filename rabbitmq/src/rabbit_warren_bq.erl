@@ -50,8 +50,6 @@
 -define(PAGE, 256).
 
 -define(BATCH(H), {rabbit_warren_bq_batch, H}).
--define(DEFAULT_READ_AHEAD, 64).
--define(INIT_RETRY_MS, 5000).
 
 -record(s, {
     owner,                 %% pid of rabbit_warren_sidecar
@@ -66,7 +64,7 @@
     pcount = 0,            %% persistent messages (ready + unacked)
     pbytes = 0,
     next_seq = 0,
-    read_ahead = ?DEFAULT_READ_AHEAD, %% max messages reserved ahead (app env read_ahead; 0/1 = off)
+    read_ahead = 0, %% max messages reserved ahead (setting read_ahead; 0/1 = off)
     ahead = [],            %% reserved entries, in order: ready for RabbitMQ, pending acks in the sidecar;
                            %% [] or {ahead, Box} (see put_ahead/2)
     expiring = 0,          %% ready messages with an expiry (0: dropwhile needs no round trip)
@@ -121,7 +119,7 @@ init(Q, Recover, AsyncCb) ->
                                           printable_name(Q), Durable, Mode),
     Owner = owner(),
     Deadline = erlang:monotonic_time(millisecond)
-        + application:get_env(rabbitmq_warren, init_retry_ms, ?INIT_RETRY_MS),
+        + rabbit_warren_config:get(init_retry_ms),
     Reply = case init_call(QName, Body, AsyncCb, Deadline, 100) of
                 {ok, R} -> R;
                 {error, E} -> exit({warren_error, init, E})
@@ -134,7 +132,7 @@ init(Q, Recover, AsyncCb) ->
                next_seq = NextSeq, expiring = Expiring,
                max_frame = rabbit_warren_sidecar:max_frame(),
                counts_deliveries = counts_deliveries(),
-               read_ahead = application:get_env(rabbitmq_warren, read_ahead, ?DEFAULT_READ_AHEAD)};
+               read_ahead = rabbit_warren_config:get(read_ahead)};
         error ->
             exit({warren_bad_reply, init, Reply})
     end.
@@ -422,7 +420,7 @@ put_ahead([], S) -> S#s{ahead = []};
 put_ahead(Entries, S) -> S#s{ahead = {ahead, fun() -> Entries end}}.
 
 read_ahead_bytes() ->
-    application:get_env(rabbitmq_warren, read_ahead_bytes, 1048576).
+    rabbit_warren_config:get(read_ahead_bytes).
 
 %% FETCH up to N ready messages; returns [{Msg or MsgId, IsDelivered, Tag}].
 fetch_n(N, AckRequired, WithBody, S) ->
@@ -898,7 +896,7 @@ vhost_dir(VHost) ->
     unicode:characters_to_binary(rabbit_vhost:msg_store_dir_path(VHost)).
 
 long_timeout() ->
-    application:get_env(rabbitmq_warren, long_call_timeout, 600000).
+    rabbit_warren_config:get(long_call_timeout).
 
 op_name(?OP_TERMINATE) -> terminate;
 op_name(?OP_DELETE_AND_TERMINATE) -> delete_and_terminate;

@@ -77,7 +77,7 @@ start_link() ->
 %% Synchronous request. Kind: global | {queue, Handle} | {init, AsyncCb}.
 %% Returns {ok, ReplyBody} | {error, Reason}.
 call(Kind, Op, Body) ->
-    call(Kind, Op, Body, timeout(call_timeout, 60000)).
+    call(Kind, Op, Body, rabbit_warren_config:get(call_timeout)).
 
 call(Kind, Op, Body, Timeout) ->
     gen_server:call(?SERVER, {req, Kind, Op, Body}, Timeout).
@@ -456,14 +456,15 @@ stale(QPid, Flow, Why) ->
 %% the sidecar process and the connection
 
 start_port(St = #st{sock_path = Path, starts = N}) ->
-    Node = env(node_executable, "node"),
-    Entry = env(sidecar_entry, undefined),
+    Node = rabbit_warren_config:get(node_executable),
+    Entry = rabbit_warren_config:get(sidecar_entry),
     Exe = case filename:pathtype(Node) of
               absolute -> Node;
               _ -> os:find_executable(Node)
           end,
+    Settings = rabbit_warren_config:sidecar_args(),
     Args = [Entry, "--socket", Path, "--data-dir", data_dir(),
-            "--max-frame", integer_to_list(max_frame())] ++ env(sidecar_args, []),
+            "--max-frame", integer_to_list(max_frame())] ++ Settings,
     Token = crypto:strong_rand_bytes(?TOKEN_BYTES),
     try
         true = is_list(Exe) andalso is_list(Entry),
@@ -473,12 +474,17 @@ start_port(St = #st{sock_path = Path, starts = N}) ->
         {os_pid, OsPid} = erlang:port_info(Port, os_pid),
         %% The token goes down the sidecar's stdin, a pipe only it reads.
         true = port_command(Port, [string:lowercase(binary:encode_hex(Token)), $\n]),
-        rabbit_log:info("Warren: started sidecar ~ts ~ts (pid ~b)",
-                        [Exe, Entry, OsPid]),
+        rabbit_log:info("Warren: started sidecar ~ts ~ts (pid ~b); durable classic queues keep "
+                        "their messages under ~ts/<vhost>/warren; settings given: ~ts",
+                        [Exe, Entry, OsPid, rabbit_vhost_dir_base(),
+                         case Settings of
+                             [] -> "none (plugin.json's defaults)";
+                             _ -> lists:join(" ", Settings)
+                         end]),
         self() ! connect,
         St#st{port = Port, os_pid = OsPid, line = [], starts = N + 1, token = Token,
               connect_deadline = erlang:monotonic_time(millisecond) +
-                  timeout(connect_timeout, 60000)}
+                  rabbit_warren_config:get(connect_timeout)}
     catch C:E ->
         rabbit_log:error("Warren: cannot start the sidecar (node ~p, entry ~p): ~p:~p",
                          [Node, Entry, C, E]),
@@ -558,12 +564,12 @@ connected(St = #st{held = Held}) ->
 check_held(St = #st{sock = Sock}) when Sock =/= undefined ->
     St;
 check_held(St = #st{held = Held}) ->
-    Limit = now_ms() - timeout(connect_timeout, 60000),
+    Limit = now_ms() - rabbit_warren_config:get(connect_timeout),
     {Old, Young} = lists:partition(fun({_, _, _, _, T}) -> T < Limit end, queue:to_list(Held)),
     [gen_server:reply(From, {error, sidecar_unavailable}) || {From, _, _, _, _} <- Old],
     Old =/= [] andalso
         rabbit_log:error("Warren: the sidecar is unavailable; ~b requests failed after waiting "
-                         "~b ms", [length(Old), timeout(connect_timeout, 60000)]),
+                         "~b ms", [length(Old), rabbit_warren_config:get(connect_timeout)]),
     Young =/= [] andalso erlang:send_after(?HELD_CHECK_MS, self(), check_held),
     St#st{held = queue:from_list(Young)}.
 
@@ -574,7 +580,7 @@ reconnect(St = #st{port = undefined}) ->
     St;
 reconnect(St) ->
     erlang:send_after(?CONNECT_EVERY_MS, self(), connect),
-    St#st{connect_deadline = erlang:monotonic_time(millisecond) + timeout(connect_timeout, 60000)}.
+    St#st{connect_deadline = erlang:monotonic_time(millisecond) + rabbit_warren_config:get(connect_timeout)}.
 
 await_shutdown(Sock, ReqId, Port, Deadline) ->
     Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
@@ -617,12 +623,6 @@ log_line(Line) ->
     end.
 
 %%----------------------------------------------------------------------------
-
-env(Key, Default) ->
-    application:get_env(rabbitmq_warren, Key, Default).
-
-timeout(Key, Default) ->
-    env(Key, Default).
 
 %% The broker's data dir: vhost directories are <this>/msg_stores/vhosts/<hash>.
 data_dir() ->

@@ -16,6 +16,8 @@ import { NodeRecordError, recordedBroker, writeNodeRecord } from './node-record'
 import { progressOn } from './progress';
 import { Runtime, RuntimeError, SERIES, providedRuntimes, runtimeFor } from './rabbitmq';
 import { formatVerify, verifyVhost } from './verify';
+import { formatSettings, SettingsFormat } from './settings-reference';
+import { settings, SettingsError } from '../sidecar/settings';
 
 /** Debian stable's RabbitMQ: what `warren start` runs unless told otherwise. */
 const DEFAULT_SERIES = '4.0';
@@ -44,7 +46,8 @@ Environment:
   WARREN_EPMD_PORT   port of the node's own epmd (default WARREN_DIST_PORT + 1)
   WARREN_MANAGEMENT_PORT  the management UI on 127.0.0.1 (default WARREN_PORT + 10000, i.e. 15672)
   WARREN_METRICS_PORT  the sidecar's Prometheus endpoint on 127.0.0.1 (default WARREN_PORT + 10021, i.e. 15693)
-  WARREN_SIDECAR_ARGS  sidecar options, e.g. "--file-size-limit 4194304 --durability write"
+  WARREN_PLUGIN_ENV  rabbitmq_warren settings as JSON, e.g. '{"durability": "write"}' (warren settings lists them)
+  WARREN_SIDECAR_ARGS  sidecar flags, e.g. "--file-size-limit 4194304 --durability write"
   WARREN_DATA        data directory (default ./var)
   WARREN_NODE        Erlang node name (default warren@localhost)
   WARREN_RABBITMQ    RabbitMQ series (as --rabbitmq)`;
@@ -106,12 +109,47 @@ async function start(opts: { rabbitmq?: string }): Promise<void> {
   const sidecarArgs = [...sidecarArgsFrom(undefined), '--metrics-port', String(metricsPort)];
   const broker = new Broker({ dataDir, amqpPort, distPort, epmdPort, nodeName, rabbitmq: rt, sidecarArgs, managementPort });
   process.stdout.write(`warren: starting RabbitMQ ${rt.version} node ${nodeName} with Warren (data under ${dataDir}) ...\n`);
+  // Ctrl-C from here on stops the node we start: during its boot, once it is up
+  // (rabbitmqctl cannot stop a node still booting); a second one kills it.
+  let booted = false;
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) {
+      process.stdout.write(`\nwarren: ${sig} again: killing the node\n`);
+      void broker.kill().then(() => process.exit(130));
+      return;
+    }
+    stopping = true;
+    if (!booted) {
+      process.stdout.write(`\nwarren: ${sig}: the node stops cleanly once it has started (again to kill it) ...\n`);
+      return;
+    }
+    process.stdout.write(`\nwarren: ${sig}: stopping the broker cleanly ...\n`);
+    broker.stop().then(
+      () => {
+        process.stdout.write('warren: stopped cleanly; the next `npm start` finds the messages again.\n');
+        process.exit(0);
+      },
+      (e: Error) => {
+        process.stderr.write(`warren: stop failed: ${e.message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
   try {
     await broker.start();
     writeNodeRecord(broker);
   } catch (e) {
     process.stderr.write(`warren: the broker did not start: ${(e as Error).message}\n`);
     process.exit(1);
+  }
+  booted = true;
+  if (stopping) {
+    stopping = false;
+    stop('interrupted during the start');
+    return;
   }
   const line = '─'.repeat(72);
   process.stdout.write(
@@ -132,24 +170,6 @@ async function start(opts: { rabbitmq?: string }): Promise<void> {
       '',
     ].join('\n'),
   );
-  let stopping = false;
-  const stop = (sig: string) => {
-    if (stopping) return;
-    stopping = true;
-    process.stdout.write(`\nwarren: ${sig}: stopping the broker cleanly ...\n`);
-    broker.stop().then(
-      () => {
-        process.stdout.write('warren: stopped cleanly; the next `npm start` finds the messages again.\n');
-        process.exit(0);
-      },
-      (e: Error) => {
-        process.stderr.write(`warren: stop failed: ${e.message}\n`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
   const exited = await broker.exited();
   if (!stopping) {
     await broker.stopEpmd();
@@ -341,6 +361,17 @@ function program(): Command {
     .allowUnknownOption()
     .helpOption(false)
     .action((args: string[], o: { data?: string }) => ctl(args, o));
+  p.command('settings')
+    .description("every rabbitmq_warren setting (advanced.config: [{rabbitmq_warren, [{KEY, VALUE}, ...]}]) with its default and meaning, from plugin.json")
+    .addOption(new Option('--format <format>', 'text, markdown (the README\'s reference), erlang (the plugin build\'s header) or json').choices(['text', 'markdown', 'erlang', 'json']).default('text'))
+    .action((o: { format: SettingsFormat }) => {
+      try {
+        process.stdout.write(formatSettings(settings(), o.format));
+      } catch (e) {
+        if (e instanceof SettingsError) fail(Exit.USAGE, e.message);
+        throw e;
+      }
+    });
   return p;
 }
 

@@ -1,17 +1,16 @@
 /**
- * Sidecar settings: defaults from plugin.json, overridden by command-line
- * flags (`--socket PATH --data-dir DIR --index leveldb --file-size-limit N
- * --sync-interval-ms N --durability fsync|write --write-sync-interval-ms N
- * --max-frame N --max-open-journals N`, and the queue-index sizes
- * `--queue-window N --queue-segment-entries N --queue-journal-entries N`,
- * and `--metrics-port N` for Prometheus metrics on 127.0.0.1, metrics.ts).
- * The connection token is not a flag: it comes on stdin (see main.ts).
+ * The sidecar's configuration: `--socket PATH --data-dir DIR --max-frame N`
+ * from the plugin, and a flag for each sidecar setting of plugin.json
+ * (settings.ts: `--durability write`, `--file-size-limit N`, ...) over the
+ * defaults there. The connection token is not a flag: it comes on stdin
+ * (see main.ts).
  */
-import * as fs from 'fs';
 import * as path from 'path';
 import { DEFAULT_MAX_FRAME, MAX_MAX_FRAME, MIN_MAX_FRAME } from './frames';
-import { DEFAULT_WRITE_SYNC_INTERVAL_MS, DURABILITIES, Durability } from '../queue/group-commit';
+import { DEFAULT_WRITE_SYNC_INTERVAL_MS, Durability } from '../queue/group-commit';
+import { DEFAULT_FILE_SIZE_LIMIT } from '../store/options';
 import { Level } from './log';
+import { checkValue, flagOf, Setting, settings } from './settings';
 
 /** Queue-index and window sizes (sidecar flags); unset = the queue module's defaults. */
 export interface QueueLayout {
@@ -49,48 +48,60 @@ export class ConfigError extends Error {
   readonly code = 'ECONFIG';
 }
 
-interface PluginDefaults {
-  index?: string;
-  fileSizeLimit?: number;
-  syncIntervalMs?: number;
-  durability?: Durability;
-  writeSyncIntervalMs?: number;
+/** Where each sidecar setting of plugin.json goes in the config (the value is already checked). */
+const APPLY: Record<string, (cfg: SidecarConfig, v: string) => void> = {
+  durability: (c, v) => (c.durability = v as Durability),
+  write_sync_interval_ms: (c, v) => (c.writeSyncIntervalMs = Number(v)),
+  sync_interval_ms: (c, v) => (c.syncIntervalMs = Number(v)),
+  index: (c, v) => (c.index = v),
+  file_size_limit: (c, v) => (c.fileSizeLimit = Number(v)),
+  queue_window: (c, v) => (c.queue = { ...c.queue, window: Number(v) }),
+  queue_segment_entries: (c, v) => (c.queue = { ...c.queue, segmentEntries: Number(v) }),
+  queue_journal_entries: (c, v) => (c.queue = { ...c.queue, journalEntries: Number(v) }),
+  max_open_journals: (c, v) => (c.maxOpenJournals = Number(v)),
+  metrics_port: (c, v) => (c.metricsPort = Number(v)),
+  log_level: (c, v) => (c.logLevel = v as Level),
+};
+
+/** The sidecar settings of the manifest; each must have a place in the config, and each place a setting. */
+function sidecarSettings(table: readonly Setting[]): Setting[] {
+  const ours = table.filter((s) => s.side === 'sidecar');
+  for (const s of ours) if (!APPLY[s.key]) throw new ConfigError(`plugin.json: sidecar setting ${s.key} is not one the sidecar knows`);
+  for (const k of Object.keys(APPLY)) if (!ours.some((s) => s.key === k)) throw new ConfigError(`plugin.json: sidecar setting ${k} is missing`);
+  return ours;
 }
 
-function pluginDefaults(): PluginDefaults {
-  const file = path.resolve(__dirname, '..', '..', 'plugin.json');
-  try {
-    const manifest = JSON.parse(fs.readFileSync(file, 'utf8')) as { defaults?: PluginDefaults };
-    return manifest.defaults ?? {};
-  } catch {
-    return {};
-  }
-}
-
-function positiveInt(flag: string, v: string, min = 1): number {
+function positiveInt(flag: string, v: string): number {
   const n = Number(v);
-  if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new ConfigError(`${flag} must be ${min === 0 ? 'a non-negative' : 'a positive'} integer, got ${JSON.stringify(v)}`);
+  if (!/^[0-9]+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new ConfigError(`${flag} must be a positive integer, got ${JSON.stringify(v)}`);
   return n;
 }
 
-function durability(flag: string, v: string | undefined): Durability {
-  if (v === undefined || !(DURABILITIES as readonly string[]).includes(v)) throw new ConfigError(`${flag} must be ${DURABILITIES.join(' or ')}, got ${JSON.stringify(v)}`);
-  return v as Durability;
-}
-
-export function parseArgs(argv: readonly string[]): SidecarConfig {
-  const d = pluginDefaults();
+/**
+ * The sidecar's command line: the plugin's own flags (--socket, --data-dir,
+ * --max-frame) and one flag per sidecar setting of plugin.json, over the
+ * defaults there. A malformed manifest throws, as does a bad flag or value.
+ */
+export function parseArgs(argv: readonly string[], manifest?: string): SidecarConfig {
+  let table: readonly Setting[];
+  try {
+    table = settings(manifest);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  const ours = sidecarSettings(table);
   const cfg: SidecarConfig = {
     socket: '',
     dataDir: '',
     maxFrame: DEFAULT_MAX_FRAME,
-    index: d.index ?? 'leveldb',
-    fileSizeLimit: d.fileSizeLimit ?? 16 * 1024 * 1024,
-    syncIntervalMs: d.syncIntervalMs ?? 0,
-    durability: d.durability === undefined ? 'fsync' : durability('plugin.json defaults.durability', d.durability),
-    writeSyncIntervalMs: d.writeSyncIntervalMs ?? DEFAULT_WRITE_SYNC_INTERVAL_MS,
+    index: 'leveldb',
+    fileSizeLimit: DEFAULT_FILE_SIZE_LIMIT,
+    syncIntervalMs: 0,
+    durability: 'fsync',
+    writeSyncIntervalMs: DEFAULT_WRITE_SYNC_INTERVAL_MS,
     logLevel: 'info',
   };
+  for (const s of ours) if (s.default !== null) APPLY[s.key](cfg, String(s.default));
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const v = argv[i + 1];
@@ -110,45 +121,13 @@ export function parseArgs(argv: readonly string[]): SidecarConfig {
         cfg.maxFrame = n;
         break;
       }
-      case '--index':
-        cfg.index = v;
-        break;
-      case '--file-size-limit':
-        cfg.fileSizeLimit = positiveInt(flag, v);
-        break;
-      case '--sync-interval-ms':
-        cfg.syncIntervalMs = positiveInt(flag, v, 0);
-        break;
-      case '--durability':
-        cfg.durability = durability(flag, v);
-        break;
-      case '--write-sync-interval-ms':
-        cfg.writeSyncIntervalMs = positiveInt(flag, v);
-        break;
-      case '--metrics-port': {
-        const n = positiveInt(flag, v);
-        if (n > 65535) throw new ConfigError(`--metrics-port must be a TCP port (1-65535), got ${n}`);
-        cfg.metricsPort = n;
-        break;
+      default: {
+        const s = ours.find((x) => flagOf(x.key) === flag);
+        if (!s) throw new ConfigError(`unknown flag ${flag} (the sidecar settings are ${ours.map((x) => flagOf(x.key)).join(', ')})`);
+        const why = checkValue(s, v);
+        if (why) throw new ConfigError(`${flag} (setting ${s.key}) ${why}, got ${JSON.stringify(v)}`);
+        APPLY[s.key](cfg, v);
       }
-      case '--max-open-journals':
-        cfg.maxOpenJournals = positiveInt(flag, v);
-        break;
-      case '--queue-window':
-        cfg.queue = { ...cfg.queue, window: positiveInt(flag, v) };
-        break;
-      case '--queue-segment-entries':
-        cfg.queue = { ...cfg.queue, segmentEntries: positiveInt(flag, v) };
-        break;
-      case '--queue-journal-entries':
-        cfg.queue = { ...cfg.queue, journalEntries: positiveInt(flag, v) };
-        break;
-      case '--log-level':
-        if (!['debug', 'info', 'warn', 'error'].includes(v)) throw new ConfigError(`--log-level must be debug, info, warn or error`);
-        cfg.logLevel = v as Level;
-        break;
-      default:
-        throw new ConfigError(`unknown flag ${flag}`);
     }
   }
   if (!cfg.socket) throw new ConfigError('--socket PATH is required');

@@ -1,0 +1,88 @@
+/**
+ * Warren's settings in the broker's own config: rabbitmq_warren keys in
+ * advanced.config (written by the Broker launcher from pluginEnv) reach the
+ * plugin and the sidecar, and a bad key or value stops the node at boot with
+ * an error naming both, before any queue starts: never a silent default.
+ */
+import * as amqp from 'amqplib';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { Broker } from '../src/cli/broker';
+import { PluginEnv } from '../src/cli/node-config';
+import { freePort } from '../src/cli/ports';
+import { collect } from './harness';
+
+let base: string;
+const started: Broker[] = [];
+
+async function node(tag: string, pluginEnv: PluginEnv): Promise<{ b: Broker; url: string }> {
+  const amqpPort = await freePort();
+  const b = new Broker({
+    dataDir: path.join(base, tag),
+    amqpPort,
+    distPort: await freePort(),
+    epmdPort: await freePort(),
+    nodeName: `warren-settings-${tag}-${process.pid}@localhost`,
+    sidecarArgs: [],
+    pluginEnv,
+    startTimeoutMs: 90_000,
+  });
+  started.push(b);
+  return { b, url: `amqp://guest:guest@127.0.0.1:${amqpPort}` };
+}
+
+beforeAll(() => {
+  base = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-settings-'));
+});
+
+afterAll(async () => {
+  for (const b of started) {
+    if (b.isRunning()) await b.stop().catch(() => b.kill());
+    await b.stopEpmd();
+  }
+  fs.rmSync(base, { recursive: true, force: true });
+});
+
+it('a node whose rabbitmq_warren settings are not valid does not start, and its log names each bad key and value', async () => {
+  const { b } = await node('bad', { file_size_limit: 100, durability: 'sometimes', read_ahed: 3, sidecar_args: ['--queue-window', 'lots'] });
+  await expect(b.start()).rejects.toThrow(/did not start: the server exited/);
+  const log = fs.readFileSync(b.logFile, 'utf8');
+  expect(log).toContain('Warren: setting rabbitmq_warren.file_size_limit = 100 is not valid: it must be an integer of at least 65536');
+  expect(log).toContain('Warren: setting rabbitmq_warren.durability = "sometimes" is not valid: it must be one of fsync, write');
+  expect(log).toContain('Warren: unknown setting rabbitmq_warren.read_ahed = 3');
+  expect(log).toContain('Warren: setting rabbitmq_warren.sidecar_args: --queue-window "lots" is not valid (setting queue_window): it must be an integer of at least 1');
+  // Stopped before the sidecar: nothing was started on the bad settings.
+  expect(log).not.toMatch(/Warren: started sidecar/);
+  expect(b.isRunning()).toBe(false);
+});
+
+it("settings given in advanced.config reach the sidecar's command line and take effect", async () => {
+  const { b, url } = await node('good', { durability: 'write', write_sync_interval_ms: 150, queue_window: 256, index: 'memory', read_ahead: 8 });
+  await b.start();
+  const log = fs.readFileSync(b.logFile, 'utf8');
+  // The sidecar logs what it runs with; its own command line carries the flags.
+  expect(log).toMatch(/sidecar \d+ listening on .*\(index memory, .*durability write \(fsync every 150 ms\)/);
+  expect(log).toMatch(/Warren: started sidecar .* durable classic queues keep their messages under \S+\/msg_stores\/vhosts\/<vhost>\/warren; settings given: --durability write --write-sync-interval-ms 150 --index memory --queue-window 256/);
+  const pid = Number(/Warren: started sidecar .* \(pid (\d+)\)/.exec(log)?.[1]);
+  const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  expect(argv.join(' ')).toContain('--durability write --write-sync-interval-ms 150 --index memory --queue-window 256');
+  expect(await b.ctl(['eval', 'rabbit_warren_config:get(read_ahead).'])).toMatch(/^8\s*$/);
+  expect(await b.ctl(['eval', 'rabbit_warren_config:get(read_ahead_bytes).'])).toMatch(/^1048576\s*$/);
+
+  const conn = await amqp.connect(url);
+  try {
+    const ch = await conn.createConfirmChannel();
+    await ch.assertQueue('settings-q', { durable: true });
+    for (let i = 0; i < 300; i++) ch.sendToQueue('settings-q', Buffer.from(`m${i}`), { persistent: true });
+    await ch.waitForConfirms();
+    const c = await conn.createChannel();
+    const got = await collect(c, 'settings-q', 300);
+    expect(got.map((m) => m.content.toString())).toEqual(Array.from({ length: 300 }, (_, i) => `m${i}`));
+    got.forEach((m) => c.ack(m));
+    await ch.deleteQueue('settings-q');
+  } finally {
+    await conn.close();
+  }
+  await b.stop();
+});
