@@ -20,6 +20,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 import { scanQueueIndex } from '../queue/queue-dir';
+import { queueLabel, readQueueName } from '../queue/queue-name';
 import { sharedJournalFiles } from '../queue/queue-index';
 import { pathExists } from '../store/fs-util';
 import { SidecarConfig } from './config';
@@ -340,7 +341,7 @@ export class SidecarServer {
     }
     const old = this.byKey.get(keyId);
     if (old !== undefined) {
-      log('warn', `queue ${req.name}: init while a session is open (the queue process restarted); the old session is dropped as crashed`);
+      log('warn', `queue '${req.name}' in vhost '${req.vhost}': init while a session is open (the queue process restarted); the old session is dropped as crashed`);
       await this.dropSessions([old]);
     }
     await this.reopenFailedStore(req.vhost);
@@ -385,7 +386,7 @@ export class SidecarServer {
         const s = this.sessions.get(h);
         if (!s) return;
         this.forget(h);
-        await s.session.exec.run(() => s.session.queue.abandon()).catch((e: Error) => log('error', `dropping session ${h}: ${e.message}`));
+        await s.session.exec.run(() => s.session.queue.abandon()).catch((e: Error) => log('error', `queue '${s.session.info.name}' in vhost '${s.session.info.vhost}': dropping its session ${h}: ${e.message}`));
       }),
     );
   }
@@ -423,14 +424,15 @@ export class SidecarServer {
     if (h !== undefined) await this.dropSessions([h]);
     const vh = this.vhosts.get(vhost);
     const qdir = queueDirOf(dir, key);
+    const label = `queue ${queueLabel({ key, name: await readQueueName(qdir) })} in vhost '${vhost}'`;
     vh?.walk?.digests.delete(key);
     if (vh) {
       const client = vh.store.client(key);
-      for await (const { entries } of scanQueueIndex(qdir, this.cfg.queue?.segmentEntries, log)) if (entries.length) client.remove(entries.map((e) => e.id));
+      for await (const { entries } of scanQueueIndex(qdir, this.cfg.queue?.segmentEntries, (level, msg) => log(level, `${label}: ${msg}`))) if (entries.length) client.remove(entries.map((e) => e.id));
       await client.deleteAndTerminate();
     }
     await fs.promises.rm(qdir, { recursive: true, force: true });
-    log('info', `queue ${key} in vhost ${vhost}: crashed queue deleted`);
+    log('info', `${label}: crashed queue deleted`);
     return undefined;
   }
 

@@ -56,7 +56,9 @@ export interface OpenQueueArgs {
  */
 export async function openQueue(a: OpenQueueArgs): Promise<BackingQueue> {
   const qdir = path.join(a.vh.queuesDir, a.key);
+  // BackingQueue names the queue in its own lines; the index's lines name files, so they get the queue's name put before them.
   const qlog = (level: 'info' | 'warn' | 'error', msg: string) => log(level, msg);
+  const ilog = (level: 'info' | 'warn' | 'error', msg: string) => log(level, `queue ${a.name}: ${msg}`);
   const windows = { headWindow: a.layout?.window, tailWindow: a.layout?.window, pager: a.vh.transient.client(a.key) };
   if (!a.durable) {
     return new BackingQueue({ name: a.name, durable: false, onConfirm: a.onConfirm, onConfirmLatency: a.onConfirmLatency, onFailure: a.onFailure, log: qlog, syncIntervalMs: a.syncIntervalMs, ...windows });
@@ -70,7 +72,7 @@ export async function openQueue(a: OpenQueueArgs): Promise<BackingQueue> {
   const contains = clean ? undefined : presenceCheck(a.vh.store, a.vh.walk, a.key, counts);
   if (a.vh.walk?.digests.size === 0) a.vh.walk = undefined; // every walked queue has had its first INIT
   const { index, recovery } = await QueueIndex.open(qdir, {
-    log: qlog,
+    log: ilog,
     segmentEntries: a.layout?.segmentEntries,
     journalEntries: a.layout?.journalEntries,
     terms: clean ? terms : undefined,

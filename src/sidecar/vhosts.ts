@@ -18,6 +18,7 @@ import { indexRefDeltas } from '../queue/ref-deltas';
 import type { SegmentDigests } from '../queue/walk-digest';
 import type { StartupWalk } from './presence';
 import { log } from './log';
+import { queueLabel, readQueueName } from '../queue/queue-name';
 import { KeyedSerialQueues } from '../util/serial-queue';
 import { vhostLayout } from './data-layout';
 
@@ -75,7 +76,7 @@ async function migrateLegacyKeys(vhost: string, queuesDir: string, keys: readonl
     const to = path.join(queuesDir, key);
     if (!(await pathExists(from)) || (await pathExists(to))) continue;
     await fsp.rename(from, to);
-    log('info', `vhost ${vhost}: queue state ${old} moved to its new key ${key}`);
+    log('info', `queue ${queueLabel({ key: old, name: await readQueueName(to) })} in vhost '${vhost}': its state moved to its new key ${key}`);
   }
 }
 
@@ -117,7 +118,8 @@ export class Vhosts {
     if (pruneUnlisted) {
       for (const k of await listDirs(queuesDir)) {
         if (!listed.has(k)) {
-          log('info', `vhost ${vhost}: removing the state of queue ${k}, which is no longer a durable queue`);
+          const name = await readQueueName(path.join(queuesDir, k));
+          log('info', `queue ${queueLabel({ key: k, name })} in vhost '${vhost}': removing its state, it is no longer a durable queue`);
           await fsp.rm(path.join(queuesDir, k), { recursive: true, force: true });
         }
       }

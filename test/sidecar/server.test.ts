@@ -120,6 +120,37 @@ it('recovers a queue whose connection dropped (the broker died) as non-clean, al
   c.sock.destroy();
 });
 
+it("names the queue and its vhost in the lines its queue index logs (a torn journal tail cut at recovery)", async () => {
+  let c = await Client.connect(sock);
+  await start(c, []);
+  const q = await init(c, 0);
+  publish(c, q.handle, [0, 1], 1 | 2, [1]);
+  for (let i = 0; i < 200 && c.confirms.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  c.sock.destroy();
+  await c.closed;
+  // A crash mid-append: half a record after the last whole one.
+  fs.appendFileSync(path.join(vdir(), 'warren', 'queues', KEY, 'journal'), Buffer.from([1, 2, 3, 4, 5]));
+  const lines: string[] = [];
+  const write = sinon.stub(process.stdout, 'write').callsFake((chunk: string | Uint8Array) => {
+    lines.push(String(chunk));
+    return true;
+  });
+  setLogLevel('info');
+  try {
+    c = await Client.connect(sock);
+    await start(c, [KEY]);
+    expect(await init(c, 2)).toMatchObject({ len: 2 });
+  } finally {
+    setLogLevel('error');
+    write.restore();
+  }
+  const cut = lines.filter((l) => /journal .*cut 5 bytes/.test(l));
+  expect(cut).toHaveLength(1);
+  expect(cut[0]).toMatch(/^\[warn\] queue 'q' in vhost '\/': queue journal \S+: cut 5 bytes at offset \d+/);
+  expect(lines.some((l) => /^\[info\] queue 'q' in vhost '\/': recovered 2 messages \(non-clean stop/.test(l))).toBe(true);
+  c.sock.destroy();
+});
+
 it('delivery counts: FAIL_DELIVERY before READ (ackfold) and before REQUEUE counts a failed delivery; a published count is kept; a clean restart keeps them', async () => {
   const { c, q } = await newQueue();
   publish(c, q.handle, [0, 1, 2], 1 | 2, [], { 1: 3 });
