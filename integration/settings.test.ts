@@ -10,13 +10,14 @@ import * as os from 'os';
 import * as path from 'path';
 import { Broker } from '../src/cli/broker';
 import { PluginEnv } from '../src/cli/node-config';
+import { stageInstall } from '../src/cli/plugin-build';
 import { freePort } from '../src/cli/ports';
-import { collect } from './harness';
+import { collect, rabbitmqSeries } from './harness';
 
 let base: string;
 const started: Broker[] = [];
 
-async function node(tag: string, pluginEnv: PluginEnv): Promise<{ b: Broker; url: string }> {
+async function node(tag: string, pluginEnv: PluginEnv, installDir?: string): Promise<{ b: Broker; url: string }> {
   const amqpPort = await freePort();
   const b = new Broker({
     dataDir: path.join(base, tag),
@@ -26,6 +27,7 @@ async function node(tag: string, pluginEnv: PluginEnv): Promise<{ b: Broker; url
     nodeName: `warren-settings-${tag}-${process.pid}@localhost`,
     sidecarArgs: [],
     pluginEnv,
+    installDir,
     startTimeoutMs: 90_000,
   });
   started.push(b);
@@ -54,6 +56,22 @@ it('a node whose rabbitmq_warren settings are not valid does not start, and its 
   expect(log).toContain('Warren: setting rabbitmq_warren.sidecar_args: --queue-window "lots" is not valid (setting queue_window): it must be an integer of at least 1');
   // Stopped before the sidecar: nothing was started on the bad settings.
   expect(log).not.toMatch(/Warren: started sidecar/);
+  expect(b.isRunning()).toBe(false);
+});
+
+it("a node whose plugin.json is malformed does not start: the sidecar refuses it, and the log names the file and the key", async () => {
+  const installDir = stageInstall(path.join(base, 'install'), rabbitmqSeries());
+  const manifest = path.join(installDir, 'plugin.json');
+  const m = JSON.parse(fs.readFileSync(manifest, 'utf8')) as { settings: Record<string, { default: unknown }> };
+  m.settings.queue_window.default = 'many';
+  fs.writeFileSync(manifest, JSON.stringify(m));
+  const { b } = await node('manifest', {}, installDir);
+  await expect(b.start()).rejects.toThrow(/did not start: the server exited/);
+  const log = fs.readFileSync(b.logFile, 'utf8');
+  expect(log).toContain(`Warren: the sidecar (pid`);
+  expect(log).toContain(`refused its configuration: warren sidecar: ${manifest}: settings.queue_window: default "many" must be an integer of at least 1`);
+  // Refused once, not restarted in a loop.
+  expect(log.match(/Warren: started sidecar/g)).toHaveLength(1);
   expect(b.isRunning()).toBe(false);
 });
 

@@ -46,7 +46,25 @@ start() ->
                "{rabbit, [{backing_queue_module, rabbit_warren_bq}]} in "
                "advanced.config for Warren to store the queues' messages", [BQ])
     end,
-    rabbit_sup:start_restartable_child(rabbit_warren_sidecar).
+    case rabbit_sup:start_restartable_child(rabbit_warren_sidecar) of
+        ok -> await_sidecar();
+        Other -> Other
+    end.
+
+%% Queue recovery (the next boot steps) waits for the sidecar anyway; waiting
+%% here lets a sidecar that refuses its configuration stop the node, with its
+%% reason, instead of leaving queues that never start. A slow start is only
+%% logged: the queues keep waiting for it as they always do.
+await_sidecar() ->
+    case rabbit_warren_sidecar:await_started(rabbit_warren_config:get(connect_timeout)) of
+        ok ->
+            ok;
+        {error, {sidecar_config, Why}} ->
+            {error, {rabbitmq_warren, sidecar_refused_its_configuration, Why}};
+        {error, timeout} ->
+            rabbit_log:warning("Warren: the sidecar has not started yet; queues wait for it"),
+            ok
+    end.
 
 %% The module classic queues really use (under the priority-queue wrapper).
 backing_queue_module() ->

@@ -34,7 +34,7 @@
 -behaviour(gen_server).
 
 -export([start_link/0, call/3, call/4, cast/4, stats/0, os_pid/0, status/0,
-         socket_path/0, max_frame/0]).
+         socket_path/0, max_frame/0, await_started/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2,
          code_change/3]).
 
@@ -65,8 +65,14 @@
     starts = 0,                %% sidecar processes started so far
     failures = 0,              %% restarts since the last successful connection
     announced = false,
-    restart_timer = undefined
+    restart_timer = undefined,
+    boot_waiters = [],         %% callers of await_started/1 before the first connection
+    last_line = <<>>           %% the sidecar's last output line (names what it refused)
 }).
+
+%% The sidecar's exit status when it refuses its configuration (a bad flag, a
+%% malformed plugin.json): no restart fixes that.
+-define(EXIT_CONFIG, 2).
 
 %%----------------------------------------------------------------------------
 %% API (called from queue processes and operators)
@@ -96,6 +102,14 @@ stats() ->
 
 os_pid() ->
     gen_server:call(?SERVER, os_pid).
+
+%% Waits for the first sidecar to accept our connection (the boot step does,
+%% so a sidecar that cannot start stops the node with its reason):
+%% ok | {error, {sidecar_config, Line}} | {error, timeout}.
+await_started(Timeout) ->
+    try gen_server:call(?SERVER, await_started, Timeout)
+    catch exit:{timeout, _} -> {error, timeout}
+    end.
 
 status() ->
     gen_server:call(?SERVER, status).
@@ -192,6 +206,10 @@ handle_call({req, Kind, Op, Body}, From, St) ->
     {noreply, request(From, Kind, Op, Body, St)};
 handle_call(os_pid, _From, St = #st{os_pid = P}) ->
     {reply, P, St};
+handle_call(await_started, _From, St = #st{announced = true}) ->
+    {reply, ok, St};
+handle_call(await_started, From, St = #st{boot_waiters = W}) ->
+    {noreply, St#st{boot_waiters = [From | W]}};
 handle_call(status, _From, St) ->
     {reply, [{os_pid, St#st.os_pid}, {connected, St#st.sock =/= undefined},
              {socket, St#st.sock_path}, {sessions, maps:size(St#st.handles)},
@@ -229,8 +247,17 @@ handle_info({Port, {data, {Eol, Chunk}}}, St = #st{port = Port, line = Acc}) ->
         eol ->
             Line = iolist_to_binary(lists:reverse([Chunk | Acc])),
             log_line(Line),
-            {noreply, St#st{line = []}}
+            {noreply, St#st{line = [], last_line = Line}}
     end;
+handle_info({Port, {exit_status, ?EXIT_CONFIG}}, St = #st{port = Port, announced = false,
+                                                       boot_waiters = [_ | _] = W}) ->
+    %% At boot, a sidecar that refuses its configuration stops the node: the
+    %% boot step gets the reason (the sidecar's last line) instead of queues
+    %% that wait for a sidecar that will never start.
+    rabbit_log:error("Warren: the sidecar (pid ~p) refused its configuration: ~ts",
+                     [St#st.os_pid, St#st.last_line]),
+    [gen_server:reply(From, {error, {sidecar_config, St#st.last_line}}) || From <- W],
+    {noreply, St#st{port = undefined, os_pid = undefined, boot_waiters = []}};
 handle_info({Port, {exit_status, Status}}, St = #st{port = Port}) ->
     rabbit_log:error("Warren: sidecar (pid ~p) exited with status ~p; restarting it",
                      [St#st.os_pid, Status]),
@@ -555,7 +582,8 @@ connected(St = #st{held = Held}) ->
         true ->
             rabbit_log:info("Warren: reconnected to the sidecar (pid ~p)", [St#st.os_pid])
     end,
-    St1 = St#st{held = queue:new(), announced = true, failures = 0},
+    [gen_server:reply(From, ok) || From <- St#st.boot_waiters],
+    St1 = St#st{held = queue:new(), announced = true, failures = 0, boot_waiters = []},
     lists:foldl(fun({From, Kind, Op, Body, _T}, Acc) -> request(From, Kind, Op, Body, Acc) end,
                 St1, queue:to_list(Held)).
 

@@ -43,6 +43,9 @@ function readToken(timeoutMs: number): Promise<Buffer> {
   });
 }
 
+/** Exit status for a configuration the sidecar refuses: at boot the plugin stops the node on it, naming our last line. */
+const EXIT_CONFIG = 2;
+
 async function main(): Promise<void> {
   // Every file and directory the sidecar (and LevelDB in it) creates is for the broker's user alone: 0600 and 0700.
   process.umask(0o077);
@@ -54,7 +57,7 @@ async function main(): Promise<void> {
   } catch (e) {
     if (e instanceof ConfigError) {
       process.stderr.write(`warren sidecar: ${e.message}\n`);
-      process.exit(2);
+      process.exit(EXIT_CONFIG);
     }
     throw e;
   }
