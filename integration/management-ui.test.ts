@@ -3,8 +3,9 @@
  * Chromium (Debian's chromium, through playwright-core) as an operator uses
  * it: the banner names the UI; log in as guest, open a durable queue Warren
  * backs with a known backlog (250 persistent messages, 40 of them delivered
- * and unacknowledged), and read its counts off the page; on 3.10 the queue's
- * record in the UI's API carries Warren's own backing-queue keys.
+ * and unacknowledged), and read its counts off the page, and Warren's own
+ * figures off the page's Warren panel (rabbit_warren_mgmt and warren.js, on
+ * every version); on 3.10 the queue's record in the UI's API carries them too.
  * WARREN_UI_SCREENSHOT=path saves a screenshot of the queue's page there.
  */
 import * as amqp from 'amqplib';
@@ -68,7 +69,7 @@ async function waitForRow(page: Page, scope: string, header: string, want: strin
   }
 }
 
-it(`shows a queue Warren backs, with its counts (and, on 3.10, Warren's own keys in its record), on RabbitMQ ${rabbitmqSeries()}`, async () => {
+it(`shows a queue Warren backs, with its counts and a Warren panel of Warren's own figures, on RabbitMQ ${rabbitmqSeries()}`, async () => {
   node = await startNode(setup.env);
   const banner = node.output();
   expect(banner).toContain(`management UI             http://127.0.0.1:${setup.managementPort}/`);
@@ -119,6 +120,24 @@ it(`shows a queue Warren backs, with its counts (and, on 3.10, Warren's own keys
     const ready = PUBLISHED - UNACKED;
     await waitForRow(page, '#main table.facts', 'Messages', [String(PUBLISHED), String(ready), String(UNACKED)]);
     expect((await rowCells(page, '#main table.facts', 'Messages'))[4]).toBe(String(PUBLISHED));
+
+    // Warren's panel on the same page, from /api/warren/queues/VHOST/QUEUE (every version).
+    await page.waitForSelector('#warren-panel h2:has-text("Warren")', { timeout: 30_000 });
+    await waitForRow(page, '#warren-panel table', 'Ready', [String(ready)]);
+    await waitForRow(page, '#warren-panel table', 'Unacknowledged', [String(UNACKED)]);
+    await waitForRow(page, '#warren-panel table', 'Persistent messages', [String(PUBLISHED)]);
+    expect((await rowCells(page, '#warren-panel table', 'Read-ahead'))[0]).toMatch(/^\d+ \/ \d+$/);
+    const panel = await page.request.get(`${ui}api/warren/queues/%2F/${encodeURIComponent(Q)}`, { headers: { authorization: BASIC } });
+    expect(panel.status()).toBe(200);
+    expect(await panel.json()).toMatchObject({ backing_queue: 'warren', len: ready, pending_acks: UNACKED, persistent_count: PUBLISHED, warren_persistent_bytes: PUBLISHED * BODY, warren_expiring: 0 });
+    // A queue Warren does not back gets no panel: its figures are {} (a quorum queue), and a queue that is not there is a 404.
+    const qq = `${Q}-quorum`;
+    await pub.assertQueue(qq, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    const other = await page.request.get(`${ui}api/warren/queues/%2F/${encodeURIComponent(qq)}`, { headers: { authorization: BASIC } });
+    expect([other.status(), await other.json()]).toEqual([200, {}]);
+    expect((await page.request.get(`${ui}api/warren/queues/%2F/no-such-queue`, { headers: { authorization: BASIC } })).status()).toBe(404);
+    expect((await page.request.get(`${ui}api/warren/queues/%2F/${encodeURIComponent(Q)}`)).status()).toBe(401);
+    await pub.deleteQueue(qq);
 
     // The queue's record the page was drawn from (the UI's own API, with the page's login). RabbitMQ 3.10
     // passes the backing queue's status through, Warren's keys with it; 4.x's management agent keeps

@@ -83,6 +83,9 @@ ERLC_FLAGS=(
   -I "$INC" -I "$GEN"
   -I "$PLUGINS/rabbit_common-$RMQ_VSN/include" -I "$PLUGINS/rabbit-$RMQ_VSN/include"
   -pa "$PLUGINS/rabbit_common-$RMQ_VSN/ebin" -pa "$PLUGINS/rabbit-$RMQ_VSN/ebin"
+  # rabbit_warren_mgmt: the management UI's extension behaviour and records (used only when it runs)
+  -pa "$PLUGINS/rabbitmq_management-$RMQ_VSN/ebin" -pa "$PLUGINS/rabbitmq_management_agent-$RMQ_VSN/ebin"
+  -pa "$PLUGINS/rabbitmq_web_dispatch-$RMQ_VSN/ebin"
   -o "$EBIN"
 )
 
@@ -114,6 +117,11 @@ for beam in "$EBIN"/*.beam; do
   mod="$(basename "$beam" .beam)"
   [ -f "$SRC/$mod.erl" ] || rm -f "$beam"
 done
+
+# priv/: the management UI's script (served by the management plugin from the app's priv/www).
+rm -rf "$OUT/priv"
+cp -r "$ROOT/rabbitmq/priv" "$OUT/priv"
+chmod -R a+rX "$OUT/priv"
 
 # The .app: the .app.src with the module list, version and the env paths.
 APP="$EBIN/$NAME.app"

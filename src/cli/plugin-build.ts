@@ -27,7 +27,7 @@ export function ensurePlugin(series: Series): void {
   const m = manifest(root);
   const app = path.join(pluginBuildDir(series), `${m.name}-${m.version}`, 'ebin', `${m.name}.app`);
   // the header too: a change to it alone must rebuild
-  const srcDirs = [path.join(root, 'rabbitmq', 'src'), path.join(root, 'rabbitmq', 'include')];
+  const srcDirs = [path.join(root, 'rabbitmq', 'src'), path.join(root, 'rabbitmq', 'include'), path.join(root, 'rabbitmq', 'priv', 'www', 'js')];
   const appTime = fs.existsSync(app) ? fs.statSync(app).mtimeMs : 0;
   const stale =
     appTime === 0 ||
