@@ -41,6 +41,16 @@ function erlTerm(v: string | number | boolean | string[]): string {
   return JSON.stringify(v);
 }
 
+/**
+ * The ports rabbitmqctl's own distribution may listen on: RabbitMQ's default
+ * is the node's port + 10000 to + 10010; a node port above 55525 (a free port
+ * from the ephemeral range can be) puts that past 65535, and every rabbitmqctl
+ * fails with "nodistribution": then the 11 ports below the node's are used.
+ */
+export function ctlDistPorts(distPort: number): [number, number] {
+  return distPort + 10010 <= 65535 ? [distPort + 10000, distPort + 10010] : [distPort - 10010, distPort - 10000];
+}
+
 /** The environment the server script and rabbitmqctl run with. */
 export function nodeEnv(
   layout: NodeLayout,
@@ -69,8 +79,8 @@ export function nodeEnv(
     RABBITMQ_LOGS: layout.logFile,
     RABBITMQ_PID_FILE: layout.pidFile,
     RABBITMQ_DIST_PORT: String(node.distPort),
-    RABBITMQ_CTL_DIST_PORT_MIN: String(node.distPort + 10000),
-    RABBITMQ_CTL_DIST_PORT_MAX: String(node.distPort + 10010),
+    RABBITMQ_CTL_DIST_PORT_MIN: String(ctlDistPorts(node.distPort)[0]),
+    RABBITMQ_CTL_DIST_PORT_MAX: String(ctlDistPorts(node.distPort)[1]),
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: '-kernel inet_dist_use_interface {127,0,0,1}',
     ERL_EPMD_PORT: String(node.epmdPort),
     ERL_EPMD_ADDRESS: '127.0.0.1',
@@ -84,7 +94,7 @@ export function nodeEnv(
  */
 export function writeNodeConfig(
   layout: NodeLayout,
-  node: { amqpPort: number; managementPort?: number; warren: boolean; sidecarArgs: string[]; pluginEnv: PluginEnv; user: { uid: number; gid: number } | undefined },
+  node: { amqpPort: number; managementPort?: number; warren: boolean; sidecarArgs: string[]; pluginEnv: PluginEnv; user: { uid: number; gid: number } | undefined; cookie?: string },
 ): void {
   for (const d of [layout.dataDir, layout.etcDir, layout.homeDir, layout.logDir, layout.mnesiaBase]) fs.mkdirSync(d, { recursive: true });
   const write = (file: string, text: string) => {
@@ -122,7 +132,11 @@ export function writeNodeConfig(
   write('enabled_plugins', `[${plugins.join(',')}].\n`);
   write('rabbitmq-env.conf', '# Intentionally empty: Warren sets the environment itself.\n');
   const cookie = path.join(layout.homeDir, '.erlang.cookie');
-  if (!fs.existsSync(cookie)) {
+  const given = node.cookie;
+  if (given !== undefined && (!fs.existsSync(cookie) || fs.readFileSync(cookie, 'utf8') !== given)) {
+    fs.rmSync(cookie, { force: true });
+    fs.writeFileSync(cookie, given, { mode: 0o400 });
+  } else if (!fs.existsSync(cookie)) {
     fs.writeFileSync(cookie, crypto.randomBytes(20).toString('hex').toUpperCase(), { mode: 0o400 });
   }
   fs.chmodSync(cookie, 0o400);

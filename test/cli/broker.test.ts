@@ -1,6 +1,7 @@
 /**
  * The pieces of Broker that need no running node: names, paths, environment.
  */
+import { ctlDistPorts } from '../../src/cli/node-config';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -47,5 +48,14 @@ describe('Broker (without a node)', () => {
     expect(b.isRunning()).toBe(false);
     await expect(b.stop()).resolves.toBeUndefined();
     fs.rmSync(b.dataDir, { recursive: true, force: true });
+  });
+});
+
+describe("rabbitmqctl's distribution ports", () => {
+  it('are the 11 above the node port + 10000, or the 11 below the node port - 10000 when those would pass 65535', () => {
+    expect(ctlDistPorts(25672)).toEqual([35672, 35682]);
+    expect(ctlDistPorts(55525)).toEqual([65525, 65535]);
+    expect(ctlDistPorts(55526)).toEqual([45516, 45526]);
+    expect(ctlDistPorts(60999)).toEqual([50989, 50999]);
   });
 });
