@@ -5,7 +5,7 @@
 export class BrokerError extends Error {
   constructor(
     message: string,
-    readonly code: 'ESTART' | 'ESTOP' | 'ECTL' | 'ERUNNING' | 'EBUILD',
+    readonly code: 'ESTART' | 'ESTOP' | 'ECTL' | 'ERUNNING' | 'EBUILD' | 'ENORECORD',
   ) {
     super(message);
     this.name = 'BrokerError';

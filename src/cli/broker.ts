@@ -40,6 +40,15 @@ export interface BrokerOptions {
   managementPort?: number;
   /** Port of the node's own epmd (default distPort + 1). */
   epmdPort?: number;
+  /**
+   * `own` (default): the node's Broker starts an epmd on epmdPort and stop()
+   * and kill() stop it. `shared`: the epmd on epmdPort is a cluster's, which
+   * the nodes must share to find each other; it is started and stopped by
+   * the cluster (ensureEpmd/stopEpmd of a Broker that owns it), never here.
+   */
+  epmd?: 'own' | 'shared';
+  /** The node's Erlang cookie (a cluster's nodes share one). Default: a random one made at its first start. */
+  cookie?: string;
   /** Which RabbitMQ (default $WARREN_RABBITMQ, else the host's own package). */
   rabbitmq?: Series | Runtime;
   /** Erlang node name (default warren@localhost). */
@@ -97,6 +106,8 @@ export class Broker extends NodeLayout {
   readonly amqpPort: number;
   readonly distPort: number;
   readonly epmdPort: number;
+  private readonly sharedEpmd: boolean;
+  private readonly cookie: string | undefined;
   readonly managementPort: number | undefined;
   readonly rabbitmq: Runtime;
   private readonly startTimeoutMs: number;
@@ -114,6 +125,8 @@ export class Broker extends NodeLayout {
     this.amqpPort = opts.amqpPort ?? 5672;
     this.distPort = opts.distPort ?? this.amqpPort + 20000;
     this.epmdPort = opts.epmdPort ?? this.distPort + 1;
+    this.sharedEpmd = opts.epmd === 'shared';
+    this.cookie = opts.cookie;
     this.managementPort = opts.managementPort;
     this.rabbitmq = typeof opts.rabbitmq === 'object' ? opts.rabbitmq : runtimeFor(opts.rabbitmq);
     this.startTimeoutMs = opts.startTimeoutMs ?? 120_000;
@@ -159,8 +172,13 @@ export class Broker extends NodeLayout {
    * whose daemon would outlive the node and, in a root, keep its mount
    * namespace alive. stop() and kill() stop it.
    */
-  private async startEpmd(): Promise<void> {
+  async ensureEpmd(): Promise<void> {
+    if (this.sharedEpmd) {
+      if (!(await portOpen(this.epmdPort))) throw new BrokerError(`the shared epmd on 127.0.0.1:${this.epmdPort} is not running (the cluster starts it)`, 'ESTART');
+      return;
+    }
     if (this.epmdPid() !== null) return;
+    fs.mkdirSync(this.logDir, { recursive: true });
     const cmd = this.command('epmd', ['-port', String(this.epmdPort), '-address', '127.0.0.1']);
     const out = fs.openSync(path.join(this.logDir, 'epmd.log'), 'a');
     const child = spawn(cmd.file, cmd.args, { ...cmd.opts, cwd: this.dataDir, env: this.env(), stdio: ['ignore', out, out], detached: true });
@@ -177,8 +195,9 @@ export class Broker extends NodeLayout {
     }
   }
 
-  /** Stops the node's epmd (stop() and kill() do; a caller whose node died on its own must). */
+  /** Stops the node's epmd (stop() and kill() do; a caller whose node died on its own must). A shared one is left alone. */
   async stopEpmd(): Promise<void> {
+    if (this.sharedEpmd) return;
     const pid = this.epmdPid();
     if (pid === null) return;
     try {
@@ -211,10 +230,10 @@ export class Broker extends NodeLayout {
       throw new BrokerError(`node ${this.nodeName} is already running (pid ${running}, data ${this.dataDir}); stop it first`, 'ERUNNING');
     }
     if (this.warren) ensurePlugin(this.rabbitmq.series);
-    const { amqpPort, managementPort, warren, sidecarArgs, pluginEnv, user } = this;
-    writeNodeConfig(this, { amqpPort, managementPort, warren, sidecarArgs, pluginEnv, user });
+    const { amqpPort, managementPort, warren, sidecarArgs, pluginEnv, user, cookie } = this;
+    writeNodeConfig(this, { amqpPort, managementPort, warren, sidecarArgs, pluginEnv, user, cookie });
     fs.rmSync(this.pidFile, { force: true });
-    await this.startEpmd();
+    await this.ensureEpmd();
     const out = fs.openSync(this.consoleLogFile, 'a');
     const cmd = this.command(this.rabbitmq.bin('rabbitmq-server'), []);
     const child = spawn(cmd.file, cmd.args, {

@@ -8,6 +8,7 @@ import { spawn } from 'child_process';
 import * as net from 'net';
 import * as path from 'path';
 import { Broker } from './broker';
+import { Cluster } from './cluster';
 import { compactVhost } from './compact';
 import { DataDirError, findVhosts, sidecarUsing, VhostTarget, vhostLabel } from './data-dirs';
 import { formatInspect, inspectVhost } from './inspect';
@@ -176,6 +177,64 @@ async function start(opts: { rabbitmq?: string }): Promise<void> {
     process.stderr.write(`warren: the broker exited unexpectedly (${exited}); see ${broker.logFile}\n`);
     process.exit(1);
   }
+}
+
+/**
+ * `warren cluster start|stop|status`: a local cluster with Warren on every
+ * node (cluster.ts), its data under $WARREN_CLUSTER_DIR (default
+ * ./var-cluster), AMQP on $WARREN_CLUSTER_PORT (default 5681) and the next
+ * ports, returning once it is up.
+ */
+async function cluster(action: string, opts: { rabbitmq?: string; nodes: number }): Promise<void> {
+  const dir = path.resolve(process.env.WARREN_CLUSTER_DIR ?? 'var-cluster');
+  if (action === 'stop' || action === 'status') {
+    let c: Cluster;
+    try {
+      c = Cluster.recorded(dir);
+    } catch (e) {
+      fail(Exit.USAGE, (e as Error).message);
+    }
+    if (action === 'stop') {
+      for (const n of [...c.nodes].reverse()) process.stdout.write(`warren cluster: stopping ${n.nodeName}\n`);
+      await c.stop();
+      process.stdout.write('warren cluster: stopped cleanly\n');
+      return;
+    }
+    for (const [i, n] of c.nodes.entries()) {
+      const up = n.isRunning() ? (await c.running(n).catch(() => [])).join(', ') || 'running, not answering' : 'stopped';
+      process.stdout.write(`${n.nodeName}\t${c.amqpUrl(i)}\t${up}\n`);
+    }
+    return;
+  }
+  if (action !== 'start') fail(Exit.USAGE, `unknown cluster action ${JSON.stringify(action)}: start, stop or status`);
+  let rt: Runtime;
+  try {
+    rt = runtimeFor(opts.rabbitmq, DEFAULT_SERIES);
+  } catch (e) {
+    fail(Exit.USAGE, (e as Error).message);
+  }
+  const base = intEnv('WARREN_CLUSTER_PORT', 5681);
+  // node i: AMQP base+i, management base+10000+i, distribution base+20000+i (rabbitmqctl's own up to 10,010 above it)
+  if (base + 30010 + opts.nodes > 65535) fail(Exit.USAGE, `WARREN_CLUSTER_PORT=${base} is too high: each node's ports reach 30,010 above it; use one below ${65535 - 30010 - opts.nodes}`);
+  const ports = Array.from({ length: opts.nodes }, (_, i) => ({ amqpPort: base + i, distPort: base + 20000 + i, managementPort: base + 10000 + i }));
+  const epmdPort = base + 20000 + opts.nodes;
+  for (const port of [...ports.flatMap((p) => [p.amqpPort, p.distPort, p.managementPort]), epmdPort]) {
+    const busy = await portBusy(port);
+    if (busy) fail(1, `cannot start the cluster: ${busy} (a cluster already running? \`npm run cluster -- stop\`); choose other ports with WARREN_CLUSTER_PORT=...`);
+  }
+  const c = new Cluster({ dir, rabbitmq: rt, ports, epmdPort });
+  process.stdout.write(`warren cluster: ${opts.nodes} nodes of RabbitMQ ${rt.version} with Warren, data under ${dir}; each node on its own loopback ports (no network namespaces: nodes cannot be partitioned)\n`);
+  try {
+    await c.start((line) => process.stdout.write(`warren cluster: ${line}\n`));
+  } catch (e) {
+    process.stderr.write(`warren cluster: the cluster did not start: ${(e as Error).message}\nstopping what started ...\n`);
+    await c.kill();
+    process.exit(1);
+  }
+  for (const [i, n] of c.nodes.entries()) {
+    process.stdout.write(`${n.nodeName}  ${c.amqpUrl(i)}  management http://127.0.0.1:${ports[i].managementPort}/  data ${n.dataDir}\n`);
+  }
+  process.stdout.write(`warren cluster: up; \`npm run cluster -- stop\` stops it cleanly\n`);
 }
 
 /** The vhosts DIR names, with the exit taken on a bad DIR. */
@@ -361,6 +420,12 @@ function program(): Command {
     .allowUnknownOption()
     .helpOption(false)
     .action((args: string[], o: { data?: string }) => ctl(args, o));
+  p.command('cluster')
+    .description('a local RabbitMQ cluster with Warren on every node: start (returns once it is up, one line per node with its AMQP URL), stop (cleanly), status. Data under $WARREN_CLUSTER_DIR (default ./var-cluster), AMQP on $WARREN_CLUSTER_PORT (default 5681) and the next ports')
+    .argument('[action]', 'start, stop or status', 'start')
+    .addOption(new Option('--rabbitmq <series>', `which RabbitMQ (default $WARREN_RABBITMQ, else ${DEFAULT_SERIES})`).choices([...SERIES]))
+    .addOption(new Option('--nodes <n>', 'how many nodes').argParser(positiveInt).default(3))
+    .action((action: string, o: { rabbitmq?: string; nodes: number }) => cluster(action, o));
   p.command('settings')
     .description("every rabbitmq_warren setting (advanced.config: [{rabbitmq_warren, [{KEY, VALUE}, ...]}]) with its default and meaning, from plugin.json")
     .addOption(new Option('--format <format>', 'text, markdown (the README\'s reference), erlang (the plugin build\'s header) or json').choices(['text', 'markdown', 'erlang', 'json']).default('text'))
