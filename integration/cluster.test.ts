@@ -202,3 +202,19 @@ it('leaves quorum queues and streams to RabbitMQ: they replicate and serve acros
   await ch.deleteQueue('qq-beside-warren');
   await ch.deleteQueue('stream-beside-warren');
 });
+
+it('stops the whole cluster cleanly and starts it again on its data, every node in it, every queue with its messages', async () => {
+  const ch = await (await connect(1)).createConfirmChannel();
+  await ch.assertQueue('whole-restart', { durable: true });
+  const bodies = Array.from({ length: 100 }, (_, k) => `w-${k}`);
+  await publishConfirmed(ch, 'whole-restart', bodies);
+  for (const c of conns.splice(0)) await c.close().catch(() => undefined);
+  await cluster.stop();
+  for (const n of cluster.nodes) expect(n.isRunning()).toBe(false);
+  await cluster.start(); // all at once, no join: joining again would reset the nodes
+  const names = cluster.nodes.map((n) => n.nodeName).sort();
+  for (const n of cluster.nodes) expect(await cluster.running(n)).toEqual(names);
+  const sub = await (await connect(2)).createChannel();
+  expect(await drainBodies(sub, 'whole-restart')).toEqual(bodies);
+  await sub.deleteQueue('whole-restart');
+});

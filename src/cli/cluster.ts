@@ -111,14 +111,23 @@ export class Cluster {
   }
 
   /**
-   * Starts the epmd and the first node, then each other node and joins it to
-   * the first; resolves once every node reports all of them running.
-   * `progress` hears each step.
+   * A new cluster: starts the epmd and the first node, then each other node
+   * and joins it to the first. A cluster whose nodes have data already (it
+   * ran before): starts them all at once, as RabbitMQ wants a cluster
+   * restarted (a node waits for the others it knew; joining again would reset
+   * it and lose its queues). Resolves once every node reports all of them
+   * running. `progress` hears each step.
    */
   async start(progress: (line: string) => void = () => undefined): Promise<void> {
     fs.mkdirSync(this.dir, { recursive: true });
     fs.writeFileSync(path.join(this.dir, CLUSTER_RECORD), JSON.stringify(this.record, null, 2) + '\n', { mode: 0o600 });
     await this.epmdKeeper.ensureEpmd();
+    if (this.nodes.some((n) => fs.existsSync(n.nodeDir))) {
+      progress(`starting ${this.nodes.map((n) => n.nodeName).join(', ')} on their data (a restart of the cluster)`);
+      await Promise.all(this.nodes.map((n) => n.start()));
+      await this.awaitMembers();
+      return;
+    }
     const [first, ...rest] = this.nodes;
     progress(`starting ${first.nodeName}`);
     await first.start();
