@@ -36,6 +36,21 @@ async function warrenQueues(n: Broker): Promise<string[]> {
   return Object.values(json.vhosts).flatMap((v) => Object.keys(v.queues));
 }
 
+/** The node's Warren figures of queue `q` (its sidecar's session), or undefined if it has none open. */
+async function warrenFigures(n: Broker, q: string): Promise<{ len: number; unacked: number; persistentCount: number } | undefined> {
+  const out = await n.ctl(['eval', 'io:put_chars(rabbit_warren_sidecar:stats()), io:nl(), ok.']);
+  const json = JSON.parse(out.slice(out.indexOf('{'), out.lastIndexOf('}') + 1)) as { vhosts: Record<string, { queues: Record<string, { len: number; unacked: number; persistentCount: number }> }> };
+  return json.vhosts['/']?.queues[q];
+}
+
+/** Nodes of the queue's master and of its synchronised mirrors, as `via` reports them (3.10). */
+async function mirrorNodes(via: Broker, q: string): Promise<{ master: string; synced: string[] }> {
+  const out = await via.ctl(['list_queues', '-q', '--no-table-headers', 'name', 'pid', 'synchronised_slave_pids']);
+  const row = out.split('\n').find((l) => l.startsWith(q + '\t')) ?? '';
+  const nodes = [...row.matchAll(/<([^.>]+@[^.>]+)\./g)].map((m) => m[1]);
+  return { master: nodes[0] ?? '', synced: nodes.slice(1).sort() };
+}
+
 async function publishConfirmed(ch: amqp.ConfirmChannel, q: string, bodies: string[]): Promise<void> {
   for (const b of bodies) ch.sendToQueue(q, Buffer.from(b), { persistent: true });
   await ch.waitForConfirms();
@@ -217,4 +232,46 @@ it('stops the whole cluster cleanly and starts it again on its data, every node 
   const sub = await (await connect(2)).createChannel();
   expect(await drainBodies(sub, 'whole-restart')).toEqual(bodies);
   await sub.deleteQueue('whole-restart');
+});
+
+it('classic mirrored queues (3.10): master and mirrors all keep the messages in their own Warren; a mirror promoted after a kill -9 of the master loses nothing; a new mirror synchronises with messages held unacknowledged (4.x refuses mirroring)', async () => {
+  const [n1, n2, n3] = cluster.nodes;
+  const policy = ['set_policy', '--apply-to', 'queues', 'warren-ha', '^mirrored-', '{"ha-mode":"all","ha-sync-mode":"automatic"}'];
+  if (rabbitmqSeries() !== '3.10') {
+    await expect(n1.ctl(policy)).rejects.toThrow(/are not recognised policy settings/);
+    return;
+  }
+  await n1.ctl(policy);
+  const q = 'mirrored-q';
+  const decl = await (await connect(0)).createChannel();
+  await decl.assertQueue(q, { durable: true }); // its master on warren-1
+  await decl.close();
+  const bodies = Array.from({ length: 1000 }, (_, k) => `h-${k}-${'y'.repeat(k % 50)}`);
+  await publishConfirmed(await (await connect(1)).createConfirmChannel(), q, bodies);
+  expect(await waitFor(async () => (await mirrorNodes(n2, q)).synced.length === 2, 60_000)).toBe(true);
+  expect((await mirrorNodes(n2, q)).master).toBe(n1.nodeName);
+  // Every node's Warren holds the queue with all 1,000 (the master's and each mirror's own store).
+  for (const n of cluster.nodes) expect(await warrenFigures(n, q)).toMatchObject({ len: 1000, unacked: 0, persistentCount: 1000 });
+
+  // kill -9 of the master's node: a mirror takes over with every confirmed message.
+  await n1.kill();
+  expect(await waitFor(async () => [n2.nodeName, n3.nodeName].includes((await mirrorNodes(n3, q).catch(() => ({ master: '' }))).master), 60_000)).toBe(true);
+
+  // 50 delivered and held unacknowledged on the new master while warren-1 comes back as a new mirror:
+  // the master folds over its messages, the mirror takes the ready ones with batch_publish and the
+  // held ones with batch_publish_delivered.
+  const sub = await (await connect(2)).createChannel();
+  const held = await collect(sub, q, 50);
+  await n1.start();
+  expect(await waitFor(async () => (await cluster.running(n3)).length === 3, 60_000)).toBe(true);
+  expect(await waitFor(async () => (await mirrorNodes(n3, q)).synced.includes(n1.nodeName), 120_000)).toBe(true);
+  expect(await waitFor(async () => (await warrenFigures(n1, q))?.len === 950, 30_000)).toBe(true);
+  expect(await warrenFigures(n1, q)).toMatchObject({ len: 950, unacked: 50, persistentCount: 1000 });
+
+  // Every message once acked: the 50 held, then the other 950.
+  held.forEach((m) => sub.ack(m));
+  const rest = await drainBodies(sub, q);
+  expect([...held.map((m) => m.content.toString()), ...rest].sort()).toEqual([...bodies].sort());
+  await sub.deleteQueue(q);
+  await n1.ctl(['clear_policy', 'warren-ha']);
 });
