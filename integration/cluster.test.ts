@@ -46,9 +46,11 @@ async function warrenFigures(n: Broker, q: string): Promise<{ len: number; unack
 /** Nodes of the queue's master and of its synchronised mirrors, as `via` reports them (3.10). */
 async function mirrorNodes(via: Broker, q: string): Promise<{ master: string; synced: string[] }> {
   const out = await via.ctl(['list_queues', '-q', '--no-table-headers', 'name', 'pid', 'synchronised_slave_pids']);
-  const row = out.split('\n').find((l) => l.startsWith(q + '\t')) ?? '';
-  const nodes = [...row.matchAll(/<([^.>]+@[^.>]+)\./g)].map((m) => m[1]);
-  return { master: nodes[0] ?? '', synced: nodes.slice(1).sort() };
+  const [, pid = '', synced = ''] = (out.split('\n').find((l) => l.startsWith(q + '\t')) ?? '').split('\t');
+  // a pid prints as <node.creation.id.serial>: find the cluster's node names in each column
+  const names = cluster.nodes.map((n) => n.nodeName);
+  const on = (col: string) => names.filter((n) => col.includes(`<${n}.`));
+  return { master: on(pid)[0] ?? '', synced: on(synced).sort() };
 }
 
 async function publishConfirmed(ch: amqp.ConfirmChannel, q: string, bodies: string[]): Promise<void> {
@@ -60,7 +62,16 @@ beforeAll(async () => {
   base = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-cluster-'));
   const ports = [];
   for (let i = 0; i < 3; i++) ports.push({ amqpPort: await freePort(), distPort: await freePort() });
-  cluster = new Cluster({ dir: base, rabbitmq: rabbitmqSeries(), ports, epmdPort: await freePort(), namePrefix: `warren-c${process.pid}`, sidecarArgs: ['--file-size-limit', String(256 * 1024)] });
+  cluster = new Cluster({
+    dir: base,
+    rabbitmq: rabbitmqSeries(),
+    ports,
+    epmdPort: await freePort(),
+    namePrefix: `warren-c${process.pid}`,
+    sidecarArgs: ['--file-size-limit', String(256 * 1024)],
+    partitionHandling: 'pause_minority',
+    netTicktime: 15, // a lost peer is noticed in 11-19 s (RabbitMQ's default 60 would take up to 75)
+  });
   await cluster.start();
 });
 
@@ -274,4 +285,52 @@ it('classic mirrored queues (3.10): master and mirrors all keep the messages in 
   expect([...held.map((m) => m.content.toString()), ...rest].sort()).toEqual([...bodies].sort());
   await sub.deleteQueue(q);
   await n1.ctl(['clear_policy', 'warren-ha']);
+});
+
+it('a node cut off from the others: with pause_minority (3.10, 4.0) it pauses while the majority serves, on 4.3 (partition handling gone, Raft decides) it serves its own classic queues; healed, no confirmed message of any node is lost', async () => {
+  const [a, , c] = cluster.nodes;
+  const pauses = rabbitmqSeries() !== '4.3'; // 4.3.0's release notes: cluster_partition_handling is accepted but has no effect
+  const onA = await (await connect(0)).createConfirmChannel();
+  await onA.assertQueue('part-a', { durable: true });
+  const onC = await (await connect(2)).createConfirmChannel();
+  onC.on('error', () => undefined);
+  await onC.assertQueue('part-c', { durable: true });
+  const aBodies = Array.from({ length: 300 }, (_, k) => `before-${k}`);
+  const cBodies = [...aBodies];
+  await publishConfirmed(onA, 'part-a', aBodies);
+  await publishConfirmed(onC, 'part-c', cBodies);
+
+  cluster.partition(2);
+  try {
+    // The majority notices C is gone (rabbitmqctl, from 127.0.0.1, still reaches every node).
+    expect(await waitFor(async () => (await cluster.running(a)).length === 2, 90_000, 500)).toBe(true);
+    if (pauses) {
+      // C, in the minority, pauses: its rabbit app stops and it serves no client.
+      expect(await waitFor(async () => /false/.test(await c.ctl(['eval', 'rabbit:is_running().']).catch(() => '')), 90_000, 500)).toBe(true);
+      await expect(amqp.connect(cluster.amqpUrl(2))).rejects.toThrow();
+    } else {
+      // C runs on, and its own classic queue confirms what its clients publish: Warren on C stores it.
+      expect(await c.ctl(['eval', 'rabbit:is_running().'])).toMatch(/true/);
+      const during = Array.from({ length: 200 }, (_, k) => `c-during-${k}`);
+      await publishConfirmed(onC, 'part-c', during);
+      cBodies.push(...during);
+    }
+    // The majority serves its queues: more confirmed to A's queue during the partition.
+    const during = Array.from({ length: 200 }, (_, k) => `during-${k}`);
+    await publishConfirmed(onA, 'part-a', during);
+    aBodies.push(...during);
+  } finally {
+    cluster.heal();
+  }
+  // Healed: C runs and the cluster is whole, on every node.
+  const names = cluster.nodes.map((n) => n.nodeName).sort();
+  expect(await waitFor(async () => /true/.test(await c.ctl(['eval', 'rabbit:is_running().']).catch(() => '')), 120_000, 500)).toBe(true);
+  for (const n of cluster.nodes) expect(await waitFor(async () => JSON.stringify(await cluster.running(n).catch(() => [])) === JSON.stringify(names), 120_000, 500)).toBe(true);
+  // Every confirmed message of both queues, each once, in order.
+  const viaC = await (await connect(2)).createChannel();
+  expect(await drainBodies(viaC, 'part-a')).toEqual(aBodies);
+  const viaA = await (await connect(0)).createChannel();
+  expect(await drainBodies(viaA, 'part-c')).toEqual(cBodies);
+  await viaA.deleteQueue('part-a');
+  await viaA.deleteQueue('part-c');
 });

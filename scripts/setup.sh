@@ -19,6 +19,8 @@ command -v erlc >/dev/null 2>&1 || need_apt+=(erlang-base)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 # better-sqlite3 (bench only) is built from source by npm ci (.npmrc)
 for tool in g++ make python3; do command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool"); done
+# nft: the cluster's partitions (src/cli/partition.ts)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 # the management UI's browser test (playwright-core drives Debian's chromium; it never downloads one)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-liberation)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -49,6 +49,20 @@ export interface BrokerOptions {
   epmd?: 'own' | 'shared';
   /** The node's Erlang cookie (a cluster's nodes share one). Default: a random one made at its first start. */
   cookie?: string;
+  /**
+   * The loopback address the node listens and connects from (AMQP, management,
+   * Erlang distribution), default 127.0.0.1. Another one (a cluster's nodes
+   * get 127.0.0.11, .12, ...) gives the node a long name on it
+   * (`name@127.0.0.11`), so its traffic with the other nodes can be cut by
+   * address (partition.ts) while clients and rabbitmqctl still reach it.
+   */
+  address?: string;
+  /** Addresses the node's own epmd listens on besides 127.0.0.1 (a cluster's, whose nodes have their own). */
+  epmdAddresses?: string[];
+  /** rabbitmq.conf's cluster_partition_handling (default: RabbitMQ's, ignore). */
+  partitionHandling?: 'ignore' | 'pause_minority' | 'autoheal';
+  /** rabbitmq.conf's net_ticktime in seconds (default: RabbitMQ's, 60): how soon a lost peer is noticed. */
+  netTicktime?: number;
   /** Which RabbitMQ (default $WARREN_RABBITMQ, else the host's own package). */
   rabbitmq?: Series | Runtime;
   /** Erlang node name (default warren@localhost). */
@@ -108,6 +122,10 @@ export class Broker extends NodeLayout {
   readonly epmdPort: number;
   private readonly sharedEpmd: boolean;
   private readonly cookie: string | undefined;
+  readonly address: string;
+  private readonly epmdAddresses: string[];
+  private readonly partitionHandling: BrokerOptions['partitionHandling'];
+  private readonly netTicktime: number | undefined;
   readonly managementPort: number | undefined;
   readonly rabbitmq: Runtime;
   private readonly startTimeoutMs: number;
@@ -127,6 +145,12 @@ export class Broker extends NodeLayout {
     this.epmdPort = opts.epmdPort ?? this.distPort + 1;
     this.sharedEpmd = opts.epmd === 'shared';
     this.cookie = opts.cookie;
+    this.address = opts.address ?? '127.0.0.1';
+    if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(this.address)) throw new BrokerError(`address ${JSON.stringify(this.address)} is not a loopback (127.x.y.z) address`, 'ESTART');
+    if (this.address !== '127.0.0.1' && !this.nodeName.endsWith(`@${this.address}`)) throw new BrokerError(`node ${this.nodeName} on ${this.address} must be named <name>@${this.address}`, 'ESTART');
+    this.epmdAddresses = opts.epmdAddresses ?? [];
+    this.partitionHandling = opts.partitionHandling;
+    this.netTicktime = opts.netTicktime;
     this.managementPort = opts.managementPort;
     this.rabbitmq = typeof opts.rabbitmq === 'object' ? opts.rabbitmq : runtimeFor(opts.rabbitmq);
     this.startTimeoutMs = opts.startTimeoutMs ?? 120_000;
@@ -142,8 +166,8 @@ export class Broker extends NodeLayout {
 
   /** The environment the server script and rabbitmqctl run with. */
   env(): NodeJS.ProcessEnv {
-    const { rabbitmq, distPort, epmdPort, installDir, extraPluginDirs } = this;
-    return nodeEnv(this, { rabbitmq, distPort, epmdPort, installDir, extraPluginDirs });
+    const { rabbitmq, distPort, epmdPort, installDir, extraPluginDirs, address } = this;
+    return nodeEnv(this, { rabbitmq, distPort, epmdPort, installDir, extraPluginDirs, address });
   }
 
   /**
@@ -179,7 +203,7 @@ export class Broker extends NodeLayout {
     }
     if (this.epmdPid() !== null) return;
     fs.mkdirSync(this.logDir, { recursive: true });
-    const cmd = this.command('epmd', ['-port', String(this.epmdPort), '-address', '127.0.0.1']);
+    const cmd = this.command('epmd', ['-port', String(this.epmdPort), '-address', ['127.0.0.1', ...this.epmdAddresses].join(',')]);
     const out = fs.openSync(path.join(this.logDir, 'epmd.log'), 'a');
     const child = spawn(cmd.file, cmd.args, { ...cmd.opts, cwd: this.dataDir, env: this.env(), stdio: ['ignore', out, out], detached: true });
     fs.closeSync(out);
@@ -230,8 +254,8 @@ export class Broker extends NodeLayout {
       throw new BrokerError(`node ${this.nodeName} is already running (pid ${running}, data ${this.dataDir}); stop it first`, 'ERUNNING');
     }
     if (this.warren) ensurePlugin(this.rabbitmq.series);
-    const { amqpPort, managementPort, warren, sidecarArgs, pluginEnv, user, cookie } = this;
-    writeNodeConfig(this, { amqpPort, managementPort, warren, sidecarArgs, pluginEnv, user, cookie });
+    const { amqpPort, managementPort, warren, sidecarArgs, pluginEnv, user, cookie, address, partitionHandling, netTicktime } = this;
+    writeNodeConfig(this, { amqpPort, managementPort, warren, sidecarArgs, pluginEnv, user, cookie, address, partitionHandling, netTicktime });
     fs.rmSync(this.pidFile, { force: true });
     await this.ensureEpmd();
     const out = fs.openSync(this.consoleLogFile, 'a');
@@ -265,7 +289,7 @@ export class Broker extends NodeLayout {
       if (exited !== null) throw failure(`the server exited (${exited})`);
       if (Date.now() > deadline) {
         await this.kill();
-        throw failure(`no AMQP listener on 127.0.0.1:${this.amqpPort} after ${this.startTimeoutMs} ms`);
+        throw failure(`no AMQP listener on ${this.address}:${this.amqpPort} after ${this.startTimeoutMs} ms`);
       }
       await sleep(250);
     }
@@ -279,7 +303,7 @@ export class Broker extends NodeLayout {
   }
 
   private portOpen(): Promise<boolean> {
-    return portOpen(this.amqpPort);
+    return portOpen(this.amqpPort, this.address);
   }
 
   /**

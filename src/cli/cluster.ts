@@ -3,9 +3,10 @@
  * each node has its own name, ports, data directory and sidecar; they share
  * one epmd (nodes find each other through it) and one Erlang cookie, and are
  * joined with rabbitmqctl as an operator joins them (stop_app, reset,
- * join_cluster, start_app). Every node listens on 127.0.0.1 only, on its own
- * ports: a partition is not something this layout can make (that needs a
- * network namespace per node).
+ * join_cluster, start_app). Each node has a loopback address of its own
+ * (127.0.0.11, .12, ...; its node name is `<prefix>-<i>@<address>`), so one can
+ * be cut off from the others (partition(i), heal(): partition.ts) while
+ * clients and rabbitmqctl, from 127.0.0.1, still reach it.
  *
  *   const c = new Cluster({ dir, size: 3, rabbitmq: '4.0', basePort: 5681 });
  *   await c.start();        // every node up and in the cluster
@@ -21,6 +22,7 @@ import * as path from 'path';
 import { Broker } from './broker';
 import { BrokerError } from './broker-error';
 import { PluginEnv } from './node-config';
+import { LoopbackPartition } from './partition';
 import { isSeries, Runtime, runtimeFor, Series } from './rabbitmq';
 
 export const CLUSTER_RECORD = 'cluster.json';
@@ -39,8 +41,12 @@ export interface ClusterOptions {
   ports: ClusterNodePorts[];
   /** The shared epmd's port. */
   epmdPort: number;
-  /** Node names are `<prefix>-<i>@localhost` (default warren). */
+  /** Node names are `<prefix>-<i>@<address>` (default warren). */
   namePrefix?: string;
+  /** rabbitmq.conf's cluster_partition_handling on every node (default RabbitMQ's, ignore). */
+  partitionHandling?: 'ignore' | 'pause_minority' | 'autoheal';
+  /** net_ticktime (s) on every node: how soon a node notices a peer is gone (default RabbitMQ's, 60). */
+  netTicktime?: number;
   /** false: the same cluster without Warren (RabbitMQ's own store), for benchmarks. */
   warren?: boolean;
   pluginEnv?: PluginEnv;
@@ -55,6 +61,13 @@ interface ClusterRecord {
   namePrefix: string;
   warren: boolean;
   ports: ClusterNodePorts[];
+  partitionHandling?: ClusterOptions['partitionHandling'];
+  netTicktime?: number;
+}
+
+/** Node i's loopback address (0-based): 127.0.0.11, .12, ... */
+export function nodeAddress(i: number): string {
+  return `127.0.0.${11 + i}`;
 }
 
 export class Cluster {
@@ -63,6 +76,7 @@ export class Cluster {
   /** Owns the shared epmd (it never runs a node). */
   private readonly epmdKeeper: Broker;
   private readonly record: ClusterRecord;
+  private readonly cut: LoopbackPartition;
 
   constructor(opts: ClusterOptions, cookie = crypto.randomBytes(20).toString('hex').toUpperCase()) {
     if (opts.ports.length < 1) throw new BrokerError('a cluster needs at least one node', 'ESTART');
@@ -70,14 +84,20 @@ export class Cluster {
     const rabbitmq = typeof opts.rabbitmq === 'object' ? opts.rabbitmq : runtimeFor(opts.rabbitmq);
     const namePrefix = opts.namePrefix ?? 'warren';
     const warren = opts.warren ?? true;
-    this.record = { series: rabbitmq.series, epmdPort: opts.epmdPort, cookie, namePrefix, warren, ports: opts.ports };
-    this.epmdKeeper = new Broker({ dataDir: path.join(this.dir, 'epmd'), rabbitmq, epmdPort: opts.epmdPort, nodeName: `${namePrefix}-epmd@localhost` });
+    if (opts.ports.length > 200) throw new BrokerError('a cluster has at most 200 nodes (their addresses)', 'ESTART');
+    this.record = { series: rabbitmq.series, epmdPort: opts.epmdPort, cookie, namePrefix, warren, ports: opts.ports, partitionHandling: opts.partitionHandling, netTicktime: opts.netTicktime };
+    const addresses = opts.ports.map((_, i) => nodeAddress(i));
+    this.epmdKeeper = new Broker({ dataDir: path.join(this.dir, 'epmd'), rabbitmq, epmdPort: opts.epmdPort, epmdAddresses: addresses, nodeName: `${namePrefix}-epmd@localhost` });
+    this.cut = new LoopbackPartition(`warren_${namePrefix.replace(/[^a-z0-9]/gi, '_').toLowerCase()}_${opts.epmdPort}`);
     this.nodes = opts.ports.map(
       (p, i) =>
         new Broker({
           dataDir: path.join(this.dir, `node-${i + 1}`),
           rabbitmq,
-          nodeName: `${namePrefix}-${i + 1}@localhost`,
+          nodeName: `${namePrefix}-${i + 1}@${addresses[i]}`,
+          address: addresses[i],
+          partitionHandling: opts.partitionHandling,
+          netTicktime: opts.netTicktime,
           amqpPort: p.amqpPort,
           distPort: p.distPort,
           managementPort: p.managementPort,
@@ -103,11 +123,23 @@ export class Cluster {
       throw new BrokerError(`${file} ${why}`, 'ENORECORD');
     }
     if (!isSeries(rec.series) || !Array.isArray(rec.ports) || typeof rec.cookie !== 'string') throw new BrokerError(`${file} is not a cluster record`, 'ENORECORD');
-    return new Cluster({ dir, rabbitmq: rec.series, ports: rec.ports, epmdPort: rec.epmdPort, namePrefix: rec.namePrefix, warren: rec.warren }, rec.cookie);
+    return new Cluster(
+      { dir, rabbitmq: rec.series, ports: rec.ports, epmdPort: rec.epmdPort, namePrefix: rec.namePrefix, warren: rec.warren, partitionHandling: rec.partitionHandling, netTicktime: rec.netTicktime },
+      rec.cookie,
+    );
   }
 
   amqpUrl(i: number): string {
-    return `amqp://guest:guest@127.0.0.1:${this.nodes[i].amqpPort}`;
+    return `amqp://guest:guest@${this.nodes[i].address}:${this.nodes[i].amqpPort}`;
+  }
+
+  /** Cuts node i off from every other node (both ways), until heal(). */
+  partition(i: number): void {
+    this.cut.cut(this.nodes[i].address, this.nodes.filter((_, j) => j !== i).map((n) => n.address));
+  }
+
+  heal(): void {
+    this.cut.heal();
   }
 
   /**
@@ -167,12 +199,14 @@ export class Cluster {
 
   /** Stops every node cleanly (the last first, the first node last), then the epmd. */
   async stop(): Promise<void> {
+    this.heal();
     for (const n of [...this.nodes].reverse()) await n.stop();
     await this.epmdKeeper.stopEpmd();
   }
 
   /** Kills every node and the epmd (a test's cleanup after a failure). */
   async kill(): Promise<void> {
+    this.heal();
     for (const n of this.nodes) await n.kill().catch(() => undefined);
     await this.epmdKeeper.stopEpmd();
   }

@@ -185,8 +185,26 @@ async function start(opts: { rabbitmq?: string }): Promise<void> {
  * ./var-cluster), AMQP on $WARREN_CLUSTER_PORT (default 5681) and the next
  * ports, returning once it is up.
  */
-async function cluster(action: string, opts: { rabbitmq?: string; nodes: number }): Promise<void> {
+async function cluster(action: string, opts: { rabbitmq?: string; nodes: number }, arg?: string): Promise<void> {
   const dir = path.resolve(process.env.WARREN_CLUSTER_DIR ?? 'var-cluster');
+  if (action === 'partition' || action === 'heal') {
+    let c: Cluster;
+    try {
+      c = Cluster.recorded(dir);
+    } catch (e) {
+      fail(Exit.USAGE, (e as Error).message);
+    }
+    if (action === 'heal') {
+      c.heal();
+      process.stdout.write('warren cluster: healed: every node reaches every other again\n');
+      return;
+    }
+    const i = Number(arg) - 1;
+    if (!Number.isInteger(i) || i < 0 || i >= c.nodes.length) fail(Exit.USAGE, `partition needs a node number from 1 to ${c.nodes.length}, got ${JSON.stringify(arg)}`);
+    c.partition(i);
+    process.stdout.write(`warren cluster: ${c.nodes[i].nodeName} is cut off from the other nodes (\`npm run cluster -- heal\` ends it)\n`);
+    return;
+  }
   if (action === 'stop' || action === 'status') {
     let c: Cluster;
     try {
@@ -206,7 +224,7 @@ async function cluster(action: string, opts: { rabbitmq?: string; nodes: number 
     }
     return;
   }
-  if (action !== 'start') fail(Exit.USAGE, `unknown cluster action ${JSON.stringify(action)}: start, stop or status`);
+  if (action !== 'start') fail(Exit.USAGE, `unknown cluster action ${JSON.stringify(action)}: start, stop, status, partition N or heal`);
   let rt: Runtime;
   try {
     rt = runtimeFor(opts.rabbitmq, DEFAULT_SERIES);
@@ -222,8 +240,8 @@ async function cluster(action: string, opts: { rabbitmq?: string; nodes: number 
     const busy = await portBusy(port);
     if (busy) fail(1, `cannot start the cluster: ${busy} (a cluster already running? \`npm run cluster -- stop\`); choose other ports with WARREN_CLUSTER_PORT=...`);
   }
-  const c = new Cluster({ dir, rabbitmq: rt, ports, epmdPort });
-  process.stdout.write(`warren cluster: ${opts.nodes} nodes of RabbitMQ ${rt.version} with Warren, data under ${dir}; each node on its own loopback ports (no network namespaces: nodes cannot be partitioned)\n`);
+  const c = new Cluster({ dir, rabbitmq: rt, ports, epmdPort, partitionHandling: 'pause_minority' });
+  process.stdout.write(`warren cluster: ${opts.nodes} nodes of RabbitMQ ${rt.version} with Warren (cluster_partition_handling = pause_minority), data under ${dir}; each node on a loopback address of its own\n`);
   try {
     await c.start((line) => process.stdout.write(`warren cluster: ${line}\n`));
   } catch (e) {
@@ -232,7 +250,7 @@ async function cluster(action: string, opts: { rabbitmq?: string; nodes: number 
     process.exit(1);
   }
   for (const [i, n] of c.nodes.entries()) {
-    process.stdout.write(`${n.nodeName}  ${c.amqpUrl(i)}  management http://127.0.0.1:${ports[i].managementPort}/  data ${n.dataDir}\n`);
+    process.stdout.write(`${n.nodeName}  ${c.amqpUrl(i)}  management http://${n.address}:${ports[i].managementPort}/  data ${n.dataDir}\n`);
   }
   process.stdout.write(`warren cluster: up; \`npm run cluster -- stop\` stops it cleanly\n`);
 }
@@ -422,10 +440,11 @@ function program(): Command {
     .action((args: string[], o: { data?: string }) => ctl(args, o));
   p.command('cluster')
     .description('a local RabbitMQ cluster with Warren on every node: start (returns once it is up, one line per node with its AMQP URL), stop (cleanly), status. Data under $WARREN_CLUSTER_DIR (default ./var-cluster), AMQP on $WARREN_CLUSTER_PORT (default 5681) and the next ports')
-    .argument('[action]', 'start, stop or status', 'start')
+    .argument('[action]', 'start, stop, status, partition N (cut node N off from the others) or heal', 'start')
+    .argument('[node]', 'with partition: the node number (1, 2, ...)')
     .addOption(new Option('--rabbitmq <series>', `which RabbitMQ (default $WARREN_RABBITMQ, else ${DEFAULT_SERIES})`).choices([...SERIES]))
     .addOption(new Option('--nodes <n>', 'how many nodes').argParser(positiveInt).default(3))
-    .action((action: string, o: { rabbitmq?: string; nodes: number }) => cluster(action, o));
+    .action((action: string, node: string | undefined, o: { rabbitmq?: string; nodes: number }) => cluster(action, o, node));
   p.command('settings')
     .description("every rabbitmq_warren setting (advanced.config: [{rabbitmq_warren, [{KEY, VALUE}, ...]}]) with its default and meaning, from plugin.json")
     .addOption(new Option('--format <format>', 'text, markdown (the README\'s reference), erlang (the plugin build\'s header) or json').choices(['text', 'markdown', 'erlang', 'json']).default('text'))

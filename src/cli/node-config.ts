@@ -54,8 +54,9 @@ export function ctlDistPorts(distPort: number): [number, number] {
 /** The environment the server script and rabbitmqctl run with. */
 export function nodeEnv(
   layout: NodeLayout,
-  node: { rabbitmq: Runtime; distPort: number; epmdPort: number; installDir: string | undefined; extraPluginDirs: string[] },
+  node: { rabbitmq: Runtime; distPort: number; epmdPort: number; installDir: string | undefined; extraPluginDirs: string[]; address: string },
 ): NodeJS.ProcessEnv {
+  const erlAddr = node.address.split('.').join(',');
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('RABBITMQ_') && !k.startsWith('ERL_')) env[k] = v;
@@ -81,7 +82,9 @@ export function nodeEnv(
     RABBITMQ_DIST_PORT: String(node.distPort),
     RABBITMQ_CTL_DIST_PORT_MIN: String(ctlDistPorts(node.distPort)[0]),
     RABBITMQ_CTL_DIST_PORT_MAX: String(ctlDistPorts(node.distPort)[1]),
-    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: '-kernel inet_dist_use_interface {127,0,0,1}',
+    // Distribution listens on the node's address and connects from it (so a partition can be cut by address).
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: `-kernel inet_dist_use_interface {${erlAddr}} -kernel inet_dist_connect_options [{ip,{${erlAddr}}}]`,
+    ...(node.address !== '127.0.0.1' ? { RABBITMQ_USE_LONGNAME: 'true' } : {}),
     ERL_EPMD_PORT: String(node.epmdPort),
     ERL_EPMD_ADDRESS: '127.0.0.1',
   });
@@ -94,7 +97,18 @@ export function nodeEnv(
  */
 export function writeNodeConfig(
   layout: NodeLayout,
-  node: { amqpPort: number; managementPort?: number; warren: boolean; sidecarArgs: string[]; pluginEnv: PluginEnv; user: { uid: number; gid: number } | undefined; cookie?: string },
+  node: {
+    amqpPort: number;
+    managementPort?: number;
+    warren: boolean;
+    sidecarArgs: string[];
+    pluginEnv: PluginEnv;
+    user: { uid: number; gid: number } | undefined;
+    cookie?: string;
+    address: string;
+    partitionHandling?: string;
+    netTicktime?: number;
+  },
 ): void {
   for (const d of [layout.dataDir, layout.etcDir, layout.homeDir, layout.logDir, layout.mnesiaBase]) fs.mkdirSync(d, { recursive: true });
   const write = (file: string, text: string) => {
@@ -105,12 +119,14 @@ export function writeNodeConfig(
     'rabbitmq.conf',
     [
       '# Written by Warren (src/cli/node-config.ts); rewritten at every start.',
-      `listeners.tcp.default = 127.0.0.1:${node.amqpPort}`,
+      `listeners.tcp.default = ${node.address}:${node.amqpPort}`,
       'listeners.ssl = none',
       'loopback_users.guest = true',
       'log.console = false',
       'log.file.level = info',
-      ...(node.managementPort !== undefined ? [`management.tcp.ip = 127.0.0.1`, `management.tcp.port = ${node.managementPort}`] : []),
+      ...(node.managementPort !== undefined ? [`management.tcp.ip = ${node.address}`, `management.tcp.port = ${node.managementPort}`] : []),
+      ...(node.partitionHandling !== undefined ? [`cluster_partition_handling = ${node.partitionHandling}`] : []),
+      ...(node.netTicktime !== undefined ? [`net_ticktime = ${node.netTicktime}`] : []),
       '',
     ].join('\n'),
   );

@@ -17,10 +17,10 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** True if something accepts a connection on 127.0.0.1:`port` within a second. */
-export function portOpen(port: number): Promise<boolean> {
+/** True if something accepts a connection on `host`:`port` (default 127.0.0.1) within a second. */
+export function portOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
+    const s = net.connect({ host, port });
     const done = (ok: boolean) => {
       s.destroy();
       resolve(ok);
