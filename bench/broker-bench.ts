@@ -48,6 +48,7 @@ import * as path from 'path';
 import { Broker } from '../src/cli/broker';
 import { freePort } from '../src/cli/ports';
 import { Runtime, runtimeFor } from '../src/cli/rabbitmq';
+import { publishWindow, seconds } from './amqp-load';
 
 // ---------------------------------------------------------------- options
 
@@ -80,7 +81,6 @@ const targetsWanted = (opt('targets') ?? ALL_TARGETS.join(',')).split(',').filte
 for (const t of targetsWanted) if (!ALL_TARGETS.includes(t)) throw new Error(`--targets: unknown target ${t} (known: ${ALL_TARGETS.join(', ')})`);
 
 const log = (s: string) => process.stderr.write(`[broker-bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
-const seconds = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e9;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const KiB = 1024;
 
@@ -115,36 +115,6 @@ interface Load {
 function body(bytes: number): Buffer {
   const b = Buffer.alloc(bytes, 0x61);
   return b;
-}
-
-/** Publishes n messages keeping exactly `window` confirms outstanding; resolves with the seconds taken. */
-function publishWindow(ch: amqp.ConfirmChannel, exchange: string, key: string, content: Buffer, n: number, window: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    let sent = 0;
-    let confirmed = 0;
-    let failed = false;
-    const t0 = process.hrtime.bigint();
-    const onConfirm = (err: unknown) => {
-      if (failed) return;
-      if (err) {
-        failed = true;
-        reject(new Error(`a message was nacked (${String(err)})`));
-        return;
-      }
-      confirmed++;
-      if (sent < n) send();
-      else if (confirmed === n) resolve(seconds(t0));
-    };
-    const send = () => {
-      sent++;
-      ch.publish(exchange, key, content, { persistent: true }, onConfirm);
-    };
-    ch.once('error', (e: Error) => {
-      failed = true;
-      reject(e);
-    });
-    for (let i = 0; i < Math.min(window, n); i++) send();
-  });
 }
 
 /** Consumes n deliveries from the queues (prefetch 256 per consumer, an ack each); resolves with the seconds from the first consume call. */
