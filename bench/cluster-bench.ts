@@ -102,7 +102,7 @@ function readmeSection(rows: { rabbitmq: string; store: Store; nodes: number; me
   const get = (v: string, st: Store, n: number) => rows.find((r) => r.rabbitmq === v && r.store === st && r.nodes === n)?.median ?? NaN;
   const f = (x: number) => Math.round(x).toLocaleString('en-US');
   const lines = [
-    `Run of ${String(meta.date)} (${String(meta.cpus)} cores, commit ${String(meta.commit)}): ${QUEUES} durable classic queues, each with one publisher keeping ${window} confirms outstanding, ${messages.toLocaleString('en-US')} persistent messages of ${bodyBytes} B each; aggregate msg/s (all messages over the slowest publisher's time), median of ${runs} runs. 3 nodes: queue i and its publisher on node i; 1 node: all three there. Native is RabbitMQ's classic queue v2; Warren confirms after fsync.`,
+    `Run of ${String(meta.date)} (${String(meta.cpus)} cores, commit ${String(meta.commit)}): ${QUEUES} durable classic queues, each with one publisher keeping ${window} confirms outstanding, ${messages.toLocaleString('en-US')} persistent messages of ${bodyBytes} B each; aggregate msg/s (all messages over the slowest publisher's time), median of ${runs} runs. 3 nodes: queue i and its publisher on node i; 1 node: all three there. Native is RabbitMQ's classic queue v2. Durability is not equal: Warren fsyncs before every confirm; 3.10's CQ v2 confirms after a plain write (the broker section above; Warren's \`durability: write\` would be the like for like there).`,
     '',
     '| RabbitMQ | store | 1 node | 3 nodes | 3 nodes / 1 node |',
     '| --- | --- | --- | --- | --- |',
