@@ -48,6 +48,7 @@ import * as path from 'path';
 import { Broker } from '../src/cli/broker';
 import { freePort } from '../src/cli/ports';
 import { Runtime, runtimeFor } from '../src/cli/rabbitmq';
+import { refreshReadmeSection } from './readme-section';
 import { publishWindow, seconds } from './amqp-load';
 
 // ---------------------------------------------------------------- options
@@ -898,17 +899,6 @@ function readme(sums: Summary[], crit: Criterion[], meta: Record<string, unknown
   return lines.join('\n');
 }
 
-function refreshReadme(section: string): void {
-  const file = path.resolve(__dirname, '../../bench/README.md');
-  const text = fs.readFileSync(file, 'utf8');
-  const begin = '<!-- broker:begin -->';
-  const end = '<!-- broker:end -->';
-  const block = `${begin}\n${section}${end}`;
-  const i = text.indexOf(begin);
-  const j = text.indexOf(end);
-  const next = i >= 0 && j > i ? text.slice(0, i) + block + text.slice(j + end.length) : `${text.trimEnd()}\n\n${block}\n`;
-  fs.writeFileSync(file, next);
-}
 
 /** --report-only: the chart and README section again from bench/results/<out>.json (after a change to the report code). */
 async function reportOnly(): Promise<void> {
@@ -922,7 +912,7 @@ async function reportOnly(): Promise<void> {
   const sums = lines.filter((l) => l.bench === 'broker') as unknown as Summary[];
   const crit = criteria(sums);
   await chart(sums, path.join(resultsDir, `${outName}.svg`));
-  if (outName === 'broker') refreshReadme(readme(sums, crit, meta, `${outName}.svg`, `${outName}.json`, Number(meta.runs)));
+  if (outName === 'broker') refreshReadmeSection('broker', readme(sums, crit, meta, `${outName}.svg`, `${outName}.json`, Number(meta.runs)), '## `npm run bench -- broker`');
   log(`bench/results/${outName}.svg${outName === 'broker' ? ' and bench/README.md' : ''} written from bench/results/${outName}.json`);
 }
 
@@ -987,7 +977,7 @@ async function main(): Promise<void> {
   }
   const { sums, crit, meta } = write(true);
   await chart(sums, path.join(resultsDir, `${outName}.svg`));
-  if (outName === 'broker') refreshReadme(readme(sums, crit, meta, `${outName}.svg`, `${outName}.json`, runs));
+  if (outName === 'broker') refreshReadmeSection('broker', readme(sums, crit, meta, `${outName}.svg`, `${outName}.json`, runs), '## `npm run bench -- broker`');
   log(`done in ${meta.durationMinutes} min; bench/results/${outName}.json, ${outName}.svg${outName === 'broker' ? ', bench/README.md' : ''}`);
   for (const c of crit) log(`target ${c.rabbitmq}: ${c.target}: ${c.figures} — ${c.met ? 'met' : 'not met'}`);
 }

@@ -22,6 +22,7 @@ import * as path from 'path';
 import { Cluster } from '../src/cli/cluster';
 import { freePort } from '../src/cli/ports';
 import { runtimeFor } from '../src/cli/rabbitmq';
+import { refreshReadmeSection } from './readme-section';
 import { publishWindow } from './amqp-load';
 
 const args = process.argv.slice(2);
@@ -119,17 +120,6 @@ function readmeSection(rows: { rabbitmq: string; store: Store; nodes: number; me
   return lines.join('\n');
 }
 
-function refreshReadme(section: string): void {
-  const file = path.resolve(__dirname, '../../bench/README.md');
-  const text = fs.readFileSync(file, 'utf8');
-  const begin = '<!-- cluster:begin -->';
-  const end = '<!-- cluster:end -->';
-  const block = `${begin}\n${section}${end}`;
-  const i = text.indexOf(begin);
-  const j = text.indexOf(end);
-  const next = i >= 0 && j > i ? text.slice(0, i) + block + text.slice(j + end.length) : `${text.trimEnd()}\n\n## Cluster: publish-confirm over 3 nodes against 1 (\`npm run bench -- cluster\`)\n\n${block}\n`;
-  fs.writeFileSync(file, next);
-}
 
 async function main(): Promise<void> {
   const { execFileSync } = await import('child_process');
@@ -173,7 +163,7 @@ async function main(): Promise<void> {
   const out = path.resolve(__dirname, '../../bench/results/cluster.json');
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, lines.join('\n') + '\n');
-  refreshReadme(readmeSection(rows, meta));
+  refreshReadmeSection('cluster', readmeSection(rows, meta), '## Cluster: publish-confirm over 3 nodes against 1 (`npm run bench -- cluster`)');
   process.stdout.write(`written to ${path.relative(process.cwd(), out)} and bench/README.md\n`);
 }
 

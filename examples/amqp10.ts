@@ -24,10 +24,11 @@
  * runs: AMQP 1.0 is on the same port, with SASL PLAIN and the same user.
  */
 import * as amqp from 'amqplib';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import rhea, { Connection, ConnectionOptions, EventContext } from 'rhea';
+import { DEFAULT_URL, count, failWith } from './cli-common';
 
-export const DEFAULT_URL = 'amqp://guest:guest@127.0.0.1:5672';
+const fail = failWith('amqp10');
 
 /** rhea's connection options for an amqp:// URL: host, port, SASL PLAIN user and password, and the vhost. */
 export function connectionOptions(url: string): ConnectionOptions {
@@ -248,17 +249,6 @@ export async function amqp10Demo(url: string, opts: Amqp10DemoOptions = {}): Pro
   } finally {
     conn.close();
   }
-}
-
-function count(v: string): number {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`${JSON.stringify(v)} is not a count`);
-  return n;
-}
-
-function fail(e: Error): never {
-  console.error(`amqp10: ${e.message}`);
-  process.exit(1);
 }
 
 if (require.main === module) {

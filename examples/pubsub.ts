@@ -17,20 +17,10 @@
  * AMQP_URL defaults to amqp://guest:guest@127.0.0.1:5672, the node `npm start` runs.
  */
 import * as amqp from 'amqplib';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { DEFAULT_URL, connect, count, failWith } from './cli-common';
 
-export const DEFAULT_URL = 'amqp://guest:guest@127.0.0.1:5672';
-
-/**
- * Connects to the broker. A channel or connection the broker closes with an
- * error also fails the operation that caused it: the 'error' events are
- * handled here, and that failure is reported where it happens.
- */
-async function connect(url: string): Promise<amqp.ChannelModel> {
-  const conn = await amqp.connect(url);
-  conn.on('error', () => undefined);
-  return conn;
-}
+const fail = failWith('pubsub');
 
 /** The durable queue of subscriber `name` on `exchange`. */
 export function subscriberQueue(exchange: string, name: string): string {
@@ -217,17 +207,6 @@ export async function pubSubDemo(url: string, opts: PubSubDemoOptions = {}): Pro
   } finally {
     await Promise.all(subs.map((s) => s.stop().catch(() => undefined)));
   }
-}
-
-function count(v: string): number {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`${JSON.stringify(v)} is not a count`);
-  return n;
-}
-
-function fail(e: Error): never {
-  console.error(`pubsub: ${e.message}`);
-  process.exit(1);
 }
 
 if (require.main === module) {

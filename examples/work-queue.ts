@@ -18,20 +18,10 @@
  * AMQP_URL defaults to amqp://guest:guest@127.0.0.1:5672, the node `npm start` runs.
  */
 import * as amqp from 'amqplib';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { DEFAULT_URL, connect, count, positive, failWith } from './cli-common';
 
-export const DEFAULT_URL = 'amqp://guest:guest@127.0.0.1:5672';
-
-/**
- * Connects to the broker. A channel or connection the broker closes with an
- * error also fails the operation that caused it: the 'error' events are
- * handled here, and that failure is reported where it happens.
- */
-async function connect(url: string): Promise<amqp.ChannelModel> {
-  const conn = await amqp.connect(url);
-  conn.on('error', () => undefined);
-  return conn;
-}
+const fail = failWith('work-queue');
 
 /**
  * Publishes each task as a persistent message to the durable `queue` and
@@ -223,23 +213,6 @@ export async function workQueueDemo(url: string, opts: WorkQueueDemoOptions = {}
   } finally {
     await Promise.all(workers.map((w) => w.stop().catch(() => undefined)));
   }
-}
-
-function count(v: string): number {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`${JSON.stringify(v)} is not a count`);
-  return n;
-}
-
-function positive(v: string): number {
-  const n = count(v);
-  if (n === 0) throw new InvalidArgumentError('must be at least 1');
-  return n;
-}
-
-function fail(e: Error): never {
-  console.error(`work-queue: ${e.message}`);
-  process.exit(1);
 }
 
 if (require.main === module) {

@@ -185,15 +185,19 @@ async function start(opts: { rabbitmq?: string }): Promise<void> {
  * ./var-cluster), AMQP on $WARREN_CLUSTER_PORT (default 5681) and the next
  * ports, returning once it is up.
  */
+/** The cluster recorded in `dir`, with the exit taken when there is none. */
+function recordedCluster(dir: string): Cluster {
+  try {
+    return Cluster.recorded(dir);
+  } catch (e) {
+    fail(Exit.USAGE, (e as Error).message);
+  }
+}
+
 async function cluster(action: string, opts: { rabbitmq?: string; nodes: number }, arg?: string): Promise<void> {
   const dir = path.resolve(process.env.WARREN_CLUSTER_DIR ?? 'var-cluster');
   if (action === 'partition' || action === 'heal') {
-    let c: Cluster;
-    try {
-      c = Cluster.recorded(dir);
-    } catch (e) {
-      fail(Exit.USAGE, (e as Error).message);
-    }
+    const c = recordedCluster(dir);
     if (action === 'heal') {
       c.heal();
       process.stdout.write('warren cluster: healed: every node reaches every other again\n');
@@ -206,12 +210,7 @@ async function cluster(action: string, opts: { rabbitmq?: string; nodes: number 
     return;
   }
   if (action === 'stop' || action === 'status') {
-    let c: Cluster;
-    try {
-      c = Cluster.recorded(dir);
-    } catch (e) {
-      fail(Exit.USAGE, (e as Error).message);
-    }
+    const c = recordedCluster(dir);
     if (action === 'stop') {
       for (const n of [...c.nodes].reverse()) process.stdout.write(`warren cluster: stopping ${n.nodeName}\n`);
       await c.stop();

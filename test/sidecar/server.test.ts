@@ -103,15 +103,20 @@ it('confirms persistent publishes, keeps them across a clean restart, and redeli
   c2.sock.destroy();
 });
 
-it('recovers a queue whose connection dropped (the broker died) as non-clean, all redelivered', async () => {
-  let c = await Client.connect(sock);
+/** A new queue with two persistent messages (seq 1 expiring), then its connection dropped as when the broker dies. */
+async function crashWithTwo(): Promise<void> {
+  const c = await Client.connect(sock);
   await start(c, []);
   const q = await init(c, 0);
   publish(c, q.handle, [0, 1], 1 | 2, [1]);
   for (let i = 0; i < 200 && c.confirms.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
   c.sock.destroy();
   await c.closed;
-  c = await Client.connect(sock);
+}
+
+it('recovers a queue whose connection dropped (the broker died) as non-clean, all redelivered', async () => {
+  await crashWithTwo();
+  const c = await Client.connect(sock);
   expect(await start(c, [KEY])).toEqual([0]);
   const again = await init(c, 2);
   expect(again).toMatchObject({ len: 2, pcount: 2, expiring: 1 });
@@ -121,13 +126,7 @@ it('recovers a queue whose connection dropped (the broker died) as non-clean, al
 });
 
 it("names the queue and its vhost in the lines its queue index logs (a torn journal tail cut at recovery)", async () => {
-  let c = await Client.connect(sock);
-  await start(c, []);
-  const q = await init(c, 0);
-  publish(c, q.handle, [0, 1], 1 | 2, [1]);
-  for (let i = 0; i < 200 && c.confirms.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
-  c.sock.destroy();
-  await c.closed;
+  await crashWithTwo();
   // A crash mid-append: half a record after the last whole one.
   fs.appendFileSync(path.join(vdir(), 'warren', 'queues', KEY, 'journal'), Buffer.from([1, 2, 3, 4, 5]));
   const lines: string[] = [];
@@ -136,6 +135,7 @@ it("names the queue and its vhost in the lines its queue index logs (a torn jour
     return true;
   });
   setLogLevel('info');
+  let c: Client;
   try {
     c = await Client.connect(sock);
     await start(c, [KEY]);
