@@ -47,12 +47,13 @@ afterAll(async () => {
 });
 
 it('a node whose rabbitmq_warren settings are not valid does not start, and its log names each bad key and value', async () => {
-  const { b } = await node('bad', { file_size_limit: 100, durability: 'sometimes', read_ahed: 3, sidecar_args: ['--queue-window', 'lots'] });
+  const { b } = await node('bad', { file_size_limit: 100, durability: 'sometimes', read_ahed: 3, call_timeout: 2 ** 32, sidecar_args: ['--queue-window', 'lots'] });
   await expect(b.start()).rejects.toThrow(/did not start: the server exited/);
   const log = fs.readFileSync(b.logFile, 'utf8');
-  expect(log).toContain('Warren: setting rabbitmq_warren.file_size_limit = 100 is not valid: it must be an integer of at least 65536');
+  expect(log).toContain('Warren: setting rabbitmq_warren.file_size_limit = 100 is not valid: it must be an integer from 65536 to 1073741824');
   expect(log).toContain('Warren: setting rabbitmq_warren.durability = "sometimes" is not valid: it must be one of fsync, write');
   expect(log).toContain('Warren: unknown setting rabbitmq_warren.read_ahed = 3');
+  expect(log).toContain('Warren: setting rabbitmq_warren.call_timeout = 4294967296 is not valid: it must be an integer from 1 to 2147483647');
   expect(log).toContain('Warren: setting rabbitmq_warren.sidecar_args: --queue-window "lots" is not valid (setting queue_window): it must be an integer of at least 1');
   // Stopped before the sidecar: nothing was started on the bad settings.
   expect(log).not.toMatch(/Warren: started sidecar/);

@@ -60,7 +60,8 @@ valid({enum, Values}, V) ->
         {ok, S} -> lists:member(S, Values);
         error -> false
     end;
-valid(path, V) when is_list(V); is_binary(V) ->
+%% a string, not a binary: the sidecar's launcher (open_port, os:find_executable) takes lists
+valid(path, V) when is_list(V) ->
     case text(V) of
         {ok, S} -> S =/= "";
         error -> false
@@ -99,9 +100,9 @@ check_pairs(Key, [Flag, Value | Rest]) ->
     end.
 
 flag_value({integer, _, _}, S) ->
-    case string:to_integer(S) of
-        {N, ""} -> N;
-        _ -> S
+    case re:run(S, "^-?[0-9]{1,15}$", [{capture, none}]) of
+        match -> list_to_integer(S);
+        nomatch -> S
     end;
 flag_value(_, S) ->
     S.
@@ -123,7 +124,7 @@ text(_) -> error.
 expected({integer, Min, infinity}) -> fmt("an integer of at least ~b", [Min]);
 expected({integer, Min, Max}) -> fmt("an integer from ~b to ~b", [Min, Max]);
 expected({enum, Values}) -> fmt("one of ~ts", [lists:join(", ", Values)]);
-expected(path) -> "a file path (a non-empty string)".
+expected(path) -> "a file path (a non-empty string, not a binary)".
 
 flag(Key) ->
     "--" ++ [case C of $_ -> $-; _ -> C end || C <- atom_to_list(Key)].

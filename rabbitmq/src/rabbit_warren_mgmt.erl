@@ -18,6 +18,8 @@
 
 -include_lib("rabbitmq_management_agent/include/rabbit_mgmt_records.hrl").
 
+-define(INFO_TIMEOUT, 5000).
+
 dispatcher() ->
     [{"/warren/queues/:vhost/:queue", ?MODULE, []}].
 
@@ -54,11 +56,12 @@ lookup(ReqData) ->
             end
     end.
 
-%% Warren's keys of the queue, asked of its process; #{} when Warren does not
-%% back it or it does not answer (a queue of another type, one restarting).
+%% Warren's keys of the queue, asked of its process (a classic queue's; at most
+%% 5 s: one busy with a long purge or delete must not hold the UI's request);
+%% #{} when Warren does not back it or it does not answer in time.
 warren_status(Q) ->
-    try rabbit_amqqueue:info(Q, [backing_queue_status]) of
-        [{backing_queue_status, Status}] when is_list(Status) ->
+    try status_of(amqqueue:get_type(Q), amqqueue:get_pid(Q)) of
+        {ok, [{backing_queue_status, Status}]} when is_list(Status) ->
             case proplists:get_value(backing_queue, Status) of
                 warren -> maps:from_list(Status);
                 _ -> #{}
@@ -68,3 +71,8 @@ warren_status(Q) ->
     catch _:_ ->
         #{}
     end.
+
+status_of(rabbit_classic_queue, Pid) when is_pid(Pid) ->
+    gen_server2:call(Pid, {info, [backing_queue_status]}, ?INFO_TIMEOUT);
+status_of(_, _) ->
+    not_classic.

@@ -108,7 +108,10 @@ os_pid() ->
 %% ok | {error, {sidecar_config, Line}} | {error, timeout}.
 await_started(Timeout) ->
     try gen_server:call(?SERVER, await_started, Timeout)
-    catch exit:{timeout, _} -> {error, timeout}
+    catch exit:{timeout, _} ->
+        %% no longer waiting: a later refusal must restart the sidecar as usual
+        gen_server:cast(?SERVER, {boot_wait_over, self()}),
+        {error, timeout}
     end.
 
 status() ->
@@ -218,6 +221,8 @@ handle_call(status, _From, St) ->
 handle_call(_Other, _From, St) ->
     {reply, {error, unknown_call}, St}.
 
+handle_cast({boot_wait_over, Pid}, St = #st{boot_waiters = W}) ->
+    {noreply, St#st{boot_waiters = [From || From = {P, _} <- W, P =/= Pid]}};
 handle_cast({async, QPid, Handle, Flow, Frame}, St = #st{sock = Sock, handles = Hs}) ->
     case {Sock, maps:find(Handle, Hs)} of
         {undefined, _} ->
@@ -259,6 +264,9 @@ handle_info({Port, {exit_status, ?EXIT_CONFIG}}, St = #st{port = Port, announced
     [gen_server:reply(From, {error, {sidecar_config, St#st.last_line}}) || From <- W],
     {noreply, St#st{port = undefined, os_pid = undefined, boot_waiters = []}};
 handle_info({Port, {exit_status, Status}}, St = #st{port = Port}) ->
+    Status =:= ?EXIT_CONFIG andalso
+        rabbit_log:error("Warren: the sidecar (pid ~p) refused its configuration: ~ts",
+                         [St#st.os_pid, St#st.last_line]),
     rabbit_log:error("Warren: sidecar (pid ~p) exited with status ~p; restarting it",
                      [St#st.os_pid, Status]),
     St1 = down({sidecar_exit, Status}, St#st{port = undefined, os_pid = undefined}),

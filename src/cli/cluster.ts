@@ -154,10 +154,20 @@ export class Cluster {
     fs.mkdirSync(this.dir, { recursive: true });
     fs.writeFileSync(path.join(this.dir, CLUSTER_RECORD), JSON.stringify(this.record, null, 2) + '\n', { mode: 0o600 });
     await this.epmdKeeper.ensureEpmd();
-    if (this.nodes.some((n) => fs.existsSync(n.nodeDir))) {
-      progress(`starting ${this.nodes.map((n) => n.nodeName).join(', ')} on their data (a restart of the cluster)`);
-      await Promise.all(this.nodes.map((n) => n.start()));
-      await this.awaitMembers();
+    const known = this.nodes.filter((n) => fs.existsSync(n.nodeDir));
+    if (known.length > 0) {
+      if (!known.includes(this.nodes[0])) throw new BrokerError(`${this.nodes[0].nodeName} has no data in ${this.nodes[0].dataDir} but other nodes of this cluster do: remove ${this.dir} to start a new cluster`, 'ESTART');
+      progress(`starting ${known.map((n) => n.nodeName).join(', ')} on their data (a restart of the cluster)`);
+      await Promise.all(known.map((n) => n.start()));
+      // nodes added since (--nodes): joined as a new cluster's are
+      for (const n of this.nodes.filter((x) => !known.includes(x))) {
+        progress(`starting ${n.nodeName} and joining it to ${this.nodes[0].nodeName}`);
+        await n.start();
+        await this.join(n, this.nodes[0]);
+      }
+      await this.awaitMembers().catch((e: Error) => {
+        throw new BrokerError(`${e.message}; if the cluster's first start failed, remove ${this.dir} and start again`, 'ESTART');
+      });
       return;
     }
     const [first, ...rest] = this.nodes;

@@ -5,10 +5,11 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { spawn } from 'child_process';
+import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 import { Broker } from './broker';
-import { Cluster } from './cluster';
+import { Cluster, CLUSTER_RECORD, nodeAddress } from './cluster';
 import { compactVhost } from './compact';
 import { DataDirError, findVhosts, sidecarUsing, VhostTarget, vhostLabel } from './data-dirs';
 import { formatInspect, inspectVhost } from './inspect';
@@ -70,12 +71,12 @@ function intEnv(name: string, dflt: number): number {
   return n;
 }
 
-/** Resolves with an error message if something already listens on the port. */
-function portBusy(port: number): Promise<string | undefined> {
+/** Resolves with an error message if something already listens on the port (on `host`, default 127.0.0.1). */
+function portBusy(port: number, host = '127.0.0.1'): Promise<string | undefined> {
   return new Promise((resolve) => {
     const srv = net.createServer();
-    srv.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'EADDRINUSE' ? `port ${port} is already in use` : e.message));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(undefined)));
+    srv.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'EADDRINUSE' ? `port ${host}:${port} is already in use` : e.message));
+    srv.listen(port, host, () => srv.close(() => resolve(undefined)));
   });
 }
 
@@ -117,7 +118,13 @@ async function start(opts: { rabbitmq?: string }): Promise<void> {
   const stop = (sig: string) => {
     if (stopping) {
       process.stdout.write(`\nwarren: ${sig} again: killing the node\n`);
-      void broker.kill().then(() => process.exit(130));
+      broker.kill().then(
+        () => process.exit(130),
+        (e: Error) => {
+          process.stderr.write(`warren: kill failed: ${e.message}\n`);
+          process.exit(1);
+        },
+      );
       return;
     }
     stopping = true;
@@ -235,8 +242,15 @@ async function cluster(action: string, opts: { rabbitmq?: string; nodes: number 
   if (base + 30010 + opts.nodes > 65535) fail(Exit.USAGE, `WARREN_CLUSTER_PORT=${base} is too high: each node's ports reach 30,010 above it; use one below ${65535 - 30010 - opts.nodes}`);
   const ports = Array.from({ length: opts.nodes }, (_, i) => ({ amqpPort: base + i, distPort: base + 20000 + i, managementPort: base + 10000 + i }));
   const epmdPort = base + 20000 + opts.nodes;
-  for (const port of [...ports.flatMap((p) => [p.amqpPort, p.distPort, p.managementPort]), epmdPort]) {
-    const busy = await portBusy(port);
+  // A cluster recorded here that still runs is not ours to start (nor, on a failed start, to kill).
+  if (fs.existsSync(path.join(dir, CLUSTER_RECORD))) {
+    const running = recordedCluster(dir).nodes.filter((n) => n.isRunning());
+    if (running.length > 0) fail(1, `a cluster recorded in ${dir} is running (${running.map((n) => n.nodeName).join(', ')}): \`npm run cluster -- stop\` it first`);
+  }
+  // each port on the address that will listen on it
+  const wanted = [...ports.flatMap((p, i) => [p.amqpPort, p.distPort, p.managementPort].map((port) => [port, nodeAddress(i)] as const)), [epmdPort, '127.0.0.1'] as const];
+  for (const [port, host] of wanted) {
+    const busy = await portBusy(port, host);
     if (busy) fail(1, `cannot start the cluster: ${busy} (a cluster already running? \`npm run cluster -- stop\`); choose other ports with WARREN_CLUSTER_PORT=...`);
   }
   const c = new Cluster({ dir, rabbitmq: rt, ports, epmdPort, partitionHandling: 'pause_minority' });

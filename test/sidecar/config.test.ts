@@ -28,10 +28,10 @@ describe('sidecar flags: durability and the sync intervals', () => {
 
   it('refuses a durability it does not know, and intervals that are not integers in range', () => {
     expect(() => parseArgs([...base, '--durability', 'none'])).toThrow(new ConfigError('--durability (setting durability) must be one of fsync, write, got "none"'));
-    expect(() => parseArgs([...base, '--write-sync-interval-ms', '0'])).toThrow(/--write-sync-interval-ms \(setting write_sync_interval_ms\) must be an integer of at least 1, got "0"/);
-    expect(() => parseArgs([...base, '--sync-interval-ms', '-1'])).toThrow(/--sync-interval-ms .* at least 0, got "-1"/);
-    expect(() => parseArgs([...base, '--sync-interval-ms', ''])).toThrow(/at least 0, got ""/);
-    expect(() => parseArgs([...base, '--sync-interval-ms', '1.5'])).toThrow(/at least 0, got "1.5"/);
+    expect(() => parseArgs([...base, '--write-sync-interval-ms', '0'])).toThrow(/--write-sync-interval-ms \(setting write_sync_interval_ms\) must be an integer from 1 to 2147483647, got "0"/);
+    expect(() => parseArgs([...base, '--sync-interval-ms', '-1'])).toThrow(/--sync-interval-ms .* from 0 to 2147483647, got "-1"/);
+    expect(() => parseArgs([...base, '--sync-interval-ms', ''])).toThrow(/from 0 to 2147483647, got ""/);
+    expect(() => parseArgs([...base, '--sync-interval-ms', '1.5'])).toThrow(/from 0 to 2147483647, got "1.5"/);
   });
 });
 
@@ -80,6 +80,10 @@ describe("plugin.json's settings: the one table of Warren's settings", () => {
     expect(checkValue(s('read_ahead'), 0)).toBeUndefined();
     expect(checkValue(s('read_ahead'), '12')).toBeUndefined();
     expect(checkValue(s('read_ahead'), 1.5)).toBe('must be an integer of at least 0');
+    // timers take at most 2^31 - 1 ms (Node's, and the plugin's call timeouts); a segment file at most 1 GiB
+    expect(checkValue(s('call_timeout'), 2 ** 31)).toBe('must be an integer from 1 to 2147483647');
+    expect(checkValue(s('sync_interval_ms'), 2 ** 31 - 1)).toBeUndefined();
+    expect(checkValue(s('file_size_limit'), 2 ** 30 + 1)).toBe('must be an integer from 65536 to 1073741824');
     expect(checkValue(s('index'), 'memory')).toBeUndefined();
     expect(checkValue(s('index'), 'sqlite')).toBe('must be one of leveldb, memory');
     expect(checkValue(s('sidecar_entry'), '')).toBe('must be a file path');
@@ -107,7 +111,7 @@ describe("plugin.json's settings: the one table of Warren's settings", () => {
       expect(withManifest('{"name": "rabbitmq_warren"}')).toThrow(/"settings" must be an object of settings/);
     });
     it('refuses a default its own type refuses', () => {
-      expect(withManifest(mutated((m) => (m.settings.file_size_limit.default = 'big')))).toThrow(/settings\.file_size_limit: default "big" must be an integer of at least 65536/);
+      expect(withManifest(mutated((m) => (m.settings.file_size_limit.default = 'big')))).toThrow(/settings\.file_size_limit: default "big" must be an integer from 65536 to 1073741824/);
       expect(withManifest(mutated((m) => (m.settings.durability.default = 'never')))).toThrow(/settings\.durability: default "never" must be one of fsync, write/);
     });
     it('refuses an unknown type or side, and a plugin setting without a default', () => {
