@@ -110,15 +110,19 @@ describe('a full disk under Warren', () => {
     });
     await consumer.close().catch(() => undefined);
 
-    // While full: the publisher hears about it within seconds, it does not wait forever. (200 KiB: more than the
-    // slack of the pages Warren's files already own, which a few small records could still use legitimately.)
+    // While full: the publisher hears about it within seconds, it does not wait forever. The acks that did go
+    // through (a few fit in the slack of the journal's pages) can make whole segment files garbage, and their
+    // deletion frees space: the filler takes it again, and the batch is larger than the acked messages and a
+    // file's slack together (at least 200 KiB, more than the slack of the pages Warren's files own), so it cannot fit.
+    fill(path.join(stores, 'filler-2'));
     const t0 = Date.now();
-    const whileFull = await tryPublish(conn, q, Array.from({ length: 200 }, (_, i) => `while-full-${i}-${pad}`), 30_000);
+    const whileFull = await tryPublish(conn, q, Array.from({ length: Math.max(200, acked + 500) }, (_, i) => `while-full-${i}-${pad}`), 30_000);
     const heardIn = Date.now() - t0;
     expect(['nacked', 'channel-error']).toContain(whileFull);
 
     // Space is back: the queue works again, without a broker restart.
     fs.rmSync(path.join(stores, 'filler'));
+    fs.rmSync(path.join(stores, 'filler-2'));
     const later = Array.from({ length: 2000 }, (_, i) => `later-${i}-${pad}`);
     // Each attempt that fails ends the queue process again: the next one goes after its restart is logged.
     const recoveries = () => (fs.readFileSync(b!.logFile, 'utf8').match(/queue 'full-disk' in vhost '\/': recovered/g) ?? []).length;
