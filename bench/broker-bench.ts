@@ -49,6 +49,9 @@ import { Broker } from '../src/cli/broker';
 import { freePort } from '../src/cli/ports';
 import { Runtime, runtimeFor } from '../src/cli/rabbitmq';
 import { refreshReadmeSection } from './readme-section';
+import { option, positiveOption } from './options';
+
+const args = process.argv.slice(2);
 import { publishWindow, seconds } from './amqp-load';
 
 // ---------------------------------------------------------------- options
@@ -60,25 +63,13 @@ type NodeKind = 'native' | 'warren-fsync' | 'warren-write';
 const nodeOf = (t: Target): NodeKind => (t === 'v1' || t === 'v2' ? 'native' : t);
 const isWarren = (t: Target) => t === 'warren-fsync' || t === 'warren-write';
 
-const args = process.argv.slice(2);
-function opt(name: string): string | undefined {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : undefined;
-}
-function num(name: string, dflt: number): number {
-  const v = opt(name);
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} ${v}: not a positive number`);
-  return n;
-}
-const runs = Math.round(num('runs', 3));
-const backlogN = Math.round(num('backlog', 100_000));
-const scale = num('scale', 1);
-const outName = opt('out') ?? 'broker';
+const runs = Math.round(positiveOption('runs', 3));
+const backlogN = Math.round(positiveOption('backlog', 100_000));
+const scale = positiveOption('scale', 1);
+const outName = option('out') ?? 'broker';
 const profile = args.includes('--profile');
-const seriesList = (opt('rabbitmq') ?? '3.10,4.0').split(',').filter(Boolean);
-const targetsWanted = (opt('targets') ?? ALL_TARGETS.join(',')).split(',').filter(Boolean) as Target[];
+const seriesList = (option('rabbitmq') ?? '3.10,4.0').split(',').filter(Boolean);
+const targetsWanted = (option('targets') ?? ALL_TARGETS.join(',')).split(',').filter(Boolean) as Target[];
 for (const t of targetsWanted) if (!ALL_TARGETS.includes(t)) throw new Error(`--targets: unknown target ${t} (known: ${ALL_TARGETS.join(', ')})`);
 
 const log = (s: string) => process.stderr.write(`[broker-bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
@@ -450,7 +441,7 @@ const LOADS: Load[] = [
   latencyLoad('latency-3000', KiB, 3000, 5),
   backlogLoad(backlogN),
 ];
-const loadsWanted = opt('loads')?.split(',') ?? LOADS.map((l) => l.id);
+const loadsWanted = option('loads')?.split(',') ?? LOADS.map((l) => l.id);
 for (const l of loadsWanted) if (!LOADS.some((x) => x.id === l)) throw new Error(`--loads: unknown load ${l} (known: ${LOADS.map((x) => x.id).join(', ')})`);
 const loads = LOADS.filter((l) => loadsWanted.includes(l.id));
 
@@ -518,7 +509,7 @@ async function makeNode(kind: NodeKind, rt: Runtime): Promise<Broker> {
   const amqpPort = await freePort();
   const warren = kind !== 'native';
   // --plugin-env '{"read_ahead_bytes":4194304}': rabbitmq_warren settings of the Warren nodes, for experiments
-  const pluginEnv: Record<string, string | number> = warren ? (JSON.parse(opt('plugin-env') ?? '{}') as Record<string, string | number>) : {};
+  const pluginEnv: Record<string, string | number> = warren ? (JSON.parse(option('plugin-env') ?? '{}') as Record<string, string | number>) : {};
   if (warren && profile) {
     const profDir = path.resolve(__dirname, `../../bench/results/${outName}-profiles/${rt.series}-${kind}`);
     fs.mkdirSync(profDir, { recursive: true });

@@ -23,27 +23,16 @@ import { Cluster } from '../src/cli/cluster';
 import { freePort } from '../src/cli/ports';
 import { runtimeFor } from '../src/cli/rabbitmq';
 import { refreshReadmeSection } from './readme-section';
+import { option, positiveOption } from './options';
 import { publishWindow } from './amqp-load';
 
-const args = process.argv.slice(2);
-function opt(name: string): string | undefined {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : undefined;
-}
-function num(name: string, dflt: number): number {
-  const v = opt(name);
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got ${JSON.stringify(v)}`);
-  return n;
-}
 
 const QUEUES = 3;
-const runs = num('runs', 3);
-const messages = num('messages', 20_000);
-const window = num('window', 256);
-const bodyBytes = num('body', 1024);
-const seriesList = (opt('rabbitmq') ?? '4.0,3.10').split(',');
+const runs = positiveOption('runs', 3, true);
+const messages = positiveOption('messages', 20_000, true);
+const window = positiveOption('window', 256, true);
+const bodyBytes = positiveOption('body', 1024, true);
+const seriesList = (option('rabbitmq') ?? '4.0,3.10').split(',');
 
 type Store = 'native' | 'warren';
 interface Setup {
