@@ -29,18 +29,22 @@ async function connect(i: number): Promise<amqp.ChannelModel> {
   return c;
 }
 
+type QueueFigures = { len: number; unacked: number; persistentCount: number };
+
+/** The queues the node's Warren sidecar has open in vhost '/', with their figures. */
+async function warrenOpen(n: Broker): Promise<Record<string, QueueFigures>> {
+  const st = await n.sidecarStats<{ vhosts: Record<string, { queues: Record<string, QueueFigures> }> }>();
+  return st.vhosts['/']?.queues ?? {};
+}
+
 /** The names of the queues the node's Warren sidecar has open. */
 async function warrenQueues(n: Broker): Promise<string[]> {
-  const out = await n.ctl(['eval', 'io:put_chars(rabbit_warren_sidecar:stats()), io:nl(), ok.']);
-  const json = JSON.parse(out.slice(out.indexOf('{'), out.lastIndexOf('}') + 1)) as { vhosts: Record<string, { queues: Record<string, unknown> }> };
-  return Object.values(json.vhosts).flatMap((v) => Object.keys(v.queues));
+  return Object.keys(await warrenOpen(n));
 }
 
 /** The node's Warren figures of queue `q` (its sidecar's session), or undefined if it has none open. */
-async function warrenFigures(n: Broker, q: string): Promise<{ len: number; unacked: number; persistentCount: number } | undefined> {
-  const out = await n.ctl(['eval', 'io:put_chars(rabbit_warren_sidecar:stats()), io:nl(), ok.']);
-  const json = JSON.parse(out.slice(out.indexOf('{'), out.lastIndexOf('}') + 1)) as { vhosts: Record<string, { queues: Record<string, { len: number; unacked: number; persistentCount: number }> }> };
-  return json.vhosts['/']?.queues[q];
+async function warrenFigures(n: Broker, q: string): Promise<QueueFigures | undefined> {
+  return (await warrenOpen(n))[q];
 }
 
 /** Nodes of the queue's master and of its synchronised mirrors, as `via` reports them (3.10). */

@@ -385,6 +385,17 @@ export class Broker extends NodeLayout {
     await this.stopEpmd();
   }
 
+  /**
+   * The running sidecar's figures (rabbit_warren_sidecar:stats(), asked
+   * through the broker: the sidecar's socket is the broker's alone), parsed.
+   */
+  async sidecarStats<T = Record<string, unknown>>(timeoutMs = 60_000): Promise<T> {
+    const out = await this.ctl(['eval', 'io:put_chars(rabbit_warren_sidecar:stats()), io:nl(), ok.'], timeoutMs);
+    const line = out.split('\n').find((l) => l.startsWith('{'));
+    if (!line) throw new BrokerError(`${this.nodeName} answered no sidecar figures: ${out.trim().slice(0, 200)}`, 'ECTL');
+    return JSON.parse(line) as T;
+  }
+
   /** Pids of Warren's sidecar processes (node children of the VM's port helper). */
   sidecarPids(): number[] {
     const pid = this.beamPid();

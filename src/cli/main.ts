@@ -370,15 +370,12 @@ function ctl(args: string[], o: { data?: string }): void {
 /** The running sidecar's figures (its STATS, asked through the broker: the socket is the broker's alone). */
 async function stats(o: { data?: string; json?: boolean }): Promise<void> {
   const b = nodeBroker(o.data);
-  let out: string;
+  let st: SidecarStats;
   try {
-    out = await b.ctl(['eval', 'io:put_chars(rabbit_warren_sidecar:stats()), io:nl(), ok.'], 60_000);
+    st = await b.sidecarStats<SidecarStats>();
   } catch (e) {
     fail(Exit.FAILED, `the node ${b.nodeName} did not answer (is it running? \`npm start\`): ${(e as Error).message.split('\n')[0]}`);
   }
-  const line = out.split('\n').find((l) => l.startsWith('{'));
-  if (!line) fail(Exit.FAILED, `the node answered no figures: ${out.trim().slice(0, 200)}`);
-  const st = JSON.parse(line) as SidecarStats;
   if (o.json) return json(st);
   process.stdout.write(formatStats(st));
 }
