@@ -132,30 +132,44 @@ export class Vhosts {
       if (terms) cleanKeys.set(k, terms);
     }
     const started = Date.now();
+    let openedMs = 0;
     const seen = new Map<string, SegmentDigests>();
-    const store = await MessageStore.open({
-      dir: storeDir,
-      fileSizeLimit: this.settings.fileSizeLimit,
-      syncIntervalMs: this.settings.syncIntervalMs,
-      backgroundSyncMs: this.settings.backgroundSyncMs,
-      index: this.settings.index,
-      clientRefs: [...cleanKeys.keys()],
-      refDeltas: () => indexRefDeltas(queuesDir, keys, log, this.settings.segmentEntries, seen),
-      log: (level, msg) => log(level, `vhost ${vhost} store: ${msg}`),
-    });
-    const openedMs = Date.now() - started;
+    // Both stores open at once (the transient one is wiped, a few ms): this is on the broker's boot path.
+    const [opened, openedTransient] = await Promise.allSettled([
+      MessageStore.open({
+        dir: storeDir,
+        fileSizeLimit: this.settings.fileSizeLimit,
+        syncIntervalMs: this.settings.syncIntervalMs,
+        backgroundSyncMs: this.settings.backgroundSyncMs,
+        index: this.settings.index,
+        clientRefs: [...cleanKeys.keys()],
+        refDeltas: () => indexRefDeltas(queuesDir, keys, log, this.settings.segmentEntries, seen),
+        log: (level, msg) => log(level, `vhost ${vhost} store: ${msg}`),
+      }).then((s) => {
+        openedMs = Date.now() - started;
+        return s;
+      }),
+      MessageStore.open({
+        dir: transientDir,
+        fileSizeLimit: this.settings.fileSizeLimit,
+        index: 'memory',
+        writeHints: false, // emptied at every start: nothing to recover
+        clientRefs: undefined, // start empty
+        log: (level, msg) => log(level, `vhost ${vhost} transient store: ${msg}`),
+      }),
+    ]);
+    if (opened.status === 'rejected' || openedTransient.status === 'rejected') {
+      // The one that opened closes again; the vhost fails with the other's error.
+      if (opened.status === 'fulfilled') await opened.value.close().catch(() => undefined);
+      if (openedTransient.status === 'fulfilled') await openedTransient.value.close().catch(() => undefined);
+      throw opened.status === 'rejected' ? opened.reason : (openedTransient as PromiseRejectedResult).reason;
+    }
+    const store = opened.value;
+    const transient = openedTransient.value;
     store.onSync = (seconds) => this.settings.onSync?.(vhost, seconds);
     const storeClean = store.successfullyRecovered;
     const unfound = store.takeUnfound();
     const walk = unfound && seen.size ? { unfound, digests: seen } : undefined;
-    const transient = await MessageStore.open({
-      dir: transientDir,
-      fileSizeLimit: this.settings.fileSizeLimit,
-      index: 'memory',
-      writeHints: false, // emptied at every start: nothing to recover
-      clientRefs: undefined, // start empty
-      log: (level, msg) => log(level, `vhost ${vhost} transient store: ${msg}`),
-    });
     log(
       'info',
       `vhost ${vhost}: store at ${storeDir} opened ${storeClean ? 'clean' : 'after a non-clean stop (rebuilt from queue indexes)'} in ${openedMs} ms; ` +
