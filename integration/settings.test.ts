@@ -76,6 +76,22 @@ it("a node whose plugin.json is malformed does not start: the sidecar refuses it
   expect(b.isRunning()).toBe(false);
 });
 
+it('a sidecar that refuses at once, before the boot step waits for it, stops the node the same way: refused once, not restarted', async () => {
+  // The sidecar starts early in the boot (pre_boot) and is awaited just before queue recovery; a refusal in
+  // between is kept for that wait. A stand-in for Node that refuses in a few ms arrives there first.
+  const dir = path.join(base, 'early');
+  fs.mkdirSync(dir, { recursive: true });
+  const refuse = path.join(dir, 'refuse.sh');
+  fs.writeFileSync(refuse, '#!/bin/sh\necho "warren sidecar: refused for the test"\nexit 2\n', { mode: 0o755 });
+  const { b } = await node('early', { node_executable: refuse });
+  await expect(b.start()).rejects.toThrow(/did not start: the server exited/);
+  const log = fs.readFileSync(b.logFile, 'utf8');
+  expect(log).toContain('refused its configuration: warren sidecar: refused for the test');
+  expect(log).toMatch(/sidecar_refused_its_configuration/);
+  expect(log.match(/Warren: started sidecar/g)).toHaveLength(1);
+  expect(b.isRunning()).toBe(false);
+});
+
 it("settings given in advanced.config reach the sidecar's command line and take effect", async () => {
   const { b, url } = await node('good', { durability: 'write', write_sync_interval_ms: 150, queue_window: 256, index: 'memory', read_ahead: 8 });
   await b.start();

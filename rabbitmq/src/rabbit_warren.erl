@@ -3,18 +3,28 @@
 %% Warren is selected as the backing queue with advanced.config
 %%   [{rabbit, [{backing_queue_module, rabbit_warren_bq}]}].
 %% RabbitMQ's priority-queue boot step then moves that module under its
-%% wrapper, so x-max-priority keeps working. Our step starts the sidecar
-%% owner (rabbit_warren_sidecar) as a restartable child of rabbit_sup before
-%% queue recovery: START/INIT of the recovered queues go through it, and it
+%% wrapper, so x-max-priority keeps working.
+%%
+%% Two steps. The first, right after pre_boot, checks the settings and starts
+%% the sidecar owner (rabbit_warren_sidecar) as a restartable child of
+%% rabbit_sup: the sidecar (a Node process) starts while the broker runs its
+%% own boot steps instead of after them. The second, before queue recovery,
+%% waits for it: START/INIT of the recovered queues go through it, and it
 %% stops after the queues.
 -module(rabbit_warren).
 
--export([boot/0, backing_queue_module/0]).
+-export([boot/0, await/0, backing_queue_module/0]).
+
+-rabbit_boot_step({rabbit_warren_sidecar,
+                   [{description, "Warren: settings checked, sidecar started"},
+                    {mfa,         {?MODULE, boot, []}},
+                    {requires,    pre_boot},
+                    {enables,     external_infrastructure}]}).
 
 -rabbit_boot_step({rabbit_warren,
-                   [{description, "Warren: sidecar owner for the rabbit_warren_bq backing queue"},
-                    {mfa,         {?MODULE, boot, []}},
-                    {requires,    core_initialized},
+                   [{description, "Warren: sidecar up for the rabbit_warren_bq backing queue"},
+                    {mfa,         {?MODULE, await, []}},
+                    {requires,    [core_initialized, rabbit_warren_sidecar]},
                     {enables,     recovery}]}).
 
 boot() ->
@@ -46,16 +56,13 @@ start() ->
                "{rabbit, [{backing_queue_module, rabbit_warren_bq}]} in "
                "advanced.config for Warren to store the queues' messages", [BQ])
     end,
-    case rabbit_sup:start_restartable_child(rabbit_warren_sidecar) of
-        ok -> await_sidecar();
-        Other -> Other
-    end.
+    rabbit_sup:start_restartable_child(rabbit_warren_sidecar).
 
 %% Queue recovery (the next boot steps) waits for the sidecar anyway; waiting
 %% here lets a sidecar that refuses its configuration stop the node, with its
 %% reason, instead of leaving queues that never start. A slow start is only
 %% logged: the queues keep waiting for it as they always do.
-await_sidecar() ->
+await() ->
     case rabbit_warren_sidecar:await_started(rabbit_warren_config:get(connect_timeout)) of
         ok ->
             ok;

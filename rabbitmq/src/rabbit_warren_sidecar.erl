@@ -67,6 +67,8 @@
     announced = false,
     restart_timer = undefined,
     boot_waiters = [],         %% callers of await_started/1 before the first connection
+    boot_over = false,         %% the boot step's wait is over (connected, or it gave up)
+    boot_refused = undefined,  %% the first sidecar's refusal, before the boot step waited for it
     last_line = <<>>           %% the sidecar's last output line (names what it refused)
 }).
 
@@ -138,7 +140,9 @@ max_frame() ->
 init([]) ->
     process_flag(trap_exit, true),
     {Path, TmpDir} = private_socket_path(),
-    St = start_port(#st{sock_path = Path, sock_tmp_dir = TmpDir}),
+    %% Restarted on a running node (this process crashed): no boot step waits.
+    BootOver = try rabbit_boot_state:get() =:= ready catch _:_ -> false end,
+    St = start_port(#st{sock_path = Path, sock_tmp_dir = TmpDir, boot_over = BootOver}),
     {ok, St}.
 
 %% The socket's path, in a directory that only our user can enter.
@@ -211,6 +215,8 @@ handle_call(os_pid, _From, St = #st{os_pid = P}) ->
     {reply, P, St};
 handle_call(await_started, _From, St = #st{announced = true}) ->
     {reply, ok, St};
+handle_call(await_started, _From, St = #st{boot_refused = Line}) when Line =/= undefined ->
+    {reply, {error, {sidecar_config, Line}}, St};
 handle_call(await_started, From, St = #st{boot_waiters = W}) ->
     {noreply, St#st{boot_waiters = [From | W]}};
 handle_call(status, _From, St) ->
@@ -222,7 +228,7 @@ handle_call(_Other, _From, St) ->
     {reply, {error, unknown_call}, St}.
 
 handle_cast({boot_wait_over, Pid}, St = #st{boot_waiters = W}) ->
-    {noreply, St#st{boot_waiters = [From || From = {P, _} <- W, P =/= Pid]}};
+    {noreply, St#st{boot_over = true, boot_waiters = [From || From = {P, _} <- W, P =/= Pid]}};
 handle_cast({async, QPid, Handle, Flow, Frame}, St = #st{sock = Sock, handles = Hs}) ->
     case {Sock, maps:find(Handle, Hs)} of
         {undefined, _} ->
@@ -252,7 +258,13 @@ handle_info({Port, {data, {Eol, Chunk}}}, St = #st{port = Port, line = Acc}) ->
         eol ->
             Line = iolist_to_binary(lists:reverse([Chunk | Acc])),
             log_line(Line),
-            {noreply, St#st{line = [], last_line = Line}}
+            St1 = St#st{line = [], last_line = Line},
+            %% The sidecar says "listening" once its socket is open: connect
+            %% now rather than at the next poll (the poll keeps running).
+            {noreply, case St1#st.sock of
+                          undefined -> try_connect(St1, no_retry);
+                          _ -> St1
+                      end}
     end;
 handle_info({Port, {exit_status, ?EXIT_CONFIG}}, St = #st{port = Port, announced = false,
                                                        boot_waiters = [_ | _] = W}) ->
@@ -263,6 +275,13 @@ handle_info({Port, {exit_status, ?EXIT_CONFIG}}, St = #st{port = Port, announced
                      [St#st.os_pid, St#st.last_line]),
     [gen_server:reply(From, {error, {sidecar_config, St#st.last_line}}) || From <- W],
     {noreply, St#st{port = undefined, os_pid = undefined, boot_waiters = []}};
+handle_info({Port, {exit_status, ?EXIT_CONFIG}}, St = #st{port = Port, announced = false,
+                                                       boot_over = false}) ->
+    %% Started early in the boot, refused before the boot step waits for it:
+    %% kept for that wait, which stops the node with it (no restart fixes it).
+    rabbit_log:error("Warren: the sidecar (pid ~p) refused its configuration: ~ts",
+                     [St#st.os_pid, St#st.last_line]),
+    {noreply, St#st{port = undefined, os_pid = undefined, boot_refused = St#st.last_line}};
 handle_info({Port, {exit_status, Status}}, St = #st{port = Port}) ->
     Status =:= ?EXIT_CONFIG andalso
         rabbit_log:error("Warren: the sidecar (pid ~p) refused its configuration: ~ts",
@@ -283,7 +302,7 @@ handle_info(check_held, St) ->
 handle_info(restart_sidecar, St) ->
     {noreply, start_port(St#st{restart_timer = undefined})};
 handle_info(connect, St = #st{sock = undefined, port = Port}) when Port =/= undefined ->
-    {noreply, try_connect(St)};
+    {noreply, try_connect(St, retry)};
 handle_info(connect, St) ->
     {noreply, St};
 handle_info({tcp, Sock, Frame}, St = #st{sock = Sock}) ->
@@ -538,7 +557,8 @@ schedule_restart(St = #st{restart_timer = undefined, failures = N}) ->
 schedule_restart(St) ->
     St.
 
-try_connect(St = #st{sock_path = Path, os_pid = OsPid, token = Token}) ->
+%% Retry: retry | no_retry (another attempt is scheduled already).
+try_connect(St = #st{sock_path = Path, os_pid = OsPid, token = Token}, Retry) ->
     Opts = [binary, {packet, 4}, {packet_size, max_frame()}, {active, false}],
     case gen_tcp:connect({local, Path}, 0, Opts, 1000) of
         {ok, Sock} ->
@@ -551,10 +571,10 @@ try_connect(St = #st{sock_path = Path, os_pid = OsPid, token = Token}) ->
                     rabbit_log:error("Warren: the process on ~ts is not the sidecar we started "
                                      "(pid ~p): ~p; not talking to it", [Path, OsPid, Other]),
                     gen_tcp:close(Sock),
-                    retry_connect(St)
+                    retry_connect(St, Retry)
             end;
         {error, _} ->
-            retry_connect(St)
+            retry_connect(St, Retry)
     end.
 
 %% The pid that listens on the other end of a Unix socket (SO_PEERCRED).
@@ -564,7 +584,9 @@ peer_pid(Sock) ->
         Other -> {no_peer_credentials, Other}
     end.
 
-retry_connect(St = #st{sock_path = Path}) ->
+retry_connect(St, no_retry) ->
+    St;
+retry_connect(St = #st{sock_path = Path}, retry) ->
     case erlang:monotonic_time(millisecond) > St#st.connect_deadline of
         true ->
             rabbit_log:error("Warren: the sidecar (pid ~p) did not open ~ts in time; "
@@ -591,7 +613,8 @@ connected(St = #st{held = Held}) ->
             rabbit_log:info("Warren: reconnected to the sidecar (pid ~p)", [St#st.os_pid])
     end,
     [gen_server:reply(From, ok) || From <- St#st.boot_waiters],
-    St1 = St#st{held = queue:new(), announced = true, failures = 0, boot_waiters = []},
+    St1 = St#st{held = queue:new(), announced = true, failures = 0, boot_waiters = [],
+                boot_over = true},
     lists:foldl(fun({From, Kind, Op, Body, _T}, Acc) -> request(From, Kind, Op, Body, Acc) end,
                 St1, queue:to_list(Held)).
 
