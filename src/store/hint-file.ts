@@ -17,7 +17,9 @@
  *
  * The rules that keep a hint true (message-store.ts keeps them):
  * - it is written (atomically) only after its data file is fsynced, and only
- *   from a scan of that file that found no damage;
+ *   from the records this store appended to a file it started (every append
+ *   succeeded, or the store failed) or from a scan of the file that found no
+ *   damage;
  * - before a compaction writes to a file, that file's hint is deleted and the
  *   deletion made durable; the only other change a file sees is its deletion;
  * - a file being appended to (the current file) has none, and a non-clean
@@ -40,22 +42,47 @@ export function hintPath(dir: string, file: number): string {
   return path.join(dir, `${file}${HINT_EXT}`);
 }
 
-export function encodeHint(file: number, dataSize: number, records: readonly ScannedRecord[]): Buffer {
-  const buf = Buffer.allocUnsafe(HEAD + records.length * ENTRY + 4);
-  buf.writeUInt32BE(HINT_MAGIC, 0);
-  buf.writeUInt32BE(HINT_VERSION, 4);
-  buf.writeUInt32BE(file, 8);
-  buf.writeBigUInt64BE(BigInt(dataSize), 12);
-  buf.writeUInt32BE(records.length, 20);
-  let at = HEAD;
-  for (const r of records) {
-    buf.writeBigUInt64BE(BigInt(r.offset), at);
-    buf.writeUInt32BE(r.totalSize, at + 8);
-    r.id.copy(buf, at + 12, 0, ID_SIZE);
-    at += ENTRY;
+/**
+ * A hint built record by record as they are appended to a file (or listed by
+ * a scan): the entries go straight into their encoded form, 28 bytes each,
+ * in a buffer that doubles as it fills.
+ */
+export class HintBuilder {
+  private buf = Buffer.allocUnsafe(HEAD + 256 * ENTRY + 4);
+  private at = HEAD;
+  count = 0;
+
+  add(id: Buffer, offset: number, totalSize: number): void {
+    if (this.at + ENTRY + 4 > this.buf.length) {
+      const bigger = Buffer.allocUnsafe(this.buf.length * 2);
+      this.buf.copy(bigger, 0, 0, this.at);
+      this.buf = bigger;
+    }
+    this.buf.writeUIntBE(0, this.at, 2); // offsets are below 2^48
+    this.buf.writeUIntBE(offset, this.at + 2, 6);
+    this.buf.writeUInt32BE(totalSize, this.at + 8);
+    id.copy(this.buf, this.at + 12, 0, ID_SIZE);
+    this.at += ENTRY;
+    this.count++;
   }
-  buf.writeUInt32BE(crc32c(buf.subarray(0, at)), at);
-  return buf;
+
+  /** The hint of `file` holding `dataSize` bytes; the builder is spent. */
+  finish(file: number, dataSize: number): Buffer {
+    const buf = this.buf;
+    buf.writeUInt32BE(HINT_MAGIC, 0);
+    buf.writeUInt32BE(HINT_VERSION, 4);
+    buf.writeUInt32BE(file, 8);
+    buf.writeBigUInt64BE(BigInt(dataSize), 12);
+    buf.writeUInt32BE(this.count, 20);
+    buf.writeUInt32BE(crc32c(buf.subarray(0, this.at)), this.at);
+    return buf.subarray(0, this.at + 4);
+  }
+}
+
+export function encodeHint(file: number, dataSize: number, records: readonly ScannedRecord[]): Buffer {
+  const b = new HintBuilder();
+  for (const r of records) b.add(r.id, r.offset, r.totalSize);
+  return b.finish(file, dataSize);
 }
 
 /** The records a hint lists, or why it cannot be trusted for a data file of `dataSize` bytes. */

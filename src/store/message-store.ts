@@ -33,7 +33,7 @@ import { FileTable } from './file-table';
 import { fsyncDir } from './fs-util';
 import { HandleCache } from './handles';
 import { HintChain } from './hint-chain';
-import { HINT_EXT, removeOrphanHints } from './hint-file';
+import { HINT_EXT, HintBuilder, removeOrphanHints } from './hint-file';
 import { Mailbox } from './mailbox';
 import { checkId, checkIds, keyOf } from './message-id';
 import { MessageStoreOptions, resolveOptions, StoreTuning } from './options';
@@ -118,6 +118,12 @@ export class MessageStore implements ClientPort {
   private readonly files: FileTable;
   /** The current file, appended to (its number is `writer.file`). */
   private writer!: SegmentWriter;
+  /**
+   * The current file's records as appended, its hint once it rolls (no scan
+   * of the file just written). Undefined for a file this store did not start
+   * (it resumed appending after an open): that one is scanned at its roll.
+   */
+  private appended: HintBuilder | undefined;
   /** Bodies written to the current file and not yet removed or rolled past. */
   private readonly writeCache = new WriteCache();
   /** Bodies of multiply-referenced messages shared between readers. */
@@ -251,6 +257,7 @@ export class MessageStore implements ClientPort {
     store.counters.openHintedFiles = s.hintedFiles;
     store.counters.openScannedFiles = s.scannedFiles;
     store.unfoundAtOpen = s.unfound;
+    if (s.currentSize === 0 && store.hints.enabled) store.appended = new HintBuilder();
     store.writer = await SegmentWriter.open(o.dir, s.current, s.currentSize, {
       bufferLimit: o.tuning.writeBufferSize,
       onError: (e) => store.fail(e),
@@ -408,6 +415,7 @@ export class MessageStore implements ClientPort {
     const totalSize = header.length + body.length;
     const w = this.writer;
     const offset = w.append(header, body);
+    this.appended?.add(id, offset, totalSize);
     this.index.insert(id, { refCount: 1, file: w.file, offset, totalSize });
     this.files.appended(this.files.get(w.file)!, offset, totalSize);
     this.syncLater();
@@ -436,8 +444,12 @@ export class MessageStore implements ClientPort {
     await fsyncDir(this.dir);
     this.files.rolled(old.file, next);
     this.writer = w;
+    const appended = this.appended;
+    this.appended = this.hints.enabled ? new HintBuilder() : undefined;
     await old.close();
-    this.hints.fromScan(old.file);
+    // Fsynced above and never appended to again: its hint lists what was appended.
+    if (appended) this.hints.write(old.file, appended.finish(old.file, old.size));
+    else this.hints.fromScan(old.file);
     this.writeCache.dropAllIdle();
     this.compactor.maybeStart();
   }
