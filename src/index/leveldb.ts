@@ -27,7 +27,7 @@ import { writeFileAtomic } from '../util/durable-file';
 import { GrowingBloomFilter } from './bloom-filter';
 import { KEY_END, KEY_FIRST, BLOOM, MARKER, META_CLEAN, CleanMeta, decode, encode, primaryKey } from './leveldb-format';
 import { RecentCache } from './recent-cache';
-import { Index, keyOf, MsgId, MsgLocation, MsgLocationFields } from './types';
+import { Index, keyOf, MsgId, MsgLocation, MsgLocationFields, NOT_IN_MEMORY } from './types';
 
 /** A failed batch is retried this many times, 50 ms apart and doubling, before the index fails for good. */
 const BATCH_ATTEMPTS = 5;
@@ -96,7 +96,7 @@ export class LevelDbIndex implements Index {
     if (!bloom) this.startBloomRebuild();
   }
 
-  async lookup(id: MsgId): Promise<MsgLocation | undefined> {
+  lookupNow(id: MsgId): MsgLocation | undefined | typeof NOT_IN_MEMORY {
     const k = keyOf(id);
     // pending and in-flight values are a location or null (deleted); undefined means not there
     let p = this.pending.get(k);
@@ -105,6 +105,13 @@ export class LevelDbIndex implements Index {
     const c = this.cache.get(k);
     if (c) return { ...c };
     if (this.bloom && !this.bloom.mayContain(id)) return undefined;
+    return NOT_IN_MEMORY;
+  }
+
+  async lookup(id: MsgId): Promise<MsgLocation | undefined> {
+    const now = this.lookupNow(id);
+    if (now !== NOT_IN_MEMORY) return now;
+    const k = keyOf(id);
     const before = this.writes;
     const v = await this.read(primaryKey(k));
     // A write may have landed (or even been flushed) while we waited: it wins,

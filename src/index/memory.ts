@@ -23,6 +23,10 @@ export class MemoryIndex implements Index {
   constructor(private readonly dir: string) {}
 
   async lookup(id: MsgId): Promise<MsgLocation | undefined> {
+    return this.lookupNow(id);
+  }
+
+  lookupNow(id: MsgId): MsgLocation | undefined {
     const l = this.map.get(keyOf(id));
     return l ? { ...l } : undefined;
   }

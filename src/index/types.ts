@@ -31,11 +31,21 @@ export interface MsgLocation {
 
 export type MsgLocationFields = Partial<MsgLocation>;
 
+/** lookupNow's answer when only lookup() can tell (a disk read). */
+export const NOT_IN_MEMORY: unique symbol = Symbol('not in memory');
+
 export interface Index {
   /** Human-readable name for logs and stats ('memory', 'leveldb'). */
   readonly kind: string;
 
   lookup(id: MsgId): Promise<MsgLocation | undefined>;
+  /**
+   * lookup() answered from memory alone, at once (a copy of the entry, or
+   * undefined when it is known absent); NOT_IN_MEMORY when that needs a
+   * disk read. The store's hot paths take it to apply a write or a remove
+   * without waiting a turn.
+   */
+  lookupNow(id: MsgId): MsgLocation | undefined | typeof NOT_IN_MEMORY;
   /** Add a new entry; the id must not be present. */
   insert(id: MsgId, loc: MsgLocation): void;
   /** Replace an entry (present or not). */

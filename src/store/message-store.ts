@@ -24,7 +24,7 @@
  * state, and the reference keeps them in one module for the same reason.
  */
 import { promises as fsp } from 'fs';
-import { Index, MsgId, MsgLocation } from '../index/types';
+import { Index, MsgId, MsgLocation, NOT_IN_MEMORY } from '../index/types';
 import { Compactor, CompactionEnd } from './compactor';
 import { DedupCache } from './dedup-cache';
 import { InvalidArgumentError, StoreClosedError, StoreError, StoreFailedError } from './errors';
@@ -365,24 +365,27 @@ export class MessageStore implements ClientPort {
    * it along (a recovering queue asks for a segment's worth at once). A
    * failure rejects the operations applied and fails the store.
    */
-  private async apply(op: Op): Promise<void> {
+  private apply(op: Op): Promise<void> | void {
     const batch = op.kind === 'contains' ? [op, ...this.mailbox.takeWhile(isContains, CONTAINS_BATCH - 1)] : undefined;
-    try {
-      await (batch ? this.handleContainsBatch(batch) : this.handle(op));
-    } catch (e) {
+    const failed = (e: unknown): void => {
       for (const o of batch ?? [op]) if ('reject' in o) o.reject(e);
       this.fail(e);
+    };
+    try {
+      const pending = batch ? this.handleContainsBatch(batch) : this.handle(op);
+      if (pending) return pending.catch(failed);
+    } catch (e) {
+      failed(e);
     }
   }
 
-  private async handle(op: Op): Promise<void> {
+  /** Applies `op`: at once when the index can answer from memory (most writes and removes), else a promise. */
+  private handle(op: Op): Promise<void> | void {
     switch (op.kind) {
       case 'write':
         return this.handleWrite(op.id, op.key, op.body);
       case 'remove':
-        for (const id of op.ids) await this.removeMessage(id);
-        this.compactor.maybeStart();
-        return;
+        return this.handleRemove(op.ids, 0);
       case 'sync':
         return this.handleSync(op);
       case 'contains':
@@ -402,12 +405,28 @@ export class MessageStore implements ClientPort {
     }
   }
 
-  private async handleWrite(id: MsgId, key: string, body: Buffer): Promise<void> {
+  /** Removes ids[from..] in turn, waiting only for those that need it. */
+  private handleRemove(ids: MsgId[], from: number): Promise<void> | void {
+    for (let i = from; i < ids.length; i++) {
+      const pending = this.removeMessage(ids[i]);
+      if (pending) return pending.then(() => this.handleRemove(ids, i + 1));
+    }
+    this.compactor.maybeStart();
+  }
+
+  private handleWrite(id: MsgId, key: string, body: Buffer): Promise<void> | void {
     this.writeCache.written(key);
-    const loc = await this.index.lookup(id);
+    const now = this.index.lookupNow(id);
+    if (now === NOT_IN_MEMORY) return this.index.lookup(id).then((loc) => this.writeLocated(id, body, loc, false));
+    return this.writeLocated(id, body, now, true);
+  }
+
+  /** `exact`: `loc` was read in this same synchronous run, so nothing can have moved the record since. */
+  private writeLocated(id: MsgId, body: Buffer, loc: MsgLocation | undefined, exact: boolean): Promise<void> | void {
     if (loc) {
       // only the ref count: a concurrent compaction may be moving the record
-      await this.index.updateFields(id, { refCount: loc.refCount + 1 });
+      if (exact) this.index.update(id, { ...loc, refCount: loc.refCount + 1 });
+      else return this.index.updateFields(id, { refCount: loc.refCount + 1 });
       return;
     }
     if (this.failure !== undefined) return;
@@ -419,7 +438,7 @@ export class MessageStore implements ClientPort {
     this.index.insert(id, { refCount: 1, file: w.file, offset, totalSize });
     this.files.appended(this.files.get(w.file)!, offset, totalSize);
     this.syncLater();
-    if (w.size >= this.fileSizeLimit) await this.roll();
+    if (w.size >= this.fileSizeLimit) return this.roll();
   }
 
   /** With `backgroundSyncMs` (durability `write`): an fsync that long after the first unsynced append. */
@@ -454,18 +473,26 @@ export class MessageStore implements ClientPort {
     this.compactor.maybeStart();
   }
 
-  private async removeMessage(id: MsgId): Promise<void> {
+  private removeMessage(id: MsgId): Promise<void> | void {
     // A failed store's counts may be wrong (a compaction that failed half-way
     // leaves index entries pointing at copies that are not all there): no file
     // is deleted on their word. The next open rebuilds them from the queues.
     if (this.failure !== undefined) return;
-    const loc = await this.index.lookup(id);
+    const now = this.index.lookupNow(id);
+    if (now === NOT_IN_MEMORY) return this.index.lookup(id).then((loc) => this.removeLocated(id, loc, false));
+    return this.removeLocated(id, now, true);
+  }
+
+  /** `exact` as for writeLocated. */
+  private removeLocated(id: MsgId, loc: MsgLocation | undefined, exact: boolean): Promise<void> | void {
+    if (this.failure !== undefined) return;
     if (!loc) {
       this.log('warn', `remove of unknown message ${id.toString('hex')} ignored`);
       return;
     }
     if (loc.refCount > 1) {
-      await this.index.updateFields(id, { refCount: loc.refCount - 1 });
+      if (exact) this.index.update(id, { ...loc, refCount: loc.refCount - 1 });
+      else return this.index.updateFields(id, { refCount: loc.refCount - 1 });
       return;
     }
     const key = keyOf(id);
@@ -479,7 +506,7 @@ export class MessageStore implements ClientPort {
     this.writeCache.dropIfIdle(key);
     if (!fs) return;
     this.files.released(fs, loc.offset, loc.totalSize);
-    await this.deleteFileIfEmpty(fs);
+    if (fs.file !== this.writer.file && fs.validTotalSize === 0 && !fs.locked) return this.deleteFileIfEmpty(fs);
   }
 
   private async deleteFileIfEmpty(fs: FileSummary): Promise<void> {
