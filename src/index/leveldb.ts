@@ -35,7 +35,7 @@ const BATCH_ATTEMPTS = 5;
 const OPS_PER_WRITE = 1024;
 /** Keys read at a time while rebuilding the Bloom filter. */
 const REBUILD_STEP = 10_000;
-/** Layers of a growing Bloom filter before a fresh one is built (each full one adds ~0.8% false positives). */
+/** Layers of a growing Bloom filter before a fresh one is built (each full one adds ~0.07% false positives). */
 const MAX_BLOOM_LAYERS = 4;
 
 export class LevelDbIndexError extends Error {
