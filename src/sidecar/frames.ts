@@ -65,22 +65,45 @@ export class FrameDecoder {
     return this.buffered;
   }
 
+  /** The first n bytes (n <= buffered), without taking them: a copy of n bytes only if they span chunks. */
   private peek(n: number): Buffer {
     if (this.chunks[0].length >= n) return this.chunks[0];
-    this.chunks = [Buffer.concat(this.chunks)];
-    return this.chunks[0];
+    return this.gather(n, false);
   }
 
+  /**
+   * Takes the next n bytes (n <= buffered): a view of the first chunk when
+   * they lie in it, else one buffer of exactly n bytes. Only the frame's own
+   * bytes are copied: the chunks after it stay as they are (concatenating
+   * everything buffered made each body a view of a buffer many frames long,
+   * kept alive by any one of them).
+   */
   private take(n: number): Buffer {
-    let first = this.chunks[0];
-    if (first.length < n) {
-      first = Buffer.concat(this.chunks);
-      this.chunks = [first];
-    }
-    const out = first.subarray(0, n);
-    if (first.length === n) this.chunks.shift();
-    else this.chunks[0] = first.subarray(n);
+    const first = this.chunks[0];
     this.buffered -= n;
+    if (first.length >= n) {
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    return this.gather(n, true);
+  }
+
+  /** Copies the first n bytes out of the chunks; `consume`: and drops them. */
+  private gather(n: number, consume: boolean): Buffer {
+    const out = Buffer.allocUnsafe(n);
+    let at = 0;
+    let i = 0;
+    while (at < n) {
+      const c = this.chunks[i];
+      const k = Math.min(c.length, n - at);
+      c.copy(out, at, 0, k);
+      at += k;
+      if (consume && k === c.length) i++;
+      else if (consume) this.chunks[i] = c.subarray(k);
+      else i++;
+    }
+    if (consume) this.chunks.splice(0, i);
     return out;
   }
 }

@@ -22,6 +22,42 @@ describe('FrameDecoder', () => {
     }
   });
 
+  it('splits frames fed in random pieces, many at a time, with the same bytes as sent', () => {
+    let seed = 7;
+    const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+    const payloads = Array.from({ length: 200 }, (_, i) => Buffer.alloc(rnd(3) === 0 ? rnd(100_000) : rnd(50), i));
+    const stream = Buffer.concat(payloads.map(encodeFrame));
+    const d = new FrameDecoder();
+    const got: Buffer[] = [];
+    for (let i = 0; i < stream.length; ) {
+      // several chunks buffered before the frames are taken out
+      for (let k = rnd(4) + 1; k > 0 && i < stream.length; k--) {
+        const n = rnd(70_000) + 1;
+        d.feed(stream.subarray(i, i + n));
+        i += n;
+      }
+      for (let f = d.next(); f !== undefined; f = d.next()) got.push(f);
+    }
+    expect(got.length).toBe(payloads.length);
+    got.forEach((g, i) => expect(g.equals(payloads[i])).toBe(true));
+    expect(d.pending).toBe(0);
+  });
+
+  it('copies only a frame that spans chunks, into a buffer of its own size; the chunks after it are not copied', () => {
+    const a = Buffer.alloc(70_000, 1);
+    const b = Buffer.alloc(100, 2);
+    const stream = Buffer.concat([encodeFrame(a), encodeFrame(b), encodeFrame(b)]);
+    const chunks = [stream.subarray(0, 65_536), stream.subarray(65_536, 70_050), stream.subarray(70_050)];
+    const d = new FrameDecoder();
+    for (const c of chunks) d.feed(c);
+    const [fa, fb1, fb2] = [d.next()!, d.next()!, d.next()!];
+    expect(fa.equals(a) && fb1.equals(b) && fb2.equals(b)).toBe(true);
+    // the spanning frame's own buffer, not one holding everything that was buffered
+    expect(fa.buffer.byteLength).toBe(70_004);
+    // the frames that lie in one chunk are views of it
+    expect(fb2.buffer).toBe(chunks[2].buffer);
+  });
+
   it('keeps an incomplete frame pending', () => {
     const d = new FrameDecoder();
     const f = encodeFrame(Buffer.from('hello'));
