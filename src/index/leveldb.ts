@@ -43,7 +43,7 @@ export class LevelDbIndexError extends Error {
 }
 
 export type Db = Level<Buffer, Buffer>;
-type BatchOp = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
+type ChainedBatch = ReturnType<Db['batch']>;
 
 export interface Tuning {
   cacheEntries: number;
@@ -249,24 +249,28 @@ export class LevelDbIndex implements Index {
     // LevelDB is synchronous, and 16,384 entries at once held the event loop
     // for 70-130 ms. The flush needs no atomicity: the index is rebuilt after
     // any crash, and lookups see `inflight` until every part is written.
+    // Each part is a chained batch (a put or del goes to LevelDB's batch as it
+    // is made): half the synchronous cost of an array batch, which
+    // abstract-level copies and re-encodes operation by operation first
+    // (409,600 puts in parts of 1,024: 345 vs 560-590 ms of main thread).
     const writeAll = async (): Promise<void> => {
-      let ops: BatchOp[] = [];
+      let part: ChainedBatch | undefined;
       for (const [k, nu] of batch) {
         const key = primaryKey(k);
         if (nu) {
-          ops.push({ type: 'put', key, value: encode(nu) });
+          (part ??= this.db.batch()).put(key, encode(nu));
           const id = key.subarray(1);
           this.bloom?.add(id);
           this.nextBloom?.add(id);
         } else if (!fresh.has(k)) {
-          ops.push({ type: 'del', key });
+          (part ??= this.db.batch()).del(key);
         }
-        if (ops.length >= OPS_PER_WRITE) {
-          await this.writeOps(ops);
-          ops = [];
+        if (part && part.length >= OPS_PER_WRITE) {
+          await this.writePart(part);
+          part = undefined;
         }
       }
-      if (ops.length) await this.writeOps(ops);
+      if (part) await this.writePart(part);
     };
     this.flushing = writeAll().then(
       () => {
@@ -305,10 +309,10 @@ export class LevelDbIndex implements Index {
     if (this.bloom && !this.nextBloom && this.bloomWorn(this.bloom)) this.startBloomRebuild();
   }
 
-  private writeOps(ops: BatchOp[]): Promise<void> {
+  private writePart(part: ChainedBatch): Promise<void> {
     this.counters.batches++;
-    this.counters.batchOps += ops.length;
-    return this.db.batch(ops);
+    this.counters.batchOps += part.length;
+    return part.write();
   }
 
   /** Mostly ids of deleted entries, or so many layers that false positives add up. */

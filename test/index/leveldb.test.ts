@@ -1,8 +1,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import sinon from 'sinon';
 import { LevelDbIndex } from '../../src/index/leveldb';
+import type { Index } from '../../src/index/types';
 import { levelDbIndexFactory, levelDbIndexWith } from '../../src/index/leveldb-factory';
 import { describeIndexConformance } from './index-conformance';
 
@@ -13,6 +13,30 @@ const id = (n: number) => {
   b.writeUInt32BE(n, 12);
   return b;
 };
+
+/**
+ * LevelDB refuses the batches the index writes (each a chained batch: the
+ * refusal comes from its write(), as LevelDB's own would) while `failing()`.
+ */
+function refuseWrites(index: Index, err: () => Error, failing: () => boolean = () => true): { count: number; restore(): void } {
+  type Part = { write: () => Promise<void>; close: () => Promise<void> };
+  const db = (index as unknown as { db: { batch: (...a: unknown[]) => unknown } }).db;
+  const real = db.batch;
+  const refusals = { count: 0, restore: () => void (db.batch = real) };
+  db.batch = (...a: unknown[]) => {
+    const part = real.apply(db, a) as Part;
+    if (a.length > 0) return part;
+    const write = part.write.bind(part);
+    part.write = () => {
+      if (!failing()) return write();
+      refusals.count++;
+      void part.close();
+      return Promise.reject(err());
+    };
+    return part;
+  };
+  return refusals;
+}
 
 describe('LevelDB index', () => {
   let dir: string;
@@ -180,10 +204,8 @@ describe('LevelDB index', () => {
   it('a batch LevelDB refuses is kept and written by the next flush, under newer writes', async () => {
     const warnings: string[] = [];
     const { index } = await levelDbIndexWith({ cacheEntries: 1, warn: (m) => warnings.push(m) }).open(dir, false);
-    const db = (index as unknown as { db: { batch: (ops: unknown[]) => Promise<void> } }).db;
-    const real = db.batch.bind(db);
     let fail = true;
-    db.batch = (ops: unknown[]) => (fail ? Promise.reject(new Error('disk full')) : real(ops));
+    refuseWrites(index, () => new Error('disk full'), () => fail);
     for (let i = 0; i < 10; i++) index.insert(id(i), { refCount: 1, file: 0, offset: i, totalSize: 1 });
     await expect(index.flush()).rejects.toThrow('disk full');
     expect(warnings.join()).toMatch(/failed \(disk full\); retry 1 of 4 in 50 ms/);
@@ -232,8 +254,7 @@ describe('LevelDB index', () => {
   it('retries a refused batch a bounded number of times with backoff, then fails for good: every later write throws', async () => {
     const warnings: string[] = [];
     const { index } = await levelDbIndexWith({ warn: (m) => warnings.push(m), idleFlushMs: 1 }).open(dir, false);
-    const db = (index as unknown as { db: { batch: (...a: unknown[]) => Promise<void> } }).db;
-    const stub = sinon.stub(db, 'batch').rejects(Object.assign(new Error('IO error: No space left on device'), { code: 'LEVEL_IO_ERROR' }));
+    const refusals = refuseWrites(index, () => Object.assign(new Error('IO error: No space left on device'), { code: 'LEVEL_IO_ERROR' }));
     index.insert(id(1), { refCount: 1, file: 0, offset: 0, totalSize: 1 });
     await expect(index.flush()).rejects.toThrow(/No space left/);
     // The retries run on their own timers; wait for the failure they end in.
@@ -247,10 +268,10 @@ describe('LevelDB index', () => {
       index.delete(id(2));
       await new Promise((r) => setImmediate(r));
     }
-    expect(stub.callCount).toBe(5);
+    expect(refusals.count).toBe(5);
     expect(warnings.filter((w) => /retry \d of 4/.test(w)).length).toBe(4);
     await expect(index.flush()).rejects.toThrow(/failed: 5 batches/);
-    stub.restore();
+    refusals.restore();
     await index.abandon();
   });
 });
