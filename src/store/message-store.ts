@@ -41,7 +41,7 @@ import { encodeHeader, MAX_BODY_SIZE } from './record-codec';
 import type { Logger } from '../util/logger';
 import { storeRecoveryTerms } from './recovery';
 import { listNumbered, segmentPath, SegmentWriter } from './segment-file';
-import { readBody, ReaderHost, ReadSources } from './reader';
+import { DiskReads, readBody, ReaderHost, ReadSources } from './reader';
 import { startState } from './startup';
 import { ClientPort, StoreClient } from './store-client';
 import { SyncBatcher } from './sync-batcher';
@@ -83,6 +83,8 @@ export interface StoreStats {
   reads: number;
   /** Reads by where they found the body (a read of a message the store no longer holds counts nowhere). */
   readSources: ReadSources;
+  /** The preads that served the reads from files (records read together count once). */
+  fileReads: number;
   removes: number;
   /** Operations waiting in the store's queue, and deferred behind a compaction. */
   pendingOps: number;
@@ -235,6 +237,7 @@ export class MessageStore implements ClientPort {
       dedup: this.dedup,
       writeCache: this.writeCache,
       handles: this.handles,
+      diskReads: new DiskReads(this.handles),
       writer: () => this.writer,
       log,
       onDamaged: () => {
@@ -761,6 +764,7 @@ export class MessageStore implements ClientPort {
       writes: this.counters.writes,
       reads: this.counters.reads,
       readSources: { ...this.readPath.readSources },
+      fileReads: this.readPath.diskReads.reads,
       removes: this.counters.removes,
       pendingOps: this.mailbox.pending,
       deferredOps: this.compactor.deferredCount,

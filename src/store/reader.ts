@@ -29,6 +29,8 @@ export interface ReaderHost {
   dedup: DedupCache;
   writeCache: WriteCache;
   handles: HandleCache;
+  /** Record reads of one event-loop turn, coalesced by file. */
+  diskReads: DiskReads;
   /** The current file's writer (it changes at each roll). */
   writer(): SegmentWriter;
   log: Logger;
@@ -90,7 +92,8 @@ export async function readBody(h: ReaderHost, id: MsgId): Promise<Buffer | undef
       }
       h.readSources.file++;
       let body = await readFromDisk(h, id, cur);
-      if (body && cur.refCount > 1) body = h.dedup.share(key, body);
+      // shared bodies stay a while: not as a view that keeps a whole read run alive
+      if (body && cur.refCount > 1) body = h.dedup.share(key, body.buffer.byteLength > 2 * body.length + 8192 ? Buffer.from(body) : body);
       return body;
     } finally {
       fs.readers--;
@@ -102,28 +105,110 @@ export async function readBody(h: ReaderHost, id: MsgId): Promise<Buffer | undef
 async function readFromDisk(h: ReaderHost, id: MsgId, loc: MsgLocation): Promise<Buffer | undefined> {
   const w = h.writer();
   if (loc.file === w.file && loc.offset + loc.totalSize > w.writtenOffset) await w.flush();
-  const buf = Buffer.allocUnsafe(loc.totalSize);
-  let got = 0;
+  let buf: Buffer;
   try {
-    got = await h.handles.use(loc.file, async (fh) => {
-      let n = 0;
-      while (n < buf.length) {
-        const { bytesRead } = await fh.read(buf, n, buf.length - n, loc.offset + n);
-        if (bytesRead === 0) break;
-        n += bytesRead;
-      }
-      return n;
-    });
+    buf = await h.diskReads.read(loc);
   } catch (e) {
     // the file went away under us: the message was removed meanwhile
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
   }
-  const r = got === buf.length ? decodeRecord(buf) : undefined;
+  const r = buf.length === loc.totalSize ? decodeRecord(buf) : undefined;
   if (!r || r.kind !== 'ok' || r.totalSize !== loc.totalSize || !r.id.equals(id)) {
     h.onDamaged();
     h.log('error', `record of ${id.toString('hex')} at ${loc.file}${SEGMENT_EXT}:${loc.offset} is damaged (${r ? r.kind : 'short read'}); not returned`);
     return undefined;
   }
   return r.body;
+}
+
+/** Records apart by at most this many bytes are read together (the bytes between are read and dropped). */
+const READ_GAP = 16 * 1024;
+/** The largest read a run of records is made into. */
+const READ_RUN = 1024 * 1024;
+
+interface RecordRead {
+  offset: number;
+  size: number;
+  resolve: (b: Buffer) => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * The record reads asked for in one turn of the event loop (a queue's
+ * read-ahead asks for up to 256 bodies at once), grouped by file and sorted:
+ * records that lie together (apart by at most READ_GAP) are read with one
+ * pread of up to READ_RUN bytes instead of one each. A consumer draining a
+ * backlog reads its messages in the order they were written, so most of a
+ * run is records it wants. Each record comes back as a view of its run's
+ * buffer (shorter than asked if the file ends first); a failed read fails
+ * every record of its run.
+ */
+export class DiskReads {
+  private byFile = new Map<number, RecordRead[]>();
+  private scheduled = false;
+  /** preads issued (stats). */
+  reads = 0;
+
+  constructor(private readonly handles: HandleCache) {}
+
+  read(loc: MsgLocation): Promise<Buffer> {
+    return new Promise<Buffer>((resolve, reject) => {
+      let list = this.byFile.get(loc.file);
+      if (!list) this.byFile.set(loc.file, (list = []));
+      list.push({ offset: loc.offset, size: loc.totalSize, resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        // after every read this turn's microtasks reach (their lookups resolve there)
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const byFile = this.byFile;
+    this.byFile = new Map();
+    for (const [file, list] of byFile) {
+      list.sort((a, b) => a.offset - b.offset);
+      let run: RecordRead[] = [];
+      let start = 0;
+      let end = 0;
+      for (const r of list) {
+        const rEnd = r.offset + r.size;
+        if (run.length > 0 && r.offset <= end + READ_GAP && Math.max(end, rEnd) - start <= READ_RUN) {
+          run.push(r);
+          end = Math.max(end, rEnd);
+          continue;
+        }
+        if (run.length > 0) void this.readRun(file, start, end, run);
+        run = [r];
+        start = r.offset;
+        end = rEnd;
+      }
+      if (run.length > 0) void this.readRun(file, start, end, run);
+    }
+  }
+
+  private async readRun(file: number, start: number, end: number, run: RecordRead[]): Promise<void> {
+    this.reads++;
+    try {
+      const buf = Buffer.allocUnsafe(end - start);
+      const got = await this.handles.use(file, async (fh) => {
+        let n = 0;
+        while (n < buf.length) {
+          const { bytesRead } = await fh.read(buf, n, buf.length - n, start + n);
+          if (bytesRead === 0) break;
+          n += bytesRead;
+        }
+        return n;
+      });
+      for (const r of run) {
+        const from = r.offset - start;
+        r.resolve(buf.subarray(from, Math.min(from + r.size, got)));
+      }
+    } catch (e) {
+      for (const r of run) r.reject(e);
+    }
+  }
 }
