@@ -92,8 +92,7 @@ export async function readBody(h: ReaderHost, id: MsgId): Promise<Buffer | undef
       }
       h.readSources.file++;
       let body = await readFromDisk(h, id, cur);
-      // shared bodies stay a while: not as a view that keeps a whole read run alive
-      if (body && cur.refCount > 1) body = h.dedup.share(key, body.buffer.byteLength > 2 * body.length + 8192 ? Buffer.from(body) : body);
+      if (body && cur.refCount > 1) body = h.dedup.share(key, body);
       return body;
     } finally {
       fs.readers--;
@@ -140,9 +139,13 @@ interface RecordRead {
  * records that lie together (apart by at most READ_GAP) are read with one
  * pread of up to READ_RUN bytes instead of one each. A consumer draining a
  * backlog reads its messages in the order they were written, so most of a
- * run is records it wants. Each record comes back as a view of its run's
- * buffer (shorter than asked if the file ends first); a failed read fails
- * every record of its run.
+ * run is records it wants; where other queues' records lie between (queues
+ * published at once), a run reads at most as many bytes nobody asked for as
+ * bytes asked for. A record read alone comes back as its own buffer; one of
+ * a run of several is copied out, so that no body keeps a run's buffer (up
+ * to 1 MiB, others' bytes included) alive while it waits for its consumer.
+ * A record comes back shorter than asked if the file ends first; a failed
+ * read fails every record of its run.
  */
 export class DiskReads {
   private byFile = new Map<number, RecordRead[]>();
@@ -174,17 +177,22 @@ export class DiskReads {
       let run: RecordRead[] = [];
       let start = 0;
       let end = 0;
+      let wanted = 0;
       for (const r of list) {
         const rEnd = r.offset + r.size;
-        if (run.length > 0 && r.offset <= end + READ_GAP && Math.max(end, rEnd) - start <= READ_RUN) {
+        const gap = Math.max(0, r.offset - end);
+        const newEnd = Math.max(end, rEnd);
+        if (run.length > 0 && gap <= READ_GAP && newEnd - start <= READ_RUN && newEnd - start - (wanted + r.size) <= wanted + r.size) {
           run.push(r);
-          end = Math.max(end, rEnd);
+          end = newEnd;
+          wanted += r.size;
           continue;
         }
         if (run.length > 0) void this.readRun(file, start, end, run);
         run = [r];
         start = r.offset;
         end = rEnd;
+        wanted = r.size;
       }
       if (run.length > 0) void this.readRun(file, start, end, run);
     }
@@ -205,7 +213,8 @@ export class DiskReads {
       });
       for (const r of run) {
         const from = r.offset - start;
-        r.resolve(buf.subarray(from, Math.min(from + r.size, got)));
+        const record = buf.subarray(from, Math.max(from, Math.min(from + r.size, got)));
+        r.resolve(run.length === 1 ? record : Buffer.from(record));
       }
     } catch (e) {
       for (const r of run) r.reject(e);
