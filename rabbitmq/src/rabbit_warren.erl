@@ -56,6 +56,7 @@ start() ->
                "{rabbit, [{backing_queue_module, rabbit_warren_bq}]} in "
                "advanced.config for Warren to store the queues' messages", [BQ])
     end,
+    rabbit_warren_sidecar:set_boot_awaited(false),
     rabbit_sup:start_restartable_child(rabbit_warren_sidecar).
 
 %% Queue recovery (the next boot steps) waits for the sidecar anyway; waiting
@@ -63,7 +64,9 @@ start() ->
 %% reason, instead of leaving queues that never start. A slow start is only
 %% logged: the queues keep waiting for it as they always do.
 await() ->
-    case rabbit_warren_sidecar:await_started(rabbit_warren_config:get(connect_timeout)) of
+    Started = rabbit_warren_sidecar:await_started(rabbit_warren_config:get(connect_timeout)),
+    rabbit_warren_sidecar:set_boot_awaited(true),
+    case Started of
         ok ->
             ok;
         {error, {sidecar_config, Why}} ->

@@ -34,7 +34,7 @@
 -behaviour(gen_server).
 
 -export([start_link/0, call/3, call/4, cast/4, stats/0, os_pid/0, status/0,
-         socket_path/0, max_frame/0, await_started/1]).
+         socket_path/0, max_frame/0, await_started/1, set_boot_awaited/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2,
          code_change/3]).
 
@@ -105,6 +105,15 @@ stats() ->
 os_pid() ->
     gen_server:call(?SERVER, os_pid).
 
+%% Whether this boot's wait for the sidecar is over (set by the boot step's
+%% await, cleared when the boot step starts the sidecar): kept outside this
+%% process, which may crash and restart in between.
+boot_awaited() ->
+    persistent_term:get({?MODULE, boot_awaited}, false).
+
+set_boot_awaited(Over) ->
+    persistent_term:put({?MODULE, boot_awaited}, Over).
+
 %% Waits for the first sidecar to accept our connection (the boot step does,
 %% so a sidecar that cannot start stops the node with its reason):
 %% ok | {error, {sidecar_config, Line}} | {error, timeout}.
@@ -140,8 +149,9 @@ max_frame() ->
 init([]) ->
     process_flag(trap_exit, true),
     {Path, TmpDir} = private_socket_path(),
-    %% Restarted on a running node (this process crashed): no boot step waits.
-    BootOver = try rabbit_boot_state:get() =:= ready catch _:_ -> false end,
+    %% Restarted after the boot step's wait (this process crashed): nobody
+    %% waits for a refusal any more, so a refusal restarts the sidecar as usual.
+    BootOver = boot_awaited(),
     St = start_port(#st{sock_path = Path, sock_tmp_dir = TmpDir, boot_over = BootOver}),
     {ok, St}.
 
