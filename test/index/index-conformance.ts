@@ -4,7 +4,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { IndexFactory } from '../../src/index/types';
+import { IndexFactory, NOT_IN_MEMORY } from '../../src/index/types';
 
 const id = (n: number) => {
   const b = Buffer.alloc(16);
@@ -35,6 +35,28 @@ export function describeIndexConformance(name: string, factory: IndexFactory): v
       await index.updateFields(id(9), { refCount: 1 }); // missing: no-op
       expect(await index.lookup(id(9))).toBeUndefined();
       expect(index.size()).toBe(0);
+      await index.terminate();
+    });
+
+    it('lookupNow answers what lookup answers, or says only lookup can tell; its entry is a copy', async () => {
+      let { index } = await factory.open(dir, false);
+      for (let i = 0; i < 3000; i++) index.insert(id(i), { refCount: 1, file: 0, offset: i, totalSize: 10 });
+      index.delete(id(7));
+      const now = index.lookupNow(id(5));
+      expect(now).toEqual({ refCount: 1, file: 0, offset: 5, totalSize: 10 });
+      if (now && now !== NOT_IN_MEMORY) now.refCount = 99;
+      expect(await index.lookup(id(5))).toEqual({ refCount: 1, file: 0, offset: 5, totalSize: 10 });
+      expect(index.lookupNow(id(7))).toBeUndefined();
+      expect(index.lookupNow(id(123_456))).toBeUndefined(); // never written (a Bloom filter may say so too)
+      await index.terminate();
+      // reopened clean: entries may be on disk only; whatever lookupNow answers, lookup agrees
+      ({ index } = await factory.open(dir, true));
+      for (const i of [0, 5, 7, 2999, 123_456]) {
+        const answer = index.lookupNow(id(i));
+        const full = await index.lookup(id(i));
+        if (answer !== NOT_IN_MEMORY) expect(answer).toEqual(full);
+        expect(full).toEqual(i === 7 || i === 123_456 ? undefined : { refCount: 1, file: 0, offset: i, totalSize: 10 });
+      }
       await index.terminate();
     });
 
