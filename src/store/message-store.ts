@@ -419,19 +419,28 @@ export class MessageStore implements ClientPort {
 
   private handleWrite(id: MsgId, key: string, body: Buffer): Promise<void> | void {
     this.writeCache.written(key);
-    const now = this.index.lookupNow(id);
-    if (now === NOT_IN_MEMORY) return this.index.lookup(id).then((loc) => this.writeLocated(id, body, loc, false));
-    return this.writeLocated(id, body, now, true);
+    return this.located(id, (loc, exact) => this.writeLocated(id, body, loc, exact));
   }
 
-  /** `exact`: `loc` was read in this same synchronous run, so nothing can have moved the record since. */
+  /**
+   * Runs `then` with id's location: at once when the index answers from
+   * memory (`exact`: read in this same synchronous run, so nothing can have
+   * moved the record since), else after its lookup.
+   */
+  private located(id: MsgId, then: (loc: MsgLocation | undefined, exact: boolean) => Promise<void> | void): Promise<void> | void {
+    const now = this.index.lookupNow(id);
+    if (now === NOT_IN_MEMORY) return this.index.lookup(id).then((loc) => then(loc, false));
+    return then(now, true);
+  }
+
+  /** Changes only the ref count: a concurrent compaction may be moving the record (one located `exact`ly cannot have moved). */
+  private addRefs(id: MsgId, loc: MsgLocation, delta: number, exact: boolean): Promise<void> | void {
+    if (exact) this.index.update(id, { ...loc, refCount: loc.refCount + delta });
+    else return this.index.updateFields(id, { refCount: loc.refCount + delta });
+  }
+
   private writeLocated(id: MsgId, body: Buffer, loc: MsgLocation | undefined, exact: boolean): Promise<void> | void {
-    if (loc) {
-      // only the ref count: a concurrent compaction may be moving the record
-      if (exact) this.index.update(id, { ...loc, refCount: loc.refCount + 1 });
-      else return this.index.updateFields(id, { refCount: loc.refCount + 1 });
-      return;
-    }
+    if (loc) return this.addRefs(id, loc, 1, exact);
     if (this.failure !== undefined) return;
     const header = encodeHeader(id, body);
     const totalSize = header.length + body.length;
@@ -481,23 +490,16 @@ export class MessageStore implements ClientPort {
     // leaves index entries pointing at copies that are not all there): no file
     // is deleted on their word. The next open rebuilds them from the queues.
     if (this.failure !== undefined) return;
-    const now = this.index.lookupNow(id);
-    if (now === NOT_IN_MEMORY) return this.index.lookup(id).then((loc) => this.removeLocated(id, loc, false));
-    return this.removeLocated(id, now, true);
+    return this.located(id, (loc, exact) => this.removeLocated(id, loc, exact));
   }
 
-  /** `exact` as for writeLocated. */
   private removeLocated(id: MsgId, loc: MsgLocation | undefined, exact: boolean): Promise<void> | void {
     if (this.failure !== undefined) return;
     if (!loc) {
       this.log('warn', `remove of unknown message ${id.toString('hex')} ignored`);
       return;
     }
-    if (loc.refCount > 1) {
-      if (exact) this.index.update(id, { ...loc, refCount: loc.refCount - 1 });
-      else return this.index.updateFields(id, { refCount: loc.refCount - 1 });
-      return;
-    }
+    if (loc.refCount > 1) return this.addRefs(id, loc, -1, exact);
     const key = keyOf(id);
     const fs = this.files.get(loc.file);
     if (fs?.locked) {
