@@ -67,7 +67,6 @@
     announced = false,
     restart_timer = undefined,
     boot_waiters = [],         %% callers of await_started/1 before the first connection
-    boot_over = false,         %% the boot step's wait is over (connected, or it gave up)
     boot_refused = undefined,  %% the first sidecar's refusal, before the boot step waited for it
     last_line = <<>>           %% the sidecar's last output line (names what it refused)
 }).
@@ -121,6 +120,7 @@ await_started(Timeout) ->
     try gen_server:call(?SERVER, await_started, Timeout)
     catch exit:{timeout, _} ->
         %% no longer waiting: a later refusal must restart the sidecar as usual
+        set_boot_awaited(true),
         gen_server:cast(?SERVER, {boot_wait_over, self()}),
         {error, timeout}
     end.
@@ -149,10 +149,7 @@ max_frame() ->
 init([]) ->
     process_flag(trap_exit, true),
     {Path, TmpDir} = private_socket_path(),
-    %% Restarted after the boot step's wait (this process crashed): nobody
-    %% waits for a refusal any more, so a refusal restarts the sidecar as usual.
-    BootOver = boot_awaited(),
-    St = start_port(#st{sock_path = Path, sock_tmp_dir = TmpDir, boot_over = BootOver}),
+    St = start_port(#st{sock_path = Path, sock_tmp_dir = TmpDir}),
     {ok, St}.
 
 %% The socket's path, in a directory that only our user can enter.
@@ -238,7 +235,7 @@ handle_call(_Other, _From, St) ->
     {reply, {error, unknown_call}, St}.
 
 handle_cast({boot_wait_over, Pid}, St = #st{boot_waiters = W}) ->
-    {noreply, St#st{boot_over = true, boot_waiters = [From || From = {P, _} <- W, P =/= Pid]}};
+    {noreply, St#st{boot_waiters = [From || From = {P, _} <- W, P =/= Pid]}};
 handle_cast({async, QPid, Handle, Flow, Frame}, St = #st{sock = Sock, handles = Hs}) ->
     case {Sock, maps:find(Handle, Hs)} of
         {undefined, _} ->
@@ -285,21 +282,21 @@ handle_info({Port, {exit_status, ?EXIT_CONFIG}}, St = #st{port = Port, announced
                      [St#st.os_pid, St#st.last_line]),
     [gen_server:reply(From, {error, {sidecar_config, St#st.last_line}}) || From <- W],
     {noreply, St#st{port = undefined, os_pid = undefined, boot_waiters = []}};
-handle_info({Port, {exit_status, ?EXIT_CONFIG}}, St = #st{port = Port, announced = false,
-                                                       boot_over = false}) ->
-    %% Started early in the boot, refused before the boot step waits for it:
-    %% kept for that wait, which stops the node with it (no restart fixes it).
-    rabbit_log:error("Warren: the sidecar (pid ~p) refused its configuration: ~ts",
-                     [St#st.os_pid, St#st.last_line]),
-    {noreply, St#st{port = undefined, os_pid = undefined, boot_refused = St#st.last_line}};
+handle_info({Port, {exit_status, ?EXIT_CONFIG}}, St = #st{port = Port, announced = false}) ->
+    case boot_awaited() of
+        false ->
+            %% Started early in the boot, refused before the boot step waits
+            %% for it: kept for that wait, which stops the node with it (no
+            %% restart fixes it).
+            rabbit_log:error("Warren: the sidecar (pid ~p) refused its configuration: ~ts",
+                             [St#st.os_pid, St#st.last_line]),
+            {noreply, St#st{port = undefined, os_pid = undefined, boot_refused = St#st.last_line}};
+        true ->
+            %% The wait is over (this process restarted after it): as any exit.
+            {noreply, sidecar_exited(?EXIT_CONFIG, St)}
+    end;
 handle_info({Port, {exit_status, Status}}, St = #st{port = Port}) ->
-    Status =:= ?EXIT_CONFIG andalso
-        rabbit_log:error("Warren: the sidecar (pid ~p) refused its configuration: ~ts",
-                         [St#st.os_pid, St#st.last_line]),
-    rabbit_log:error("Warren: sidecar (pid ~p) exited with status ~p; restarting it",
-                     [St#st.os_pid, Status]),
-    St1 = down({sidecar_exit, Status}, St#st{port = undefined, os_pid = undefined}),
-    {noreply, schedule_restart(St1)};
+    {noreply, sidecar_exited(Status, St)};
 handle_info({'EXIT', Port, Reason}, St = #st{port = Port}) ->
     rabbit_log:error("Warren: sidecar port closed (~p); restarting it", [Reason]),
     St1 = down({sidecar_port, Reason}, St#st{port = undefined, os_pid = undefined}),
@@ -519,6 +516,17 @@ stale(QPid, Flow, Why) ->
 %%----------------------------------------------------------------------------
 %% the sidecar process and the connection
 
+%% The sidecar exited on its own: its session's queues are told, and it restarts.
+sidecar_exited(Status, St) ->
+    Status =:= ?EXIT_CONFIG andalso
+        rabbit_log:error("Warren: the sidecar (pid ~p) refused its configuration: ~ts",
+                         [St#st.os_pid, St#st.last_line]),
+    rabbit_log:error("Warren: sidecar (pid ~p) exited with status ~p; restarting it",
+                     [St#st.os_pid, Status]),
+    St1 = down({sidecar_exit, Status}, St#st{port = undefined, os_pid = undefined}),
+    schedule_restart(St1).
+
+
 start_port(St = #st{sock_path = Path, starts = N}) ->
     Node = rabbit_warren_config:get(node_executable),
     Entry = rabbit_warren_config:get(sidecar_entry),
@@ -623,8 +631,7 @@ connected(St = #st{held = Held}) ->
             rabbit_log:info("Warren: reconnected to the sidecar (pid ~p)", [St#st.os_pid])
     end,
     [gen_server:reply(From, ok) || From <- St#st.boot_waiters],
-    St1 = St#st{held = queue:new(), announced = true, failures = 0, boot_waiters = [],
-                boot_over = true},
+    St1 = St#st{held = queue:new(), announced = true, failures = 0, boot_waiters = []},
     lists:foldl(fun({From, Kind, Op, Body, _T}, Acc) -> request(From, Kind, Op, Body, Acc) end,
                 St1, queue:to_list(Held)).
 
