@@ -2,6 +2,7 @@
  * Length-prefixed frames (Erlang's `{packet,4}`) and the byte readers/writers
  * the protocol is built from. See docs/PROTOCOL.md.
  */
+import { readInt64BE, readUInt64BE, writeInt64BE, writeUInt64BE } from '../util/int64';
 
 /**
  * Default frame limit after authentication: RabbitMQ's default
@@ -146,20 +147,18 @@ export class Reader {
 
   u64(what = 'u64'): number {
     this.need(8, what);
-    const v = this.buf.readBigUInt64BE(this.pos);
+    const v = readUInt64BE(this.buf, this.pos);
+    if (v === undefined) throw new ProtocolError(`${what} ${this.buf.readBigUInt64BE(this.pos)} is out of range`);
     this.pos += 8;
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError(`${what} ${v} is out of range`);
-    return Number(v);
+    return v;
   }
 
   i64(what = 'i64'): number {
     this.need(8, what);
-    const v = this.buf.readBigInt64BE(this.pos);
+    const v = readInt64BE(this.buf, this.pos);
+    if (v === undefined) throw new ProtocolError(`${what} ${this.buf.readBigInt64BE(this.pos)} is out of range`);
     this.pos += 8;
-    if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) {
-      throw new ProtocolError(`${what} ${v} is out of range`);
-    }
-    return Number(v);
+    return v;
   }
 
   bytes(n: number, what = 'bytes'): Buffer {
@@ -235,14 +234,14 @@ export class Writer {
 
   u64(v: number): this {
     this.room(8);
-    this.cur.writeBigUInt64BE(BigInt(v), this.pos);
+    writeUInt64BE(this.cur, v, this.pos);
     this.pos += 8;
     return this;
   }
 
   i64(v: number): this {
     this.room(8);
-    this.cur.writeBigInt64BE(BigInt(v), this.pos);
+    writeInt64BE(this.cur, v, this.pos);
     this.pos += 8;
     return this;
   }
