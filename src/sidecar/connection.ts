@@ -26,8 +26,20 @@ export class Connection {
     readonly sock: net.Socket,
   ) {}
 
-  /** The socket is paused until Erlang reads again. */
-  private draining = false;
+  /** Why the socket is not being read: Erlang is not reading our writes, or this turn's budget is spent (server.ts). */
+  private readonly holds = new Set<'drain' | 'budget'>();
+
+  /** Stops reading the socket for `why` until released for it (no more 'data' meanwhile). */
+  hold(why: 'drain' | 'budget'): void {
+    if (this.holds.size === 0) this.sock.pause();
+    this.holds.add(why);
+  }
+
+  /** Reading resumes once nothing holds it. */
+  release(why: 'drain' | 'budget'): void {
+    if (!this.holds.delete(why) || this.holds.size > 0 || this.closed) return;
+    this.sock.resume();
+  }
 
   /** Writes a frame, whole or in pieces (gathered into one writev, nothing copied). */
   send(frame: Buffer | Buffer[]): void {
@@ -40,15 +52,11 @@ export class Connection {
       for (const piece of frame) flowing = this.sock.write(piece);
       this.sock.uncork();
     }
-    if (!flowing && !this.draining) {
+    if (!flowing && !this.holds.has('drain')) {
       // Erlang is not reading: stop taking requests until it does (one
       // listener however many frames are sent meanwhile).
-      this.draining = true;
-      this.sock.pause();
-      this.sock.once('drain', () => {
-        this.draining = false;
-        this.sock.resume();
-      });
+      this.hold('drain');
+      this.sock.once('drain', () => this.release('drain'));
     }
   }
 }

@@ -34,6 +34,7 @@ import { queueDirOf, vhostsDirOf } from './data-layout';
 import type { Metrics, VhostFigures } from './metrics';
 import { RefusedError, UnknownHandleError } from './errors';
 import { LoopDelayMonitor } from './loop-delay';
+import { turnBudget } from '../util/turn-budget';
 
 export class SidecarServer {
   private readonly vhosts: Vhosts;
@@ -108,21 +109,7 @@ export class SidecarServer {
     conn.authTimer = setTimeout(() => this.refuse(conn, `no token within ${AUTH_TIMEOUT_MS} ms`), AUTH_TIMEOUT_MS);
     sock.on('data', (chunk: Buffer) => {
       conn.decoder.feed(chunk);
-      for (;;) {
-        if (conn.closed) return;
-        let frame: Frame;
-        try {
-          const payload = conn.decoder.next();
-          if (payload === undefined) return;
-          frame = decodeRequest(payload);
-        } catch (e) {
-          if (conn.authenticated) this.protocolFailure(conn, e as Error);
-          else this.refuse(conn, (e as Error).message);
-          return;
-        }
-        if (conn.authenticated) this.handle(conn, frame);
-        else this.authenticate(conn, frame);
-      }
+      this.takeFrames(conn);
     });
     sock.on('error', (e) => log('warn', `connection ${conn.id}: ${e.message}`));
     sock.on('close', () => {
@@ -132,6 +119,37 @@ export class SidecarServer {
       log('info', `connection ${conn.id} closed; ${conn.handles.size} open queue sessions are dropped as crashed`);
       void this.dropSessions([...conn.handles]);
     });
+  }
+
+  /**
+   * Handles the frames buffered, in order, until the turn's budget is spent:
+   * the socket then stops being read and the rest is taken in the next turn
+   * (turn-budget.ts), so a burst of frames does not hold up every other queue.
+   */
+  private takeFrames(conn: Connection): void {
+    for (;;) {
+      if (conn.closed) return;
+      if (turnBudget.spent()) {
+        conn.hold('budget');
+        setImmediate(() => this.takeFrames(conn));
+        return;
+      }
+      let frame: Frame;
+      try {
+        const payload = conn.decoder.next();
+        if (payload === undefined) {
+          conn.release('budget');
+          return;
+        }
+        frame = decodeRequest(payload);
+      } catch (e) {
+        if (conn.authenticated) this.protocolFailure(conn, e as Error);
+        else this.refuse(conn, (e as Error).message);
+        return;
+      }
+      if (conn.authenticated) this.handle(conn, frame);
+      else this.authenticate(conn, frame);
+    }
   }
 
   /** The first frame of a connection: AUTH with this boot's token, or the connection is refused. */

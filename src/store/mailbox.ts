@@ -7,9 +7,12 @@
  *
  * `apply` returns a promise only for an operation that must wait (a disk read
  * of the index, a file roll); the others are applied back to back, with no
- * turn of the microtask queue each. Nothing is applied inside `post`: the
- * pump starts in a microtask.
+ * turn of the microtask queue each, until the turn's budget is spent: the
+ * rest waits for the next turn (turn-budget.ts). Nothing is applied inside
+ * `post`: the pump starts in a microtask.
  */
+import { TurnBudget, nextTurn, turnBudget } from '../util/turn-budget';
+
 export class Mailbox<Op> {
   private readonly queue: Op[] = [];
   private head = 0;
@@ -20,6 +23,7 @@ export class Mailbox<Op> {
   constructor(
     private readonly apply: (op: Op) => Promise<void> | void,
     private readonly stopped: () => boolean,
+    private readonly budget: TurnBudget = turnBudget,
   ) {}
 
   post(op: Op, front = false): void {
@@ -69,6 +73,10 @@ export class Mailbox<Op> {
   private async pump(): Promise<void> {
     try {
       while (this.head < this.queue.length && !this.stopped()) {
+        if (this.budget.spent()) {
+          await nextTurn();
+          continue;
+        }
         const pending = this.apply(this.shift());
         if (pending) await pending;
       }

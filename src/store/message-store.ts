@@ -35,6 +35,7 @@ import { HandleCache } from './handles';
 import { HintChain } from './hint-chain';
 import { HINT_EXT, HintBuilder, removeOrphanHints } from './hint-file';
 import { Mailbox } from './mailbox';
+import { nextTurn, turnBudget } from '../util/turn-budget';
 import { checkId, checkIds, keyOf } from './message-id';
 import { MessageStoreOptions, resolveOptions, StoreTuning } from './options';
 import { encodeHeader, MAX_BODY_SIZE } from './record-codec';
@@ -408,9 +409,10 @@ export class MessageStore implements ClientPort {
     }
   }
 
-  /** Removes ids[from..] in turn, waiting only for those that need it. */
+  /** Removes ids[from..] in turn, waiting only for those that need it, and for the next turn once this one's budget is spent (a purge's ids come in one operation). */
   private handleRemove(ids: MsgId[], from: number): Promise<void> | void {
     for (let i = from; i < ids.length; i++) {
+      if (i > from && turnBudget.spent()) return nextTurn().then(() => this.handleRemove(ids, i));
       const pending = this.removeMessage(ids[i]);
       if (pending) return pending.then(() => this.handleRemove(ids, i + 1));
     }

@@ -16,6 +16,8 @@ import { Writer } from '../../src/sidecar/frames';
 import { Op, TOKEN_BYTES } from '../../src/sidecar/protocol';
 import { setLogLevel } from '../../src/sidecar/log';
 import { SidecarServer } from '../../src/sidecar/server';
+import { BackingQueue } from '../../src/queue/backing-queue';
+import { turnBudgetEach, turnCounter } from '../turns';
 
 setLogLevel('error');
 
@@ -101,6 +103,32 @@ it('confirms persistent publishes, keeps them across a clean restart, and redeli
   expect(await fetch(c2, again.handle, true)).toEqual({ seq: 3, flags: 1, deliveryCount: 0, body: 'body-3' });
   expect(await fetch(c2, again.handle, true)).toBeUndefined();
   c2.sock.destroy();
+});
+
+describe('with the turn budget at 0 ms', () => {
+  turnBudgetEach(0);
+
+  it('takes a burst of frames over many turns (the socket held meanwhile), in order, and confirms them all', async () => {
+    const { c, q } = await newQueue();
+    const turns = turnCounter();
+    const publishedAt: Array<[number, number]> = [];
+    const spy = sinon.stub(BackingQueue.prototype, 'publish').callsFake(function (this: BackingQueue, p) {
+      publishedAt.push([p.seq, turns.now()]);
+      return spy.wrappedMethod.call(this, p);
+    });
+    try {
+      const seqs = [...Array(300).keys()];
+      for (const s of seqs) publish(c, q.handle, [s], 1 | 2); // one frame each, as the plugin sends them
+      await c.confirmed(300);
+      expect(publishedAt.map(([seq]) => seq)).toEqual(seqs);
+      expect(new Set(publishedAt.map(([, t]) => t)).size).toBeGreaterThan(100);
+      expect(await fetch(c, q.handle, true)).toEqual({ seq: 0, flags: 1, deliveryCount: 0, body: 'body-0' });
+    } finally {
+      spy.restore();
+      turns.stop();
+      c.sock.destroy();
+    }
+  });
 });
 
 /** A new queue with two persistent messages (seq 1 expiring), then its connection dropped as when the broker dies. */

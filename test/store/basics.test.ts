@@ -2,6 +2,7 @@ import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { MessageStore, StoreError } from '../../src/store';
 import { body, checkInvariants, deltasOf, mid, freshDirEach, segmentFiles } from './helpers';
+import { turnBudgetEach, turnCounter } from '../turns';
 
 describe('MessageStore basics', () => {
   const dir = freshDirEach();
@@ -342,5 +343,28 @@ describe('MessageStore basics', () => {
     let closed: Promise<Buffer | undefined> | undefined;
     expect(() => (closed = c.read(mid(1)))).not.toThrow();
     await expect(closed).rejects.toMatchObject({ code: 'STORE_CLOSED' });
+  });
+});
+
+describe('MessageStore with the turn budget at 0 ms', () => {
+  const dir = freshDirEach();
+  turnBudgetEach(0);
+
+  test('a remove of many ids goes on over several turns, and removes them all', async () => {
+    const store = await MessageStore.open({ dir: dir() });
+    const c = store.client('q');
+    const ids = Array.from({ length: 2000 }, (_, i) => mid(i));
+    ids.forEach((id, i) => c.write(id, body(i)));
+    await c.sync(ids);
+    const turns = turnCounter();
+    const before = turns.now();
+    c.remove(ids);
+    expect(await store.contains(mid(1999))).toBe(false); // applied after the remove
+    const spanned = turns.now() - before;
+    turns.stop();
+    expect(spanned).toBeGreaterThan(100);
+    expect(store.stats().messages).toBe(0);
+    await checkInvariants(store);
+    await store.close();
   });
 });
