@@ -6,7 +6,7 @@
  */
 import { fsyncDir } from '../store/fs-util';
 import { JournalEntry } from './journal-codec';
-import { SegmentJournal, overlay } from './journal-state';
+import { SegmentJournal, overlayInTurns } from './journal-state';
 import { SegmentSummary, readSegment, writeSegment } from './index-segments';
 
 /** Folds `parts` (segment → journal part) into the segment files of `dir`, keeping `segments` (what each file holds) up to date. */
@@ -18,7 +18,7 @@ export async function foldIntoSegments(
 ): Promise<void> {
   for (const n of [...parts.keys()].sort((a, b) => a - b)) {
     const live = segments.has(n) ? await readSegment(dir, n, report) : new Map<number, JournalEntry>();
-    overlay(live, parts.get(n));
+    await overlayInTurns(live, parts.get(n));
     const summary = await writeSegment(
       dir,
       n,

@@ -9,7 +9,8 @@
 import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { writeFileAtomic } from '../store/fs-util';
-import { DamagedRange, JournalEntry, RecordType, decodeRecords, encodePublish } from './journal-codec';
+import { DamagedRange, JournalEntry, RecordType, decodeRecords, encodePublishes } from './journal-codec';
+import { nextTurn, turnBudget } from '../util/turn-budget';
 
 const SUFFIX = '.seg';
 const LAYOUT = 'layout.json';
@@ -53,8 +54,8 @@ export async function listSegments(dir: string, clean = false): Promise<number[]
   return out.sort((a, b) => a - b);
 }
 
-/** Records decoded between two turns of the event loop. */
-const DECODE_SLICE = 2048;
+/** Records decoded between two checks of the turn's budget. */
+const DECODE_SLICE = 512;
 
 /**
  * Live entries of segment n keyed by seq; empty if the file is absent. A bad
@@ -73,8 +74,9 @@ export async function readSegment(dir: string, n: number, report?: DamageReport)
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return live;
     throw e;
   }
-  // In slices, the event loop free between them: a segment of 16,384
-  // records took ~30 ms to checksum and decode in one go.
+  // In slices, going on in the next turn whenever the turn's budget is spent
+  // (turn-budget.ts): a segment of 16,384 records took ~30 ms to checksum
+  // and decode in one go.
   for (let pos = 0; pos < buf.length; ) {
     const res = decodeRecords(buf, pos, DECODE_SLICE);
     for (const rec of res.records) if (rec.type === RecordType.PUBLISH) live.set(rec.entry.seq, rec.entry);
@@ -82,7 +84,7 @@ export async function readSegment(dir: string, n: number, report?: DamageReport)
       report?.(`queue index segment ${segmentFile(dir, n)}: ${d.reason} record at offset ${d.offset}; ${d.bytes} bytes skipped`, segmentFile(dir, n), d);
     }
     pos = res.end;
-    if (pos < buf.length) await new Promise<void>((resolve) => setImmediate(resolve));
+    if (pos < buf.length && turnBudget.spent()) await nextTurn();
   }
   return live;
 }
@@ -94,10 +96,11 @@ export async function writeSegment(dir: string, n: number, entries: readonly Jou
     await fsp.rm(file, { force: true });
     return summarize([]);
   }
+  const bytes = await encodePublishes(entries);
   const tmp = `${file}.tmp`;
   const fh = await fsp.open(tmp, 'w');
   try {
-    await fh.writeFile(Buffer.concat(entries.map(encodePublish)));
+    await fh.writeFile(bytes);
     await fh.sync();
   } finally {
     await fh.close();

@@ -9,6 +9,8 @@
  * CRC-framed), so one bad record never hides the good ones behind it.
  */
 import { crc32c } from '../util/crc32c';
+import { readInt64BE, readUInt64BE, writeInt64BE, writeUInt64BE } from '../util/int64';
+import { nextTurn, turnBudget } from '../util/turn-budget';
 
 export const RecordType = { PUBLISH: 1, DELIVER: 2, ACK: 3 } as const;
 
@@ -36,22 +38,47 @@ function frame(payload: Buffer): Buffer {
   return out;
 }
 
+/** Bytes of one framed publish record. */
+export const PUBLISH_RECORD_BYTES = HEADER + PUBLISH_LEN;
+
+/** Writes e's framed publish record at `off` of `out` (PUBLISH_RECORD_BYTES bytes), with no buffer of its own. */
+export function encodePublishInto(out: Buffer, off: number, e: JournalEntry): void {
+  const p = off + HEADER;
+  out[p] = RecordType.PUBLISH;
+  writeUInt64BE(out, e.seq, p + 1);
+  out[p + 9] = e.flags;
+  writeInt64BE(out, e.expiry, p + 10);
+  out.writeUInt32BE(e.size, p + 18);
+  e.id.copy(out, p + 22, 0, 16);
+  out.writeUInt32BE(PUBLISH_LEN, off);
+  out.writeUInt32BE(crc32c(out.subarray(p, p + PUBLISH_LEN)), off + 4);
+}
+
 export function encodePublish(e: JournalEntry): Buffer {
-  const p = Buffer.allocUnsafe(PUBLISH_LEN);
-  p.writeUInt8(RecordType.PUBLISH, 0);
-  p.writeBigUInt64BE(BigInt(e.seq), 1);
-  p.writeUInt8(e.flags, 9);
-  p.writeBigInt64BE(BigInt(e.expiry), 10);
-  p.writeUInt32BE(e.size, 18);
-  e.id.copy(p, 22, 0, 16);
-  return frame(p);
+  const out = Buffer.allocUnsafe(PUBLISH_RECORD_BYTES);
+  encodePublishInto(out, 0, e);
+  return out;
+}
+
+/**
+ * A queue index segment's bytes: every entry's publish record, in one buffer.
+ * A segment holds up to 16,384 entries (~10 ms to encode): the work goes on
+ * in the next turn whenever the turn's budget is spent (turn-budget.ts).
+ */
+export async function encodePublishes(entries: readonly JournalEntry[]): Promise<Buffer> {
+  const out = Buffer.allocUnsafe(entries.length * PUBLISH_RECORD_BYTES);
+  for (let i = 0; i < entries.length; i++) {
+    if ((i & 255) === 255 && turnBudget.spent()) await nextTurn();
+    encodePublishInto(out, i * PUBLISH_RECORD_BYTES, entries[i]);
+  }
+  return out;
 }
 
 export function encodeSeqs(type: typeof RecordType.DELIVER | typeof RecordType.ACK, seqs: readonly number[]): Buffer {
   const p = Buffer.allocUnsafe(1 + 4 + 8 * seqs.length);
   p.writeUInt8(type, 0);
   p.writeUInt32BE(seqs.length, 1);
-  for (let i = 0; i < seqs.length; i++) p.writeBigUInt64BE(BigInt(seqs[i]), 5 + 8 * i);
+  for (let i = 0; i < seqs.length; i++) writeUInt64BE(p, seqs[i], 5 + 8 * i);
   return frame(p);
 }
 
@@ -60,12 +87,15 @@ function decodePayload(p: Buffer): JournalRecord | undefined {
   const type = p.readUInt8(0);
   if (type === RecordType.PUBLISH) {
     if (p.length !== PUBLISH_LEN) return undefined;
+    const seq = readUInt64BE(p, 1);
+    const expiry = readInt64BE(p, 10);
+    if (seq === undefined || expiry === undefined) return undefined;
     return {
       type,
       entry: {
-        seq: Number(p.readBigUInt64BE(1)),
+        seq,
         flags: p.readUInt8(9),
-        expiry: Number(p.readBigInt64BE(10)),
+        expiry,
         size: p.readUInt32BE(18),
         id: Buffer.from(p.subarray(22, 38)),
       },
@@ -76,7 +106,11 @@ function decodePayload(p: Buffer): JournalRecord | undefined {
     const n = p.readUInt32BE(1);
     if (p.length !== 5 + 8 * n) return undefined;
     const seqs = new Array<number>(n);
-    for (let i = 0; i < n; i++) seqs[i] = Number(p.readBigUInt64BE(5 + 8 * i));
+    for (let i = 0; i < n; i++) {
+      const seq = readUInt64BE(p, 5 + 8 * i);
+      if (seq === undefined) return undefined;
+      seqs[i] = seq;
+    }
     return { type, seqs };
   }
   return undefined;

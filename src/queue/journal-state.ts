@@ -9,6 +9,7 @@
  * truncated) merges to the same result.
  */
 import { JournalEntry, JournalRecord, RecordType } from './journal-codec';
+import { nextTurn, turnBudget } from '../util/turn-budget';
 
 export const DELIVERED = 4;
 
@@ -91,16 +92,27 @@ export class JournalState {
 
 /** Applies a segment's journal part to its live entries (keyed by seq), in place. */
 export function overlay(live: Map<number, JournalEntry>, part: SegmentJournal | undefined): void {
+  if (part) for (const [seq, st] of part) overlayOne(live, seq, st);
+}
+
+/** overlay(), going on in the next turn whenever the turn's budget is spent (a fold applies up to a journal's 16,384 records to a segment). */
+export async function overlayInTurns(live: Map<number, JournalEntry>, part: SegmentJournal | undefined): Promise<void> {
   if (!part) return;
+  let i = 0;
   for (const [seq, st] of part) {
-    if (st.acked) {
-      live.delete(seq);
-    } else if (st.pub) {
-      live.set(seq, st.delivered ? { ...st.pub, flags: st.pub.flags | DELIVERED } : st.pub);
-    } else if (st.delivered) {
-      const e = live.get(seq);
-      if (e) live.set(seq, { ...e, flags: e.flags | DELIVERED });
-    }
+    if ((++i & 255) === 0 && turnBudget.spent()) await nextTurn();
+    overlayOne(live, seq, st);
+  }
+}
+
+function overlayOne(live: Map<number, JournalEntry>, seq: number, st: SeqState): void {
+  if (st.acked) {
+    live.delete(seq);
+  } else if (st.pub) {
+    live.set(seq, st.delivered ? { ...st.pub, flags: st.pub.flags | DELIVERED } : st.pub);
+  } else if (st.delivered) {
+    const e = live.get(seq);
+    if (e) live.set(seq, { ...e, flags: e.flags | DELIVERED });
   }
 }
 
