@@ -11,7 +11,7 @@ interface Entry {
 }
 
 export class WriteCache {
-  private readonly map = new Map<string, Entry>();
+  private map = new Map<string, Entry>();
   private bodyBytes = 0;
 
   add(key: string, body: Buffer): void {
@@ -43,13 +43,19 @@ export class WriteCache {
     }
   }
 
-  /** At a roll: drop everything already appended. */
+  /**
+   * At a roll: drop everything already appended. The few entries with a
+   * write pending move to a new map; deleting a file's worth of entries one
+   * by one (~16,000 of 1 KiB) held the event loop for ~10 ms at every roll.
+   */
   dropAllIdle(): void {
-    for (const [k, e] of this.map) {
-      if (e.pending === 0) {
-        this.map.delete(k);
-        this.bodyBytes -= e.body.length;
-      }
+    const old = this.map;
+    this.map = new Map();
+    this.bodyBytes = 0;
+    for (const [k, e] of old) {
+      if (e.pending === 0) continue;
+      this.map.set(k, e);
+      this.bodyBytes += e.body.length;
     }
   }
 
