@@ -536,6 +536,9 @@ interface LoopRead {
   p99Ms: number;
   maxMs: number;
   sinceMs: number;
+  /** The longest GC pause in the period, and their sum (sidecars from before 2026-12-07 do not report them). */
+  gcMaxMs?: number;
+  gcTotalMs?: number;
 }
 async function loopDelay(b: Broker): Promise<LoopRead> {
   const out = await b.ctl(['eval', 'io:format("~s", [rabbit_warren_sidecar:stats()]).'], 60_000);
@@ -552,7 +555,7 @@ interface Sample {
   row: string;
   run: number;
   metrics: Metrics;
-  loop?: { p99Ms: number; maxMs: number; sinceMs: number };
+  loop?: { p99Ms: number; maxMs: number; sinceMs: number; gcMaxMs?: number; gcTotalMs?: number };
 }
 
 function median(xs: number[]): number {
@@ -614,14 +617,14 @@ async function runVersion(series: string, samples: Sample[], meta: Record<string
           const out = await load.run(ctx);
           for (const [row, metrics] of Object.entries(out)) {
             const lr = loopOf.get(row);
-            samples.push({ series, target, row, run: run + 1, metrics, loop: lr ? { p99Ms: lr.p99Ms, maxMs: lr.maxMs, sinceMs: Math.round(lr.sinceMs) } : undefined });
+            samples.push({ series, target, row, run: run + 1, metrics, loop: lr ? { p99Ms: lr.p99Ms, maxMs: lr.maxMs, sinceMs: Math.round(lr.sinceMs), gcMaxMs: lr.gcMaxMs, gcTotalMs: lr.gcTotalMs } : undefined });
             const main = ROW_METRICS.find((m) => m.row === row)!;
             const fig = ROW_METRICS.filter((m) => m.row === row)
               .map((m) => `${m.metric} ${metrics[m.metric]}`)
               .join(', ');
             log(
               `${series} run ${run + 1} ${target.padEnd(12)} ${row.padEnd(20)} ${fig}${main.throughput && metrics.MBPerSec !== undefined && load.bodyBytes > KiB ? ` (${metrics.MBPerSec} MB/s)` : ''}` +
-                `${lr ? ` | sidecar loop p99 ${lr.p99Ms} ms max ${lr.maxMs} ms${lr.maxMs > 20 ? ' STALL > 20 ms' : ''}` : ''} [${seconds(t).toFixed(1)} s]`,
+                `${lr ? ` | sidecar loop p99 ${lr.p99Ms} ms max ${lr.maxMs} ms${lr.maxMs > 20 ? ' STALL > 20 ms' : ''}${lr.gcMaxMs !== undefined ? `, longest GC ${lr.gcMaxMs} ms` : ''}` : ''} [${seconds(t).toFixed(1)} s]`,
             );
           }
         }
@@ -649,7 +652,7 @@ interface Summary {
   row: string;
   medians: Metrics;
   runs: Record<string, number[]>;
-  loopDelay?: { p99Ms: number[]; maxMs: number[]; maxOfMaxMs: number; stall: boolean };
+  loopDelay?: { p99Ms: number[]; maxMs: number[]; maxOfMaxMs: number; stall: boolean; gcMaxOfMaxMs?: number };
 }
 
 function summarize(samples: Sample[], versions: Map<string, string>): Summary[] {
@@ -675,7 +678,13 @@ function summarize(samples: Sample[], versions: Map<string, string>): Summary[] 
       medians,
       runs: runsOf,
       loopDelay: loops.length
-        ? { p99Ms: loops.map((l) => l.p99Ms), maxMs: loops.map((l) => l.maxMs), maxOfMaxMs: Math.max(...loops.map((l) => l.maxMs)), stall: loops.some((l) => l.maxMs > 20) }
+        ? {
+            p99Ms: loops.map((l) => l.p99Ms),
+            maxMs: loops.map((l) => l.maxMs),
+            maxOfMaxMs: Math.max(...loops.map((l) => l.maxMs)),
+            stall: loops.some((l) => l.maxMs > 20),
+            gcMaxOfMaxMs: loops.every((l) => l.gcMaxMs !== undefined) ? Math.max(...loops.map((l) => l.gcMaxMs!)) : undefined,
+          }
         : undefined,
     });
   }
@@ -872,12 +881,12 @@ function readme(sums: Summary[], crit: Criterion[], meta: Record<string, unknown
     }
     const loops = sums.filter((s) => s.series === series && s.loopDelay);
     if (loops.length) {
-      lines.push('', 'Sidecar event-loop delay per load (p99 median of the runs / worst max, ms):', '');
+      lines.push('', 'Sidecar event-loop delay per load (p99 median of the runs / worst max, ms; in brackets the longest GC pause of the main thread in any run):', '');
       lines.push(`| load | ${ts.filter(isWarren).map((t) => TARGET_TITLE[t]).join(' | ')} |`, `| --- | ${ts.filter(isWarren).map(() => '---:').join(' | ')} |`);
       for (const row of [...new Set(loops.map((s) => s.row))]) {
         const cells = ts.filter(isWarren).map((t) => {
           const l = loops.find((s) => s.target === t && s.row === row)?.loopDelay;
-          return l ? `${median(l.p99Ms)} / ${l.maxOfMaxMs}${l.stall ? ' **> 20**' : ''}` : '–';
+          return l ? `${median(l.p99Ms)} / ${l.maxOfMaxMs}${l.stall ? ' **> 20**' : ''}${l.gcMaxOfMaxMs !== undefined ? ` (GC ${l.gcMaxOfMaxMs})` : ''}` : '–';
         });
         lines.push(`| ${row} | ${cells.join(' | ')} |`);
       }
