@@ -540,11 +540,59 @@ interface LoopRead {
   gcMaxMs?: number;
   gcTotalMs?: number;
 }
-async function loopDelay(b: Broker): Promise<LoopRead> {
+async function loopDelay(b: Broker): Promise<LoopRead & { pid: number }> {
   const out = await b.ctl(['eval', 'io:format("~s", [rabbit_warren_sidecar:stats()]).'], 60_000);
-  const stats = JSON.parse(out.slice(out.indexOf('{'), out.lastIndexOf('}') + 1)) as { eventLoopDelay?: LoopRead };
+  const stats = JSON.parse(out.slice(out.indexOf('{'), out.lastIndexOf('}') + 1)) as { pid: number; eventLoopDelay?: LoopRead };
   if (!stats.eventLoopDelay) throw new Error('the sidecar stats have no eventLoopDelay (is dist/ built from the current sources?)');
-  return stats.eventLoopDelay;
+  return { ...stats.eventLoopDelay, pid: stats.pid };
+}
+
+/** CPU seconds (user + system, all threads) a process has used, from /proc/<pid>/stat; 0 if it is gone. */
+function cpuSeconds(pid: number | null | undefined): number {
+  if (!pid) return 0;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
+}
+/** USER_HZ: what /proc counts CPU time in (100 on Linux everywhere in practice). */
+const CLOCK_TICKS = 100;
+
+/** Where the CPU of a load's measured part went: the broker's VM, the sidecar (Warren), this load generator; percent of one core. */
+interface CpuSplit {
+  vmPct: number;
+  sidecarPct?: number;
+  clientPct: number;
+}
+class CpuMeter {
+  private t0 = 0n;
+  private vm0 = 0;
+  private sc0 = 0;
+  private cl0 = 0;
+  constructor(
+    private readonly vmPid: () => number | null,
+    private readonly sidecarPid: () => number | undefined,
+  ) {}
+  start(): void {
+    this.vm0 = cpuSeconds(this.vmPid());
+    this.sc0 = cpuSeconds(this.sidecarPid());
+    const u = process.cpuUsage();
+    this.cl0 = (u.user + u.system) / 1e6;
+    this.t0 = process.hrtime.bigint();
+  }
+  read(): CpuSplit {
+    const wall = seconds(this.t0);
+    const u = process.cpuUsage();
+    const pct = (x: number) => Math.round((100 * x) / wall);
+    return {
+      vmPct: pct(cpuSeconds(this.vmPid()) - this.vm0),
+      sidecarPct: this.sidecarPid() ? pct(cpuSeconds(this.sidecarPid()) - this.sc0) : undefined,
+      clientPct: pct((u.user + u.system) / 1e6 - this.cl0),
+    };
+  }
 }
 
 // ---------------------------------------------------------------- run
@@ -556,6 +604,7 @@ interface Sample {
   run: number;
   metrics: Metrics;
   loop?: { p99Ms: number; maxMs: number; sinceMs: number; gcMaxMs?: number; gcTotalMs?: number };
+  cpu?: CpuSplit;
 }
 
 function median(xs: number[]): number {
@@ -596,6 +645,10 @@ async function runVersion(series: string, samples: Sample[], meta: Record<string
         const b = await use(nodeOf(target));
         const warren = isWarren(target);
         const loopOf = new Map<string, LoopRead>();
+        const cpuOf = new Map<string, CpuSplit>();
+        let sidecarPid: number | undefined;
+        const vmPid = b.beamPid();
+        const meter = new CpuMeter(() => vmPid, () => sidecarPid);
         const ctx: Ctx = {
           b,
           url: `amqp://guest:guest@127.0.0.1:${b.amqpPort}`,
@@ -603,9 +656,11 @@ async function runVersion(series: string, samples: Sample[], meta: Record<string
           qargs: target === 'v1' ? { 'x-queue-version': 1 } : target === 'v2' ? { 'x-queue-version': 2 } : {},
           tag: `${target}-r${run + 1}`,
           loopReset: async () => {
-            if (warren) await loopDelay(b); // discards the period before the load
+            if (warren) sidecarPid = (await loopDelay(b)).pid; // discards the period before the load
+            meter.start();
           },
           loop: async (row) => {
+            cpuOf.set(row, meter.read());
             if (!warren) return;
             const r = await loopDelay(b);
             loopOf.set(row, r);
@@ -617,13 +672,15 @@ async function runVersion(series: string, samples: Sample[], meta: Record<string
           const out = await load.run(ctx);
           for (const [row, metrics] of Object.entries(out)) {
             const lr = loopOf.get(row);
-            samples.push({ series, target, row, run: run + 1, metrics, loop: lr ? { p99Ms: lr.p99Ms, maxMs: lr.maxMs, sinceMs: Math.round(lr.sinceMs), gcMaxMs: lr.gcMaxMs, gcTotalMs: lr.gcTotalMs } : undefined });
+            const cpu = cpuOf.get(row);
+            samples.push({ series, target, row, run: run + 1, metrics, loop: lr ? { p99Ms: lr.p99Ms, maxMs: lr.maxMs, sinceMs: Math.round(lr.sinceMs), gcMaxMs: lr.gcMaxMs, gcTotalMs: lr.gcTotalMs } : undefined, cpu });
             const main = ROW_METRICS.find((m) => m.row === row)!;
             const fig = ROW_METRICS.filter((m) => m.row === row)
               .map((m) => `${m.metric} ${metrics[m.metric]}`)
               .join(', ');
             log(
               `${series} run ${run + 1} ${target.padEnd(12)} ${row.padEnd(20)} ${fig}${main.throughput && metrics.MBPerSec !== undefined && load.bodyBytes > KiB ? ` (${metrics.MBPerSec} MB/s)` : ''}` +
+                `${cpu ? ` | CPU VM ${cpu.vmPct}%${cpu.sidecarPct !== undefined ? ` sidecar ${cpu.sidecarPct}%` : ''} client ${cpu.clientPct}%` : ''}` +
                 `${lr ? ` | sidecar loop p99 ${lr.p99Ms} ms max ${lr.maxMs} ms${lr.maxMs > 20 ? ' STALL > 20 ms' : ''}${lr.gcMaxMs !== undefined ? `, longest GC ${lr.gcMaxMs} ms` : ''}` : ''} [${seconds(t).toFixed(1)} s]`,
             );
           }
@@ -653,6 +710,8 @@ interface Summary {
   medians: Metrics;
   runs: Record<string, number[]>;
   loopDelay?: { p99Ms: number[]; maxMs: number[]; maxOfMaxMs: number; stall: boolean; gcMaxOfMaxMs?: number };
+  /** Medians of the runs' CPU split (runs from before 2026-12-07 afternoon have none). */
+  cpu?: CpuSplit;
 }
 
 function summarize(samples: Sample[], versions: Map<string, string>): Summary[] {
@@ -670,6 +729,8 @@ function summarize(samples: Sample[], versions: Map<string, string>): Summary[] 
     const medians: Metrics = {};
     for (const [m, vs] of Object.entries(runsOf)) medians[m] = r2(median(vs));
     const loops = group.map((s) => s.loop).filter((l): l is NonNullable<Sample['loop']> => l !== undefined);
+    const cpus = group.map((s) => s.cpu).filter((c): c is CpuSplit => c !== undefined);
+    const sc = cpus.map((c) => c.sidecarPct).filter((x): x is number => x !== undefined);
     out.push({
       series,
       rabbitmq: versions.get(series) ?? series,
@@ -685,6 +746,9 @@ function summarize(samples: Sample[], versions: Map<string, string>): Summary[] 
             stall: loops.some((l) => l.maxMs > 20),
             gcMaxOfMaxMs: loops.every((l) => l.gcMaxMs !== undefined) ? Math.max(...loops.map((l) => l.gcMaxMs!)) : undefined,
           }
+        : undefined,
+      cpu: cpus.length
+        ? { vmPct: median(cpus.map((c) => c.vmPct)), sidecarPct: sc.length ? median(sc) : undefined, clientPct: median(cpus.map((c) => c.clientPct)) }
         : undefined,
     });
   }
@@ -878,6 +942,28 @@ function readme(sums: Summary[], crit: Criterion[], meta: Record<string, unknown
         return x === null ? '–' : `${x}×`;
       });
       lines.push(`| ${rm.label} (${rm.unit}) | ${cells.join(' | ')} | ${rat.join(' | ')} |`);
+    }
+    const withCpu = sums.filter((s) => s.series === series && s.cpu && ROW_METRICS.some((m) => m.row === s.row && m.throughput));
+    if (withCpu.length) {
+      lines.push(
+        '',
+        'CPU per message of each throughput load (µs of CPU per message, or per delivery for fanout3-drain; medians of the runs): the broker\'s VM + the sidecar = the store\'s side, ' +
+          'then the load generator; in brackets the same as % of one core over the load (2 cores in all, shared by every process). From /proc/<pid>/stat between the start and the end of the measured part.',
+        '',
+      );
+      lines.push(`| load | ${ts.map((t) => TARGET_TITLE[t]).join(' | ')} |`, `| --- | ${ts.map(() => '---').join(' | ')} |`);
+      for (const row of [...new Set(withCpu.map((s) => s.row))]) {
+        const cells = ts.map((t) => {
+          const sm = withCpu.find((s) => s.target === t && s.row === row);
+          const rate = sm?.medians.msgPerSec;
+          if (!sm?.cpu || !rate) return '–';
+          const us = (pct: number) => Math.round((pct / 100 / rate) * 1e6);
+          const store = sm.cpu.sidecarPct !== undefined ? `${us(sm.cpu.vmPct)} + ${us(sm.cpu.sidecarPct)} = ${us(sm.cpu.vmPct + sm.cpu.sidecarPct)}` : `${us(sm.cpu.vmPct)}`;
+          const pcts = sm.cpu.sidecarPct !== undefined ? `${sm.cpu.vmPct}% + ${sm.cpu.sidecarPct}%` : `${sm.cpu.vmPct}%`;
+          return `${store}; client ${us(sm.cpu.clientPct)} (${pcts}; ${sm.cpu.clientPct}%)`;
+        });
+        lines.push(`| ${row} | ${cells.join(' | ')} |`);
+      }
     }
     const loops = sums.filter((s) => s.series === series && s.loopDelay);
     if (loops.length) {
