@@ -265,6 +265,7 @@ export class MessageStore implements ClientPort {
     store.writer = await SegmentWriter.open(o.dir, s.current, s.currentSize, {
       bufferLimit: o.tuning.writeBufferSize,
       onError: (e) => store.fail(e),
+      onWritten: (file, offset) => store.writeCache.reached(file, offset),
     });
     await fsyncDir(o.dir);
     // Files without a hint get one in the background (those a rebuild just
@@ -421,7 +422,7 @@ export class MessageStore implements ClientPort {
 
   private handleWrite(id: MsgId, key: string, body: Buffer): Promise<void> | void {
     this.writeCache.written(key);
-    return this.located(id, (loc, exact) => this.writeLocated(id, body, loc, exact));
+    return this.located(id, (loc, exact) => this.writeLocated(id, key, body, loc, exact));
   }
 
   /**
@@ -441,13 +442,14 @@ export class MessageStore implements ClientPort {
     else return this.index.updateFields(id, { refCount: loc.refCount + delta });
   }
 
-  private writeLocated(id: MsgId, body: Buffer, loc: MsgLocation | undefined, exact: boolean): Promise<void> | void {
+  private writeLocated(id: MsgId, key: string, body: Buffer, loc: MsgLocation | undefined, exact: boolean): Promise<void> | void {
     if (loc) return this.addRefs(id, loc, 1, exact);
     if (this.failure !== undefined) return;
     const header = encodeHeader(id, body);
     const totalSize = header.length + body.length;
     const w = this.writer;
     const offset = w.append(header, body);
+    this.writeCache.appended(key, w.file, offset + totalSize);
     this.appended?.add(id, offset, totalSize);
     this.index.insert(id, { refCount: 1, file: w.file, offset, totalSize });
     this.files.appended(this.files.get(w.file)!, offset, totalSize);
@@ -473,6 +475,7 @@ export class MessageStore implements ClientPort {
     const w = await SegmentWriter.open(this.dir, next, 0, {
       bufferLimit: this.opts.writeBufferSize,
       onError: (e) => this.fail(e),
+      onWritten: (file, offset) => this.writeCache.reached(file, offset),
     });
     await fsyncDir(this.dir);
     this.files.rolled(old.file, next);

@@ -55,6 +55,7 @@ export class SegmentWriter {
     size: number,
     private readonly bufferLimit: number,
     private readonly onError: (e: unknown) => void,
+    private readonly onWritten?: (file: number, offset: number) => void,
   ) {
     this.size = size;
     this.writtenOffset = size;
@@ -66,7 +67,12 @@ export class SegmentWriter {
     dir: string,
     file: number,
     size: number,
-    opts: { bufferLimit: number; onError: (e: unknown) => void },
+    opts: {
+      bufferLimit: number;
+      onError: (e: unknown) => void;
+      /** Called each time `writtenOffset` moves: every byte below `offset` has reached the OS. */
+      onWritten?: (file: number, offset: number) => void;
+    },
   ): Promise<SegmentWriter> {
     const p = segmentPath(dir, file);
     let fh: fsp.FileHandle;
@@ -87,7 +93,7 @@ export class SegmentWriter {
       await fh.close();
       throw e;
     }
-    return new SegmentWriter(file, fh, size, opts.bufferLimit, opts.onError);
+    return new SegmentWriter(file, fh, size, opts.bufferLimit, opts.onError, opts.onWritten);
   }
 
   /** Appends a record (header ‖ body); returns its offset. Never blocks. */
@@ -112,6 +118,7 @@ export class SegmentWriter {
       const issued = this.writeOut();
       this.chain = Promise.all([this.chain, issued]).then(() => {
         this.writtenOffset = end;
+        this.onWritten?.(this.file, end);
       });
     }
     return this.chain;

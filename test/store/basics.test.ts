@@ -40,6 +40,25 @@ describe('MessageStore basics', () => {
     await again.close();
   });
 
+  test('a body is served from memory until its record reaches the file, then from the file', async () => {
+    const store = await MessageStore.open({ dir: dir() });
+    const c = store.client('q');
+    c.write(mid(1), body(1, 64 * 1024));
+    expect(await c.read(mid(1))).toEqual(body(1, 64 * 1024));
+    expect(store.stats().readSources).toEqual({ dedup: 0, writeCache: 1, file: 0 });
+    c.write(mid(2), body(2));
+    c.write(mid(2), body(2));
+    await c.sync([mid(1), mid(2)]);
+    // Written (and fsynced): the cache let go of both, long before the 16 MiB file rolls.
+    expect(store.stats().writeCacheEntries).toBe(0);
+    expect(store.stats().writeCacheBytes).toBe(0);
+    expect(await c.read(mid(1))).toEqual(body(1, 64 * 1024));
+    expect(await c.read(mid(2))).toEqual(body(2));
+    expect(store.stats().readSources).toEqual({ dedup: 0, writeCache: 1, file: 2 });
+    await checkInvariants(store);
+    await store.close();
+  });
+
   test('ref counting across clients', async () => {
     const store = await MessageStore.open({ dir: dir() });
     const a = store.client('a');
