@@ -12,7 +12,7 @@ import { Broker } from '../src/cli/broker';
 import { PluginEnv } from '../src/cli/node-config';
 import { stageInstall } from '../src/cli/plugin-build';
 import { freePort } from '../src/cli/ports';
-import { collect, rabbitmqSeries } from './harness';
+import { broker, collect, rabbitmqSeries } from './harness';
 
 let base: string;
 const started: Broker[] = [];
@@ -47,13 +47,14 @@ afterAll(async () => {
 });
 
 it('a node whose rabbitmq_warren settings are not valid does not start, and its log names each bad key and value', async () => {
-  const { b } = await node('bad', { file_size_limit: 100, durability: 'sometimes', read_ahed: 3, call_timeout: 2 ** 32, sidecar_args: ['--queue-window', 'lots'] });
+  const { b } = await node('bad', { file_size_limit: 100, durability: 'sometimes', read_ahed: 3, call_timeout: 2 ** 32, sidecar_old_space_mb: -5, sidecar_args: ['--queue-window', 'lots'] });
   await expect(b.start()).rejects.toThrow(/did not start: the server exited/);
   const log = fs.readFileSync(b.logFile, 'utf8');
   expect(log).toContain('Warren: setting rabbitmq_warren.file_size_limit = 100 is not valid: it must be an integer from 65536 to 1073741824');
   expect(log).toContain('Warren: setting rabbitmq_warren.durability = "sometimes" is not valid: it must be one of fsync, write');
   expect(log).toContain('Warren: unknown setting rabbitmq_warren.read_ahed = 3');
   expect(log).toContain('Warren: setting rabbitmq_warren.call_timeout = 4294967296 is not valid: it must be an integer from 1 to 2147483647');
+  expect(log).toContain('Warren: setting rabbitmq_warren.sidecar_old_space_mb = -5 is not valid: it must be an integer from 0 to 65536');
   expect(log).toContain('Warren: setting rabbitmq_warren.sidecar_args: --queue-window "lots" is not valid (setting queue_window): it must be an integer of at least 1');
   // Stopped before the sidecar: nothing was started on the bad settings.
   expect(log).not.toMatch(/Warren: started sidecar/);
@@ -93,7 +94,7 @@ it('a sidecar that refuses at once, before the boot step waits for it, stops the
 });
 
 it("settings given in advanced.config reach the sidecar's command line and take effect", async () => {
-  const { b, url } = await node('good', { durability: 'write', write_sync_interval_ms: 150, queue_window: 256, index: 'memory', read_ahead: 8 });
+  const { b, url } = await node('good', { durability: 'write', write_sync_interval_ms: 150, queue_window: 256, index: 'memory', read_ahead: 8, sidecar_old_space_mb: 96 });
   await b.start();
   const log = fs.readFileSync(b.logFile, 'utf8');
   // The sidecar logs what it runs with; its own command line carries the flags.
@@ -102,6 +103,10 @@ it("settings given in advanced.config reach the sidecar's command line and take 
   const pid = Number(/Warren: started sidecar .* \(pid (\d+)\)/.exec(log)?.[1]);
   const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
   expect(argv.join(' ')).toContain('--durability write --write-sync-interval-ms 150 --index memory --queue-window 256');
+  // Node's own flag goes before the script: after it, node would hand it to the sidecar.
+  expect(argv.indexOf('--initial-old-space-size=96')).toBeGreaterThan(0);
+  expect(argv.indexOf('--initial-old-space-size=96')).toBeLessThan(argv.findIndex((a) => a.endsWith('main.js')));
+  expect(log).toMatch(/Warren: started sidecar \S+ --initial-old-space-size=96 \S+main\.js \(pid/);
   expect(await b.ctl(['eval', 'rabbit_warren_config:get(read_ahead).'])).toMatch(/^8\s*$/);
   expect(await b.ctl(['eval', 'rabbit_warren_config:get(read_ahead_bytes).'])).toMatch(/^1048576\s*$/);
 
@@ -120,4 +125,13 @@ it("settings given in advanced.config reach the sidecar's command line and take 
     await conn.close();
   }
   await b.stop();
+});
+
+it("by default the sidecar runs with plugin.json's V8 old-space size (sidecar_old_space_mb: 128)", async () => {
+  const b = broker();
+  expect(await b.ctl(['eval', 'rabbit_warren_config:get(sidecar_old_space_mb).'])).toMatch(/^128\s*$/);
+  const [pid] = b.sidecarPids();
+  const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  expect(argv[1]).toBe('--initial-old-space-size=128');
+  expect(argv[2]).toMatch(/main\.js$/);
 });

@@ -527,6 +527,13 @@ sidecar_exited(Status, St) ->
     schedule_restart(St1).
 
 
+%% Node's own flags, before the sidecar's script.
+node_flags() ->
+    case rabbit_warren_config:get(sidecar_old_space_mb) of
+        0 -> [];
+        Mb -> ["--initial-old-space-size=" ++ integer_to_list(Mb)]
+    end.
+
 start_port(St = #st{sock_path = Path, starts = N}) ->
     Node = rabbit_warren_config:get(node_executable),
     Entry = rabbit_warren_config:get(sidecar_entry),
@@ -535,8 +542,10 @@ start_port(St = #st{sock_path = Path, starts = N}) ->
               _ -> os:find_executable(Node)
           end,
     Settings = rabbit_warren_config:sidecar_args(),
-    Args = [Entry, "--socket", Path, "--data-dir", data_dir(),
-            "--max-frame", integer_to_list(max_frame())] ++ Settings,
+    NodeFlags = node_flags(),
+    Args = NodeFlags ++
+        [Entry, "--socket", Path, "--data-dir", data_dir(),
+         "--max-frame", integer_to_list(max_frame())] ++ Settings,
     Token = crypto:strong_rand_bytes(?TOKEN_BYTES),
     try
         true = is_list(Exe) andalso is_list(Entry),
@@ -548,7 +557,7 @@ start_port(St = #st{sock_path = Path, starts = N}) ->
         true = port_command(Port, [string:lowercase(binary:encode_hex(Token)), $\n]),
         rabbit_log:info("Warren: started sidecar ~ts ~ts (pid ~b); durable classic queues keep "
                         "their messages under ~ts/<vhost>/warren; settings given: ~ts",
-                        [Exe, Entry, OsPid, rabbit_vhost_dir_base(),
+                        [Exe, lists:join(" ", NodeFlags ++ [Entry]), OsPid, rabbit_vhost_dir_base(),
                          case Settings of
                              [] -> "none (plugin.json's defaults)";
                              _ -> lists:join(" ", Settings)
