@@ -561,17 +561,37 @@ function cpuSeconds(pid: number | null | undefined): number {
 /** USER_HZ: what /proc counts CPU time in (100 on Linux everywhere in practice). */
 const CLOCK_TICKS = 100;
 
+/**
+ * Seconds a process's main thread has run on a CPU and waited, runnable, on
+ * a run queue for one (/proc/<pid>/task/<pid>/schedstat); undefined if it is gone.
+ * A loop delay is late turns; the wait says how much of that lateness was
+ * the thread ready to run with no CPU free.
+ */
+function mainThreadSched(pid: number | null | undefined): { run: number; wait: number } | undefined {
+  if (!pid) return undefined;
+  try {
+    const [run, wait] = fs.readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').trim().split(' ').map(Number);
+    return { run: run / 1e9, wait: wait / 1e9 };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Where the CPU of a load's measured part went: the broker's VM, the sidecar (Warren), this load generator; percent of one core. */
 interface CpuSplit {
   vmPct: number;
   sidecarPct?: number;
   clientPct: number;
+  /** The sidecar's main thread (its event loop): % of the load's time on a CPU, and % runnable but waiting for one. */
+  sidecarMainRunPct?: number;
+  sidecarMainWaitPct?: number;
 }
 class CpuMeter {
   private t0 = 0n;
   private vm0 = 0;
   private sc0 = 0;
   private cl0 = 0;
+  private sched0: { run: number; wait: number } | undefined;
   constructor(
     private readonly vmPid: () => number | null,
     private readonly sidecarPid: () => number | undefined,
@@ -579,6 +599,7 @@ class CpuMeter {
   start(): void {
     this.vm0 = cpuSeconds(this.vmPid());
     this.sc0 = cpuSeconds(this.sidecarPid());
+    this.sched0 = mainThreadSched(this.sidecarPid());
     const u = process.cpuUsage();
     this.cl0 = (u.user + u.system) / 1e6;
     this.t0 = process.hrtime.bigint();
@@ -587,10 +608,13 @@ class CpuMeter {
     const wall = seconds(this.t0);
     const u = process.cpuUsage();
     const pct = (x: number) => Math.round((100 * x) / wall);
+    const sched = this.sched0 && mainThreadSched(this.sidecarPid());
     return {
       vmPct: pct(cpuSeconds(this.vmPid()) - this.vm0),
       sidecarPct: this.sidecarPid() ? pct(cpuSeconds(this.sidecarPid()) - this.sc0) : undefined,
       clientPct: pct((u.user + u.system) / 1e6 - this.cl0),
+      sidecarMainRunPct: sched && this.sched0 ? pct(sched.run - this.sched0.run) : undefined,
+      sidecarMainWaitPct: sched && this.sched0 ? pct(sched.wait - this.sched0.wait) : undefined,
     };
   }
 }
@@ -681,7 +705,8 @@ async function runVersion(series: string, samples: Sample[], meta: Record<string
             log(
               `${series} run ${run + 1} ${target.padEnd(12)} ${row.padEnd(20)} ${fig}${main.throughput && metrics.MBPerSec !== undefined && load.bodyBytes > KiB ? ` (${metrics.MBPerSec} MB/s)` : ''}` +
                 `${cpu ? ` | CPU VM ${cpu.vmPct}%${cpu.sidecarPct !== undefined ? ` sidecar ${cpu.sidecarPct}%` : ''} client ${cpu.clientPct}%` : ''}` +
-                `${lr ? ` | sidecar loop p99 ${lr.p99Ms} ms max ${lr.maxMs} ms${lr.maxMs > 20 ? ' STALL > 20 ms' : ''}${lr.gcMaxMs !== undefined ? `, longest GC ${lr.gcMaxMs} ms` : ''}` : ''} [${seconds(t).toFixed(1)} s]`,
+                `${lr ? ` | sidecar loop p99 ${lr.p99Ms} ms max ${lr.maxMs} ms${lr.maxMs > 20 ? ' STALL > 20 ms' : ''}${lr.gcMaxMs !== undefined ? `, longest GC ${lr.gcMaxMs} ms` : ''}` : ''}` +
+                `${cpu?.sidecarMainWaitPct !== undefined ? `, main thread ran ${cpu.sidecarMainRunPct}% waited for a CPU ${cpu.sidecarMainWaitPct}%` : ''} [${seconds(t).toFixed(1)} s]`,
             );
           }
         }
@@ -731,6 +756,9 @@ function summarize(samples: Sample[], versions: Map<string, string>): Summary[] 
     const loops = group.map((s) => s.loop).filter((l): l is NonNullable<Sample['loop']> => l !== undefined);
     const cpus = group.map((s) => s.cpu).filter((c): c is CpuSplit => c !== undefined);
     const sc = cpus.map((c) => c.sidecarPct).filter((x): x is number => x !== undefined);
+    const defined = (xs: (number | undefined)[]) => xs.filter((x): x is number => x !== undefined);
+    const mainRun = defined(cpus.map((c) => c.sidecarMainRunPct));
+    const mainWait = defined(cpus.map((c) => c.sidecarMainWaitPct));
     out.push({
       series,
       rabbitmq: versions.get(series) ?? series,
@@ -748,7 +776,13 @@ function summarize(samples: Sample[], versions: Map<string, string>): Summary[] 
           }
         : undefined,
       cpu: cpus.length
-        ? { vmPct: median(cpus.map((c) => c.vmPct)), sidecarPct: sc.length ? median(sc) : undefined, clientPct: median(cpus.map((c) => c.clientPct)) }
+        ? {
+            vmPct: median(cpus.map((c) => c.vmPct)),
+            sidecarPct: sc.length ? median(sc) : undefined,
+            clientPct: median(cpus.map((c) => c.clientPct)),
+            sidecarMainRunPct: mainRun.length ? median(mainRun) : undefined,
+            sidecarMainWaitPct: mainWait.length ? median(mainWait) : undefined,
+          }
         : undefined,
     });
   }
@@ -967,12 +1001,22 @@ function readme(sums: Summary[], crit: Criterion[], meta: Record<string, unknown
     }
     const loops = sums.filter((s) => s.series === series && s.loopDelay);
     if (loops.length) {
-      lines.push('', 'Sidecar event-loop delay per load (p99 median of the runs / worst max, ms; in brackets the longest GC pause of the main thread in any run):', '');
+      lines.push(
+        '',
+        'Sidecar event-loop delay per load (p99 median of the runs / worst max, ms; in brackets the longest GC pause of the main thread in any run, ' +
+          'then the main thread\'s time on a CPU and runnable but waiting for one, % of the load, medians; from /proc/<pid>/task/<pid>/schedstat):',
+        '',
+      );
       lines.push(`| load | ${ts.filter(isWarren).map((t) => TARGET_TITLE[t]).join(' | ')} |`, `| --- | ${ts.filter(isWarren).map(() => '---:').join(' | ')} |`);
       for (const row of [...new Set(loops.map((s) => s.row))]) {
         const cells = ts.filter(isWarren).map((t) => {
-          const l = loops.find((s) => s.target === t && s.row === row)?.loopDelay;
-          return l ? `${median(l.p99Ms)} / ${l.maxOfMaxMs}${l.stall ? ' **> 20**' : ''}${l.gcMaxOfMaxMs !== undefined ? ` (GC ${l.gcMaxOfMaxMs})` : ''}` : '–';
+          const sm = loops.find((s) => s.target === t && s.row === row);
+          const l = sm?.loopDelay;
+          const c = sm?.cpu;
+          const sched = c?.sidecarMainRunPct !== undefined ? `; ran ${c.sidecarMainRunPct}%, waited ${c.sidecarMainWaitPct}%` : '';
+          const gc = l?.gcMaxOfMaxMs !== undefined ? `GC ${l.gcMaxOfMaxMs}` : '';
+          const brackets = gc || sched ? ` (${gc}${gc ? sched : sched.slice(2)})` : '';
+          return l ? `${median(l.p99Ms)} / ${l.maxOfMaxMs}${l.stall ? ' **> 20**' : ''}${brackets}` : '–';
         });
         lines.push(`| ${row} | ${cells.join(' | ')} |`);
       }
