@@ -19,12 +19,15 @@
  *
  *   npm run bench -- broker [--rabbitmq 3.10,4.0] [--targets v1,v2,warren-fsync,warren-write]
  *                           [--runs 3] [--backlog 100000] [--scale 1] [--loads id,id,...]
- *                           [--out broker] [--profile] [--report-only]
+ *                           [--out broker] [--profile] [--no-warmup] [--report-only]
  *
  * Each run measures every target once, the order rotated from run to run
  * (run 1: A B C D, run 2: B C D A, ...); a target's loads run on its own node
  * while every other node of the version is stopped. Medians of the runs are
- * reported. --loads takes load ids (fanout3-1k for both fan-out rows; the
+ * reported. A node, once started, first runs an unmeasured warm-up (WARMUP
+ * below, every target alike): a sidecar's JavaScript runs its first seconds
+ * slower than after (1 KiB loads ~25% slower in their first pass), and a
+ * broker runs for days, not seconds. --no-warmup measures from the start. --loads takes load ids (fanout3-1k for both fan-out rows; the
  * others as listed above). --scale multiplies the message counts of the throughput loads
  * (not the backlog's N: --backlog). Results: bench/results/<out>.json and
  * <out>.svg; with the default --out the "## `npm run bench -- broker`"
@@ -68,6 +71,7 @@ const backlogN = Math.round(positiveOption('backlog', 100_000));
 const scale = positiveOption('scale', 1);
 const outName = option('out') ?? 'broker';
 const profile = args.includes('--profile');
+const warmup = !args.includes('--no-warmup');
 const seriesList = (option('rabbitmq') ?? '3.10,4.0').split(',').filter(Boolean);
 const targetsWanted = (option('targets') ?? ALL_TARGETS.join(',')).split(',').filter(Boolean) as Target[];
 for (const t of targetsWanted) if (!ALL_TARGETS.includes(t)) throw new Error(`--targets: unknown target ${t} (known: ${ALL_TARGETS.join(', ')})`);
@@ -139,6 +143,28 @@ async function consumeN(ch: amqp.Channel, queues: string[], n: number, expectedB
 
 const rate = (n: number, secs: number) => Math.round(n / secs);
 const mbs = (n: number, bytes: number, secs: number) => Math.round((n * bytes) / 2 ** 20 / secs * 10) / 10;
+
+/** The warm-up of a freshly started node: each size published with confirms (256 in flight) and consumed, on a queue of the target's kind, deleted after. */
+const WARMUP = [
+  { bodyBytes: KiB, count: 20_000 },
+  { bodyBytes: 64 * KiB, count: 1_000 },
+];
+
+async function warmUp(url: string, qargs: Record<string, unknown>): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  await withConn(url, async (c) => {
+    const pub = await c.createConfirmChannel();
+    const ch = await c.createChannel();
+    for (const w of WARMUP) {
+      const q = `warmup-${w.bodyBytes}`;
+      await fresh(pub, q, qargs);
+      await publishWindow(pub, '', q, body(w.bodyBytes), w.count, 256);
+      await consumeN(ch, [q], w.count, w.bodyBytes);
+      await pub.deleteQueue(q);
+    }
+  });
+  return seconds(t0);
+}
 
 async function withConn<T>(url: string, f: (c: amqp.ChannelModel) => Promise<T>): Promise<T> {
   const c = await amqp.connect(url);
@@ -645,7 +671,7 @@ async function runVersion(series: string, samples: Sample[], meta: Record<string
   meta.push({ series: rt.series, rabbitmq: rt.version, erlang: rt.erlang, root: rt.root ?? 'host', targets });
   const nodes = new Map<NodeKind, Broker>();
   for (const t of targets) if (!nodes.has(nodeOf(t))) nodes.set(nodeOf(t), await makeNode(nodeOf(t), rt));
-  const use = async (kind: NodeKind): Promise<Broker> => {
+  const use = async (kind: NodeKind, qargs: Record<string, unknown>): Promise<Broker> => {
     for (const [k, b] of nodes) {
       if (k !== kind && live.has(b)) {
         log(`${series}: stopping the ${k} node`);
@@ -658,6 +684,7 @@ async function runVersion(series: string, samples: Sample[], meta: Record<string
       log(`${series}: starting the ${kind} node (${b.dataDir})`);
       live.add(b);
       await b.start();
+      if (warmup) log(`${series}: ${kind} node warmed up in ${(await warmUp(`amqp://guest:guest@127.0.0.1:${b.amqpPort}`, qargs)).toFixed(1)} s (not measured)`);
     }
     return b;
   };
@@ -666,7 +693,8 @@ async function runVersion(series: string, samples: Sample[], meta: Record<string
       const order = targets.map((_, i) => targets[(i + run) % targets.length]);
       log(`${series} run ${run + 1}/${runs}: ${order.join(' ')}`);
       for (const target of order) {
-        const b = await use(nodeOf(target));
+        const qargs = target === 'v1' ? { 'x-queue-version': 1 } : target === 'v2' ? { 'x-queue-version': 2 } : {};
+        const b = await use(nodeOf(target), qargs);
         const warren = isWarren(target);
         const loopOf = new Map<string, LoopRead>();
         const cpuOf = new Map<string, CpuSplit>();
@@ -677,7 +705,7 @@ async function runVersion(series: string, samples: Sample[], meta: Record<string
           b,
           url: `amqp://guest:guest@127.0.0.1:${b.amqpPort}`,
           target,
-          qargs: target === 'v1' ? { 'x-queue-version': 1 } : target === 'v2' ? { 'x-queue-version': 2 } : {},
+          qargs,
           tag: `${target}-r${run + 1}`,
           loopReset: async () => {
             if (warren) sidecarPid = (await loopDelay(b)).pid; // discards the period before the load
@@ -934,12 +962,16 @@ function readme(sums: Summary[], crit: Criterion[], meta: Record<string, unknown
   lines.push('## `npm run bench -- broker` — native classic queues v1 / v2 against Warren-fsync / Warren-write', '');
   lines.push(
     'Written by bench/broker-bench.ts from its own results at every full run (do not edit between the markers).',
-    '`npm run bench -- broker [--rabbitmq 3.10,4.0] [--targets v1,v2,warren-fsync,warren-write] [--runs 3] [--backlog 100000] [--scale 1] [--loads …] [--out broker] [--profile] [--report-only]`',
+    '`npm run bench -- broker [--rabbitmq 3.10,4.0] [--targets v1,v2,warren-fsync,warren-write] [--runs 3] [--backlog 100000] [--scale 1] [--loads …] [--out broker] [--profile] [--no-warmup] [--report-only]`',
     '(`--scale` multiplies the throughput loads\' message counts; `--out` other than `broker` leaves this section alone; `--profile` runs the Warren sidecars under `node --cpu-prof`',
     'through the plugin\'s `node_executable` setting and keeps the profiles of the sidecars that exited cleanly in bench/results/<out>-profiles/; `--report-only` rewrites the chart and this section from the results file).',
     '',
     `Run of ${String(meta.date)} (${String(meta.durationMinutes)} min): ${String(meta.machine)}; ${runs} run${runs === 1 ? '' : 's'} per target, the target order rotated each run, medians shown; ` +
-      'the nodes not being measured are stopped. Persistent messages, durable queues, confirms with exactly W outstanding, consumers with prefetch 256 and an ack each. ' +
+      'the nodes not being measured are stopped' +
+      (meta.warmup === true
+        ? `; a node, once started, first runs an unmeasured warm-up (${WARMUP.map((w) => `${w.count.toLocaleString('en')} × ${w.bodyBytes / KiB} KiB`).join(' and ')} published with 256 confirms in flight and consumed)`
+        : '; every load is measured from the node\'s start on, without a warm-up') +
+      '. Persistent messages, durable queues, confirms with exactly W outstanding, consumers with prefetch 256 and an ack each. ' +
       'Durability: 3.10 CQ v1 fsyncs on a timer before confirming; CQ v2 confirms after a plain write; Warren-fsync fsyncs before every confirm; ' +
       'Warren-write confirms once the write reached the kernel and fsyncs every 200 ms. The backlog rows run for v1, v2 and Warren-fsync only ' +
       '(the durability mode does not change recovery). Start times are from the node log ("Starting RabbitMQ" to "Server startup complete"); ' +
@@ -1076,6 +1108,7 @@ async function main(): Promise<void> {
       runs,
       scale,
       profile,
+      warmup,
       idleNodes: 'stopped: only the node of the target being measured runs (native v1 and v2 share one native node)',
       loads: loads.map((l) => ({ id: l.id, rows: l.rows, title: l.title, bodyBytes: l.bodyBytes, count: l.count, window: l.window, only: l.only })),
       durability: {
