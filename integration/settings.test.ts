@@ -135,3 +135,14 @@ it("by default the sidecar runs with plugin.json's V8 old-space size (sidecar_ol
   expect(argv[1]).toBe('--initial-old-space-size=128');
   expect(argv[2]).toMatch(/main\.js$/);
 });
+
+it('sidecar_old_space_mb 0 leaves V8 its own default: no Node flag before the script', async () => {
+  const { b } = await node('v8default', { sidecar_old_space_mb: 0 });
+  await b.start();
+  const [pid] = b.sidecarPids();
+  const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  expect(argv[1]).toMatch(/main\.js$/);
+  expect(argv.some((a) => a.startsWith('--initial-old-space-size'))).toBe(false);
+  expect(fs.readFileSync(b.logFile, 'utf8')).toMatch(/Warren: started sidecar \S+ \S+main\.js \(pid/);
+  await b.stop();
+});
