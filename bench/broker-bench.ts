@@ -634,13 +634,14 @@ class CpuMeter {
     const wall = seconds(this.t0);
     const u = process.cpuUsage();
     const pct = (x: number) => Math.round((100 * x) / wall);
-    const sched = this.sched0 && mainThreadSched(this.sidecarPid());
+    const sched0 = this.sched0;
+    const sched = sched0 && mainThreadSched(this.sidecarPid());
     return {
       vmPct: pct(cpuSeconds(this.vmPid()) - this.vm0),
       sidecarPct: this.sidecarPid() ? pct(cpuSeconds(this.sidecarPid()) - this.sc0) : undefined,
       clientPct: pct((u.user + u.system) / 1e6 - this.cl0),
-      sidecarMainRunPct: sched && this.sched0 ? pct(sched.run - this.sched0.run) : undefined,
-      sidecarMainWaitPct: sched && this.sched0 ? pct(sched.wait - this.sched0.wait) : undefined,
+      sidecarMainRunPct: sched0 && sched ? pct(sched.run - sched0.run) : undefined,
+      sidecarMainWaitPct: sched0 && sched ? pct(sched.wait - sched0.wait) : undefined,
     };
   }
 }

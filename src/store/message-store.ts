@@ -262,11 +262,7 @@ export class MessageStore implements ClientPort {
     store.counters.openScannedFiles = s.scannedFiles;
     store.unfoundAtOpen = s.unfound;
     if (s.currentSize === 0 && store.hints.enabled) store.appended = new HintBuilder();
-    store.writer = await SegmentWriter.open(o.dir, s.current, s.currentSize, {
-      bufferLimit: o.tuning.writeBufferSize,
-      onError: (e) => store.fail(e),
-      onWritten: (file, offset) => store.writeCache.reached(file, offset),
-    });
+    store.writer = await SegmentWriter.open(o.dir, s.current, s.currentSize, store.writerOptions());
     await fsyncDir(o.dir);
     // Files without a hint get one in the background (those a rebuild just
     // scanned from that scan; after a clean start, from a scan of their own),
@@ -468,15 +464,20 @@ export class MessageStore implements ClientPort {
     }, ms);
   }
 
+  /** How every current file is written: its buffer, a failed write failing the store, the write cache told what reached the OS. */
+  private writerOptions(): Parameters<typeof SegmentWriter.open>[3] {
+    return {
+      bufferLimit: this.opts.writeBufferSize,
+      onError: (e) => this.fail(e),
+      onWritten: (file, offset) => this.writeCache.reached(file, offset),
+    };
+  }
+
   private async roll(): Promise<void> {
     await this.batcher.syncNow();
     const old = this.writer;
     const next = old.file + 1;
-    const w = await SegmentWriter.open(this.dir, next, 0, {
-      bufferLimit: this.opts.writeBufferSize,
-      onError: (e) => this.fail(e),
-      onWritten: (file, offset) => this.writeCache.reached(file, offset),
-    });
+    const w = await SegmentWriter.open(this.dir, next, 0, this.writerOptions());
     await fsyncDir(this.dir);
     this.files.rolled(old.file, next);
     this.writer = w;
